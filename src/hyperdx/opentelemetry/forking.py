@@ -1,0 +1,337 @@
+"""Fork awareness: every forked worker exports under its own identity.
+
+Pre-fork servers (Gunicorn, uWSGI, Celery prefork, ``multiprocessing``) fork a process that
+may already have configured telemetry.  Without care every worker reports the master's
+``service.instance.id`` / ``process.pid`` (metric series collide), inherits metric state
+recorded by the master (counted once per worker) and, under uWSGI, never restarts the export
+threads because uWSGI forks without running Python's at-fork hooks.
+
+``register(pipeline)`` is called once by ``configure_opentelemetry()``; it installs (once per
+process) an ``os.register_at_fork`` child hook and, inside uWSGI, a ``uwsgidecorators.postfork``
+hook.  Both converge on :func:`reinit_after_fork`, which is idempotent per pid.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any, NoReturn, Protocol
+
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.sdk.resources import Resource
+
+_logger = logging.getLogger(__name__)
+
+SERVICE_INSTANCE_ID = "service.instance.id"
+PROCESS_PID = "process.pid"
+PROCESS_PARENT_PID = "process.parent_pid"
+
+#: Longest time a child leaving through ``os._exit`` waits for its telemetry to leave.
+EXIT_FLUSH_TIMEOUT_CAP = 3.0
+
+
+class _Pipeline(Protocol):
+    resource: Resource
+    tracer_provider: Any
+    logger_provider: Any
+    meter_provider: Any
+    options: Any
+
+
+_state_lock = threading.Lock()
+_pipeline: _Pipeline | None = None
+_hooks_installed = False
+_reinit_pid: int | None = None
+_original_exit: Callable[[int], NoReturn] | None = None
+_problems: dict[str, int] = {}
+
+
+def register(pipeline: _Pipeline) -> None:
+    """Make ``pipeline`` fork-aware; safe to call any number of times.
+
+    The latest pipeline wins (a reconfigure replaces the previous one); the process-wide hooks
+    are installed once.
+    """
+    global _pipeline, _hooks_installed, _reinit_pid
+    with _state_lock:
+        _pipeline = pipeline
+        if _reinit_pid is None:
+            _reinit_pid = os.getpid()
+        if _hooks_installed:
+            return
+        _hooks_installed = True
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+    _install_uwsgi_postfork()
+
+
+def current_identity(pipeline: _Pipeline | None = None) -> dict[str, Any]:
+    """The identity attributes the given (or registered) pipeline exports right now."""
+    pipe = pipeline or _pipeline
+    if pipe is None:
+        return {}
+    attrs = pipe.resource.attributes
+    return {k: attrs.get(k) for k in (SERVICE_INSTANCE_ID, PROCESS_PID, PROCESS_PARENT_PID)}
+
+
+def _after_fork_in_child() -> None:
+    """``os.register_at_fork`` hook: runs after the SDK's own at-fork hooks (registered earlier)."""
+    reinit_after_fork(sdk_hooks_ran=True)
+
+
+def reinit_after_fork(*, sdk_hooks_ran: bool) -> None:
+    """Give this (child) process its own identity, fresh metric state and a flushing ``os._exit``.
+
+    ``sdk_hooks_ran`` is False when the process was forked without Python's at-fork hooks (uWSGI
+    without ``py-call-uwsgi-fork-hooks``): the SDK's own re-initialisation is then run here.
+    Idempotent per pid.
+    """
+    global _reinit_pid
+    pipeline = _pipeline
+    pid = os.getpid()
+    if pipeline is None or _reinit_pid == pid:
+        return
+    _reinit_pid = pid
+    steps: list[tuple[str, Callable[[_Pipeline], None]]] = []
+    if not sdk_hooks_ran:
+        steps.append(("sdk_reinit", _run_sdk_fork_handlers))
+    steps += [
+        ("identity", _refresh_identity),
+        ("metrics_reset", _reset_inherited_metrics),
+        ("exit_flush", lambda _p: _wrap_os_exit()),
+    ]
+    for name, step in steps:
+        try:
+            step(pipeline)
+        except Exception as exc:  # noqa: BLE001 - never break the forked worker; counted + reported once
+            _report(name, exc)
+
+
+def _report(step: str, exc: BaseException) -> None:
+    count = _problems.get(step, 0)
+    _problems[step] = count + 1
+    if count == 0:
+        _logger.warning("hyperdx: after-fork step %r failed in pid %d: %r", step, os.getpid(), exc)
+
+
+def problems() -> dict[str, int]:
+    """Failed after-fork steps by name (for diagnostics and tests)."""
+    return dict(_problems)
+
+
+# --- identity -------------------------------------------------------------------------------
+
+
+def _new_instance_id() -> str:
+    """The SDK regenerates ``service.instance.id`` per pid; reuse its value so all agree."""
+    try:
+        from opentelemetry.sdk.resources import ServiceInstanceIdResourceDetector
+
+        value = ServiceInstanceIdResourceDetector().detect().attributes.get(SERVICE_INSTANCE_ID)
+        if isinstance(value, str) and value:
+            return value
+    except ImportError:
+        pass
+    return str(uuid.uuid4())
+
+
+def _child_identity() -> dict[str, Any]:
+    return {
+        SERVICE_INSTANCE_ID: _new_instance_id(),
+        PROCESS_PID: os.getpid(),
+        PROCESS_PARENT_PID: os.getppid(),
+    }
+
+
+def _replace_attributes(resource: Resource, updates: dict[str, Any]) -> None:
+    """Update a Resource in place, so every holder of this very object sees the new identity."""
+    merged = dict(resource.attributes)
+    merged.update(updates)
+    resource._attributes = BoundedAttributes(attributes=merged, immutable=True)  # noqa: SLF001
+
+
+def _refresh_identity(pipeline: _Pipeline) -> None:
+    """Set the child's identity on the shared Resource and on every provider/tracer/logger.
+
+    The shared object is updated in place (holders that kept a reference see it); providers are
+    then pointed at it again, because the SDK's own at-fork hook (SDK >= 1.39) merges a *copy*
+    per provider and would otherwise leave the three signals on three objects.
+    """
+    identity = _child_identity()
+    shared = pipeline.resource
+    _replace_attributes(shared, identity)
+    _point_providers_at(pipeline, shared)
+
+
+def _point_providers_at(pipeline: _Pipeline, resource: Resource) -> None:
+    tp = pipeline.tracer_provider
+    if hasattr(tp, "_resource"):
+        lock = getattr(tp, "_tracers_lock", None) or threading.Lock()
+        with lock:
+            tp._resource = resource  # noqa: SLF001
+            for tracer in list(getattr(tp, "_tracers", {}).values()):
+                _set_holder_resource(tracer, resource)
+    lp = pipeline.logger_provider
+    if hasattr(lp, "_resource"):
+        lock = getattr(lp, "_active_loggers_lock", None) or threading.Lock()
+        with lock:
+            lp._resource = resource  # noqa: SLF001
+            for logger in list(getattr(lp, "_active_loggers", ())):
+                _set_holder_resource(logger, resource)
+            for logger in list(getattr(lp, "_logger_cache", {}).values()):
+                _set_holder_resource(logger, resource)
+    mp = pipeline.meter_provider
+    sdk_config = getattr(mp, "_sdk_config", None)
+    if sdk_config is not None:
+        sdk_config.resource = resource
+
+
+def _set_holder_resource(holder: Any, resource: Resource) -> None:
+    setter = getattr(holder, "_set_resource", None)
+    if callable(setter):
+        setter(resource)
+    elif hasattr(holder, "resource"):
+        holder.resource = resource
+    else:
+        holder._resource = resource  # noqa: SLF001
+
+
+# --- metrics --------------------------------------------------------------------------------
+
+
+def _reset_inherited_metrics(pipeline: _Pipeline) -> None:
+    """Drop metric state recorded by the parent so each worker reports only its own work.
+
+    Without this, cumulative sums recorded in the master before the fork are exported again by
+    every worker under the worker's new identity.  Locks possibly held at fork are replaced.
+    """
+    consumer = getattr(pipeline.meter_provider, "_measurement_consumer", None)
+    storages = getattr(consumer, "_reader_storages", None)
+    if consumer is None or storages is None:
+        return
+    from opentelemetry.sdk.metrics._internal.metric_reader_storage import MetricReaderStorage
+
+    consumer._lock = threading.Lock()  # noqa: SLF001
+    consumer._reader_storages = {  # noqa: SLF001
+        reader: MetricReaderStorage(
+            consumer._sdk_config,  # noqa: SLF001
+            reader._instrument_class_temporality,  # noqa: SLF001
+            reader._instrument_class_aggregation,  # noqa: SLF001
+        )
+        for reader in storages
+    }
+
+
+# --- SDK re-initialisation when Python's at-fork hooks did not run (uWSGI) --------------------
+
+
+def _run_sdk_fork_handlers(pipeline: _Pipeline) -> None:
+    """Do what the SDK's ``os.register_at_fork`` hooks would have done in this child."""
+    for provider in (pipeline.tracer_provider, pipeline.logger_provider, pipeline.meter_provider):
+        handle = getattr(provider, "_handle_fork", None)
+        if callable(handle):
+            handle()
+    for processor in _span_and_log_processors(pipeline):
+        reinit = getattr(processor, "_at_fork_reinit", None)
+        if callable(reinit):
+            reinit()
+    for reader in _metric_readers(pipeline):
+        thread = getattr(reader, "_daemon_thread", None)
+        reinit = getattr(reader, "_at_fork_reinit", None)
+        if thread is not None and not thread.is_alive() and callable(reinit):
+            reinit()
+
+
+def _span_and_log_processors(pipeline: _Pipeline) -> list[Any]:
+    found: list[Any] = []
+    multi_span = getattr(pipeline.tracer_provider, "_active_span_processor", None)
+    multi_log = getattr(pipeline.logger_provider, "_multi_log_record_processor", None)
+    for multi, attr in ((multi_span, "_span_processors"), (multi_log, "_log_record_processors")):
+        init_executor = getattr(multi, "_init_executor", None)
+        if callable(init_executor):  # Concurrent* processors own a thread pool
+            init_executor(len(getattr(multi, attr, ())) or 2)
+        for proc in getattr(multi, attr, ()):
+            found.append(getattr(proc, "_batch_processor", proc))
+    return found
+
+
+def _metric_readers(pipeline: _Pipeline) -> list[Any]:
+    sdk_config = getattr(pipeline.meter_provider, "_sdk_config", None)
+    return list(getattr(sdk_config, "metric_readers", ()))
+
+
+def _install_uwsgi_postfork() -> None:
+    """Inside uWSGI, also re-initialise from uWSGI's own post-fork hook (chained, not replaced)."""
+    try:
+        import uwsgi  # noqa: F401  (only exists inside uWSGI)
+        from uwsgidecorators import postfork
+    except ImportError:
+        return
+    postfork(_uwsgi_postfork)
+
+
+def _uwsgi_postfork() -> None:
+    reinit_after_fork(sdk_hooks_ran=False)
+
+
+# --- os._exit -------------------------------------------------------------------------------
+
+
+def _exit_flush_timeout(pipeline: _Pipeline) -> float:
+    configured = getattr(pipeline.options, "shutdown_timeout", None)
+    if isinstance(configured, (int, float)) and configured >= 0:
+        return min(float(configured), EXIT_FLUSH_TIMEOUT_CAP)
+    return EXIT_FLUSH_TIMEOUT_CAP
+
+
+def _flush(timeout: float) -> None:
+    try:
+        from hyperdx.opentelemetry import lifecycle
+
+        lifecycle.force_flush(timeout)
+        return
+    except (ImportError, AttributeError):
+        pass
+    pipeline = _pipeline
+    if pipeline is None:
+        return
+    millis = int(timeout * 1000)
+    for provider in (pipeline.tracer_provider, pipeline.logger_provider, pipeline.meter_provider):
+        flush = getattr(provider, "force_flush", None)
+        if callable(flush):
+            flush(millis)
+
+
+def _bounded_flush(timeout: float) -> None:
+    """Flush in a helper thread so a slow exporter can never hold the exit past ``timeout``."""
+
+    def run() -> None:
+        try:
+            _flush(timeout)
+        except Exception as exc:  # noqa: BLE001 - exiting anyway; counted + reported once
+            _report("exit_flush", exc)
+
+    worker = threading.Thread(target=run, name="hyperdx-exit-flush", daemon=True)
+    worker.start()
+    worker.join(timeout)
+
+
+def _wrap_os_exit() -> None:
+    """Forked children (multiprocessing, Celery/billiard) leave via ``os._exit``: atexit never
+    runs there, so flush first, bounded by a short deadline."""
+    global _original_exit
+    if _original_exit is not None:
+        return
+    original = os._exit
+    _original_exit = original
+
+    def _exit_after_flush(status: int) -> NoReturn:
+        pipeline = _pipeline
+        if pipeline is not None and os.getpid() == _reinit_pid:
+            _bounded_flush(_exit_flush_timeout(pipeline))
+        original(status)
+
+    os._exit = _exit_after_flush
