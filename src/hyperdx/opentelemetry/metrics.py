@@ -1,0 +1,66 @@
+"""The meter provider: periodic OTLP export, delta temporality for counters and histograms.
+
+Why delta: forked workers (gunicorn, uWSGI, Celery) each keep their own counters, and each
+restart begins at zero again. With delta points every row in ClickStack is "what happened in
+this interval in this process", so `sum(Value)` across workers and restarts is simply right;
+cumulative series from many short-lived workers need per-series reset detection. ClickStack
+stores AggregationTemporality per row, so both work; users who prefer cumulative set
+OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE=cumulative, which we honour.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from opentelemetry.sdk.metrics import (
+    Counter,
+    Histogram,
+    MeterProvider,
+    ObservableCounter,
+    ObservableGauge,
+    ObservableUpDownCounter,
+    UpDownCounter,
+)
+from opentelemetry.sdk.metrics.export import AggregationTemporality, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+
+from hyperdx.opentelemetry import drops
+from hyperdx.opentelemetry.options import Settings
+
+TEMPORALITY_VARIABLE = "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"
+DELTA: dict[type, AggregationTemporality] = {
+    Counter: AggregationTemporality.DELTA,
+    Histogram: AggregationTemporality.DELTA,
+    ObservableCounter: AggregationTemporality.DELTA,
+    UpDownCounter: AggregationTemporality.CUMULATIVE,
+    ObservableUpDownCounter: AggregationTemporality.CUMULATIVE,
+    ObservableGauge: AggregationTemporality.CUMULATIVE,
+}
+
+
+def exporter_arguments() -> dict[str, Any]:
+    """Our temporality default, unless the user chose one through the standard variable."""
+    if os.environ.get(TEMPORALITY_VARIABLE, "").strip():
+        return {}
+    return {"preferred_temporality": DELTA}
+
+
+def build_meter_provider(settings: Settings, resource: Resource, exporter: Any | None
+                         ) -> MeterProvider:
+    readers: list[PeriodicExportingMetricReader] = []
+    if settings.debug.value:
+        from hyperdx.opentelemetry.console import ConsoleMetricExporter
+
+        readers.append(PeriodicExportingMetricReader(
+            ConsoleMetricExporter(),
+            export_interval_millis=settings.metric_export_interval_ms.value,
+        ))
+    if exporter is not None:
+        readers.append(
+            PeriodicExportingMetricReader(
+                drops.CountingExporter(exporter, "metrics"),
+                export_interval_millis=settings.metric_export_interval_ms.value,
+            )
+        )
+    return MeterProvider(metric_readers=readers, resource=resource, shutdown_on_exit=False)

@@ -1,0 +1,68 @@
+"""The tracer provider: sampler, bounded baggage copy, batch export with drop accounting."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry import baggage
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
+
+from hyperdx.opentelemetry import drops
+from hyperdx.opentelemetry.options import Settings
+
+MAX_BAGGAGE_KEYS = 16
+MAX_BAGGAGE_VALUE_LENGTH = 256
+
+
+class BaggageSpanProcessor(SpanProcessor):
+    """Copies baggage entries onto spans as attributes, bounded.
+
+    Inbound baggage comes from untrusted clients, so the number of keys and the value length
+    are capped (0.4.0 copied everything).
+    """
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        entries = baggage.get_all(parent_context)
+        for count, (key, value) in enumerate(entries.items()):
+            if count >= MAX_BAGGAGE_KEYS:
+                break
+            span.set_attribute(key, str(value)[:MAX_BAGGAGE_VALUE_LENGTH])
+
+
+class CountingBatchSpanProcessor(BatchSpanProcessor):
+    """The SDK's batch processor, with queue-full drops counted instead of silently lost."""
+
+    def on_end(self, span: ReadableSpan) -> None:
+        inner: Any = getattr(self, "_batch_processor", None)
+        queue = getattr(inner, "_queue", None)
+        if queue is not None and len(queue) >= inner._max_queue_size:
+            drops.record("traces", 1, "queue full (export slower than the app)")
+        super().on_end(span)
+
+
+def build_sampler(settings: Settings) -> Sampler | None:
+    """None lets the SDK read OTEL_TRACES_SAMPLER(_ARG); its default is parent-based always-on.
+
+    0.4.0's sample_rate (keep 1 in N) maps onto a parent-based ratio sampler, which never
+    touches the caller's attribute dict.
+    """
+    rate = settings.sample_rate.value
+    if rate is None or rate <= 1:
+        return None
+    return ParentBased(TraceIdRatioBased(1.0 / rate))
+
+
+def build_tracer_provider(settings: Settings, resource: Resource, exporter: Any | None
+                          ) -> TracerProvider:
+    provider = TracerProvider(resource=resource, sampler=build_sampler(settings),
+                              shutdown_on_exit=False)
+    provider.add_span_processor(BaggageSpanProcessor())
+    if exporter is not None:
+        provider.add_span_processor(
+            CountingBatchSpanProcessor(drops.CountingExporter(exporter, "traces"))
+        )
+    return provider
