@@ -1,0 +1,132 @@
+"""OTLP/gRPC listener (grpcio) for the three collector services.
+
+The methods are registered under the service names of opentelemetry-proto's collector
+descriptors, but take the raw request bytes, so that authentication happens before decoding
+and an undecodable message is answered INVALID_ARGUMENT (and recorded) like the collector
+does, instead of grpcio's own generic error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent import futures
+from typing import Any
+
+import grpc
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+from hyperdx.local import wire
+from hyperdx.local.sinks import Sink
+
+__all__ = ["GrpcListener", "HTTP_STATUS_FOR_GRPC"]
+
+Record = Callable[..., None]
+
+_SERVICES = {
+    "traces": trace_service_pb2.DESCRIPTOR.services_by_name["TraceService"].full_name,
+    "logs": logs_service_pb2.DESCRIPTOR.services_by_name["LogsService"].full_name,
+    "metrics": metrics_service_pb2.DESCRIPTOR.services_by_name["MetricsService"].full_name,
+}
+_GRPC_FOR_HTTP = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    500: grpc.StatusCode.INTERNAL,
+    503: grpc.StatusCode.UNAVAILABLE,
+}
+# ReceivedRequest.status for gRPC is the HTTP equivalent of the gRPC code sent back.
+HTTP_STATUS_FOR_GRPC = {code: status for status, code in _GRPC_FOR_HTTP.items()}
+_EMPTY_RESPONSE = b"\x0a\x00"  # Export*ServiceResponse with an empty partial_success
+
+
+class GrpcListener:
+    """A grpcio server answering Export on the trace, logs and metrics services."""
+
+    def __init__(
+        self,
+        *,
+        sink: Sink,
+        api_keys: Sequence[str] | None,
+        max_body_bytes: int,
+        record: Record,
+        errors: wire.SinkErrors,
+        workers: int = 4,
+    ) -> None:
+        self._sink = sink
+        self._keys = None if api_keys is None else list(api_keys)
+        self._record = record
+        self._errors = errors
+        options = [
+            ("grpc.max_receive_message_length", max_body_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hyperdx-grpc"),
+            options=options,
+        )
+        signals = {signal.name: signal for signal in wire.SIGNALS.values()}
+        for name, service in _SERVICES.items():
+            handler = grpc.unary_unary_rpc_method_handler(self._exporter(signals[name], service))
+            self._server.add_generic_rpc_handlers(
+                (grpc.method_handlers_generic_handler(service, {"Export": handler}),)
+            )
+
+    def bind(self, host: str, port: int) -> int:
+        """Listen on host:port (0 = ephemeral); returns the bound port."""
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        try:
+            bound = self._server.add_insecure_port(address)
+        except RuntimeError as error:
+            raise OSError(f"cannot listen for OTLP/gRPC on {address}: {error}") from error
+        if bound == 0:
+            raise OSError(f"cannot listen for OTLP/gRPC on {address}")
+        return bound
+
+    def start(self) -> None:
+        self._server.start()
+
+    def stop(self, grace: float = 1.0) -> None:
+        self._server.stop(grace).wait(grace + 1.0)
+
+    def _exporter(self, signal: wire.Signal, service: str) -> Callable[[bytes, Any], bytes]:
+        path = f"/{service}/Export"
+
+        def export(raw: bytes, context: grpc.ServicerContext) -> bytes:
+            metadata: dict[str, str] = {}
+            for key, value in context.invocation_metadata():
+                if isinstance(value, str):
+                    metadata.setdefault(key.lower(), value)
+
+            def reply(status: int, message: str = "", items: int = 0) -> None:
+                self._record(
+                    protocol="grpc",
+                    signal=signal.name,
+                    path=path,
+                    headers=metadata,
+                    content_encoding=metadata.get("grpc-encoding", ""),
+                    status=status,
+                    items=items,
+                    message=message,
+                )
+
+            if self._keys is not None:
+                problem = wire.check_authorization(metadata.get("authorization"), self._keys)
+                if problem is not None:
+                    recorded = (
+                        problem if problem == wire.MISSING_AUTH else wire.BAD_AUTH + "<redacted>"
+                    )
+                    reply(401, recorded)
+                    context.abort(grpc.StatusCode.UNAUTHENTICATED, problem)
+            try:
+                message = wire.decode(raw, wire.PROTOBUF, signal.request_type)
+                wire.store(self._sink, signal, message, self._errors)
+            except wire.WireError as error:
+                reply(error.status, error.message)
+                context.abort(
+                    _GRPC_FOR_HTTP.get(error.status, grpc.StatusCode.INTERNAL), error.message
+                )
+            reply(200, items=signal.count(message))
+            return _EMPTY_RESPONSE
+
+        return export
