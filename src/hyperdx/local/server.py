@@ -1,0 +1,271 @@
+"""`hyperdx local`: the OTLP receiver writing into the chDB store, plus a loopback query
+endpoint for the `hyperdx` CLI (chDB lets only this process open the data directory).
+
+The query endpoint, ``POST /hyperdx/v1/query`` with ``{"sql": "...", "params": {...}}``,
+requires the same ingestion key as OTLP and answers ``{"columns": [...], "rows": [...]}``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import signal
+import sys
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from hyperdx.local.client import QUERY_PATH, ServerState
+from hyperdx.local.store import (
+    KEY_FILE,
+    STATE_FILE,
+    ChdbSink,
+    DataDirInUse,
+    Store,
+    StoreError,
+    default_data_dir,
+)
+
+MAX_QUERY_BODY = 1 << 20
+
+
+class ServerError(RuntimeError):
+    """`hyperdx local` cannot start as configured (message says which option to change)."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    value: str
+    source: str  # "generated" (first start), "data-dir" (kept from before), "flag", "env"
+
+
+def resolve_key(data_dir: Path, given: str | None) -> ApiKey:
+    """The key to require: given (flag or $HYPERDX_LOCAL_API_KEY), else the one kept in the
+    data directory, else a new UUIDv4 (ClickStack's key format) saved there with mode 0600."""
+    if given is not None:
+        if not given.strip():
+            raise ServerError("--api-key / HYPERDX_LOCAL_API_KEY: the key must not be empty")
+        source = "env" if os.environ.get("HYPERDX_LOCAL_API_KEY") == given else "flag"
+        return ApiKey(given, source)
+    path = data_dir / KEY_FILE
+    if path.exists():
+        kept = path.read_text(encoding="utf-8").strip()
+        if kept:
+            return ApiKey(kept, "data-dir")
+    key = str(uuid.uuid4())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(key + "\n")
+    return ApiKey(key, "generated")
+
+
+def _write_private(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+class LocalServer:
+    """Store + Receiver + query route; :meth:`start` returns once both listeners are up."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        host: str = "127.0.0.1",
+        http_port: int = 4318,
+        grpc_port: int = 4317,
+        api_key: str | None = None,
+    ) -> None:
+        self.data_dir = data_dir.expanduser().resolve()
+        self.host = host
+        self.requested_ports = (http_port, grpc_port)
+        self.api_key_option = api_key
+        self.store: Store | None = None
+        self.receiver: Any = None
+        self.key: ApiKey | None = None
+        self._wrote_state = False
+
+    def start(self) -> LocalServer:
+        from hyperdx.local.receiver import Receiver
+
+        self.store = Store.open(self.data_dir)
+        try:
+            self.key = resolve_key(self.data_dir, self.api_key_option)
+            self.receiver = Receiver(
+                ChdbSink(self.store),
+                host=self.host,
+                http_port=self.requested_ports[0],
+                grpc_port=self.requested_ports[1],
+                api_keys=[self.key.value],
+            )
+            self.receiver.add_route("POST", QUERY_PATH, self._query_handler)
+            self.receiver.start()
+            _write_private(
+                self.data_dir / STATE_FILE, json.dumps(self.state.to_json(), indent=2) + "\n"
+            )
+            self._wrote_state = True
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    @property
+    def state(self) -> ServerState:
+        assert self.key is not None and self.receiver is not None
+        return ServerState(
+            pid=os.getpid(),
+            host="127.0.0.1" if self.host in ("0.0.0.0", "") else self.host,
+            http_port=int(self.receiver.http_port),
+            grpc_port=int(self.receiver.grpc_port),
+            api_key=self.key.value,
+        )
+
+    def stop(self) -> None:
+        """Stop listening (in-flight requests finish), drop the state file, close chDB."""
+        if self.receiver is not None:
+            self.receiver.stop()
+            self.receiver = None
+        if self._wrote_state:  # never touch the state of the instance that owns the dir
+            (self.data_dir / STATE_FILE).unlink(missing_ok=True)
+            self._wrote_state = False
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    async def _query_handler(self, request: Any) -> Any:
+        import asyncio
+
+        from aiohttp import web
+
+        def error(status: int, message: str) -> web.Response:
+            return web.json_response({"code": 3, "message": message}, status=status)
+
+        if request.content_length is not None and request.content_length > MAX_QUERY_BODY:
+            return error(413, f"query body over {MAX_QUERY_BODY} bytes")
+        raw = await request.content.read(MAX_QUERY_BODY + 1)
+        if len(raw) > MAX_QUERY_BODY:
+            return error(413, f"query body over {MAX_QUERY_BODY} bytes")
+        try:
+            doc = json.loads(raw)
+            sql = doc["sql"]
+            params = doc.get("params") or {}
+            if not isinstance(sql, str) or not isinstance(params, dict):
+                raise TypeError("sql must be a string and params an object")
+        except (ValueError, KeyError, TypeError) as exc:
+            return error(400, f'body must be {{"sql": "...", "params": {{...}}}}: {exc}')
+        store = self.store
+        if store is None:
+            return error(503, "hyperdx local is stopping")
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(None, store.query, sql, params)
+        except StoreError as exc:
+            return error(400, str(exc))
+        return web.json_response(result.to_json(), dumps=_dumps)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def banner(server: LocalServer) -> str:
+    """What to tell the user: where data goes and the exact lines that point the SDK here."""
+    state, key = server.state, server.key
+    assert key is not None
+    host = f"[{state.host}]" if ":" in state.host else state.host
+    endpoint = f"http://{host}:{state.http_port}"
+    if key.source == "generated":
+        key_line = f"export HYPERDX_API_KEY={key.value}"
+        key_note = f"Generated an ingestion key (kept in {server.data_dir / KEY_FILE})."
+    elif key.source == "env":
+        key_line = 'export HYPERDX_API_KEY="$HYPERDX_LOCAL_API_KEY"'
+        key_note = "Ingestion key: from $HYPERDX_LOCAL_API_KEY."
+    elif key.source == "flag":
+        key_line = "export HYPERDX_API_KEY=<the key given with --api-key>"
+        key_note = "Ingestion key: from --api-key."
+    else:
+        key_line = f'export HYPERDX_API_KEY="$(cat {server.data_dir / KEY_FILE})"'
+        key_note = f"Ingestion key: kept in {server.data_dir / KEY_FILE}."
+    return "\n".join(
+        [
+            f"hyperdx local: ClickStack tables in chDB at {server.data_dir} (pid {state.pid})",
+            f"  OTLP/HTTP  {endpoint}  (/v1/traces, /v1/logs, /v1/metrics)",
+            f"  OTLP/gRPC  {host}:{state.grpc_port}",
+            key_note,
+            "Point the SDK at it:",
+            f"  export OTEL_EXPORTER_OTLP_ENDPOINT={endpoint}",
+            f"  {key_line}",
+            "  export OTEL_SERVICE_NAME=my-service",
+            "Then: hyperdx logs -f | hyperdx traces | hyperdx trace <id> | hyperdx metrics"
+            ' | hyperdx sql "..."      (Ctrl-C stops)',
+        ]
+    )
+
+
+def serve(
+    *,
+    data_dir: Path | None,
+    host: str,
+    http_port: int,
+    grpc_port: int,
+    api_key: str | None,
+    out: TextIO | None = None,
+    ready: Callable[[LocalServer], None] | None = None,
+) -> int:
+    """Run until SIGINT/SIGTERM; returns the process exit code (1 = could not start)."""
+    out = out or sys.stdout
+    err = sys.stderr
+    if not is_loopback(host):
+        # Authentication is always on (a key is generated if none is given); say so, since
+        # the data is now reachable from the network.
+        print(
+            f"hyperdx local: listening on non-loopback {host}: the ingestion key is required",
+            file=err,
+        )
+    server = LocalServer(
+        data_dir or default_data_dir(),
+        host=host,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        api_key=api_key,
+    )
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        try:
+            server.start()
+        except DataDirInUse as exc:
+            print(f"hyperdx local: {exc}", file=err)
+            return 1
+        except (ServerError, StoreError, OSError) as exc:
+            print(f"hyperdx local: {exc}", file=err)
+            return 1
+        print(banner(server), file=out, flush=True)
+        if ready is not None:
+            ready(server)
+        while not stop.wait(0.5):
+            pass
+        print("hyperdx local: stopping", file=out, flush=True)
+        return 0
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
