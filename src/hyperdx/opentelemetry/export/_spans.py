@@ -1,0 +1,222 @@
+"""OTLP trace encoding straight to bytes (``ExportTraceServiceRequest``).
+
+Mirrors ``opentelemetry.exporter.otlp.proto.common.trace_encoder.encode_spans`` field for
+field, so the result is byte-identical to the stock ``SerializeToString()`` (tests assert it).
+Spans are encoded one at a time (:func:`encode_span`) so that the exporter can encode a batch
+in slices and let other threads take the GIL in between; :func:`assemble` then groups the
+finished span bytes by resource and scope.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan
+
+from ._wire import attributes, field_bytes, pack_fixed32, pack_fixed64, string_field, varint
+
+_FLAGS_HAS_IS_REMOTE = 0x100
+_FLAGS_IS_REMOTE = 0x200
+_FLAGS_LOCAL = b"\x85\x01" + pack_fixed32(_FLAGS_HAS_IS_REMOTE)
+_FLAGS_REMOTE = b"\x85\x01" + pack_fixed32(_FLAGS_HAS_IS_REMOTE | _FLAGS_IS_REMOTE)
+_KIND = [b"\x30" + varint(v + 1) for v in range(5)]  # SDK SpanKind 0..4 -> proto 1..5
+
+
+def _status(status: Any) -> bytes:
+    if status is None:
+        return b""
+    body = string_field(b"\x12", status.description)
+    code = status.status_code.value
+    if code:
+        body += b"\x18" + varint(code)
+    return field_bytes(b"\x7a", body)
+
+
+def _events(events: Sequence[Any]) -> list[bytes]:
+    out = []
+    for ev in events:
+        parts = []
+        if ev.timestamp:
+            parts.append(b"\x09" + pack_fixed64(ev.timestamp))
+        parts.append(string_field(b"\x12", ev.name))
+        parts.extend(attributes(b"\x1a", ev.attributes))
+        if ev.dropped_attributes:
+            parts.append(b"\x20" + varint(ev.dropped_attributes))
+        out.append(field_bytes(b"\x5a", b"".join(parts)))
+    return out
+
+
+def _links(links: Sequence[Any]) -> list[bytes]:
+    out = []
+    for link in links:
+        ctx = link.context
+        parts = [
+            b"\x0a\x10" + ctx.trace_id.to_bytes(16, "big"),
+            b"\x12\x08" + ctx.span_id.to_bytes(8, "big"),
+        ]
+        parts.extend(attributes(b"\x22", link.attributes))
+        dropped = link.dropped_attributes
+        if dropped:
+            parts.append(b"\x28" + varint(dropped))
+        flags = _FLAGS_HAS_IS_REMOTE | (_FLAGS_IS_REMOTE if ctx.is_remote else 0)
+        parts.append(b"\x35" + pack_fixed32(flags))
+        out.append(field_bytes(b"\x6a", b"".join(parts)))
+    return out
+
+
+_STATUS_UNSET = b"\x7a\x00"
+
+
+def encode_span(span: ReadableSpan) -> bytes:
+    """One ``Span`` message body (without its tag and length)."""
+    if type(span) is ReadableSpan:
+        # What the SDK hands to on_end: read the slots directly, skipping the properties
+        # that copy (events/links -> tuple, attributes -> MappingProxyType) on every access.
+        attrs: Any = span._attributes
+        events: Any = span._events
+        links: Any = span._links
+    else:
+        attrs, events, links = span.attributes, span.events, span.links
+    ctx = span.context
+    assert ctx is not None  # a ReadableSpan handed to on_end always has a context
+    parts = [
+        b"\x0a\x10" + ctx.trace_id.to_bytes(16, "big"),
+        b"\x12\x08" + ctx.span_id.to_bytes(8, "big"),
+    ]
+    ts = ctx.trace_state
+    if ts:
+        parts.append(string_field(b"\x1a", ",".join([f"{k}={v}" for k, v in ts.items()])))
+    parent = span.parent
+    if parent:
+        parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
+    name = span.name
+    if name:
+        parts.append(field_bytes(b"\x2a", name.encode("utf-8")))
+    parts.append(_KIND[span.kind._value_])
+    start, end = span.start_time, span.end_time
+    if start:
+        parts.append(b"\x39" + pack_fixed64(start))
+    if end:
+        parts.append(b"\x41" + pack_fixed64(end))
+    # Dropped counts are read even when the collection is empty: a limit of 0 drops everything.
+    if attrs:
+        parts.extend(attributes(b"\x4a", attrs))
+    dropped = span.dropped_attributes
+    if dropped:
+        parts.append(b"\x50" + varint(dropped))
+    if events:
+        parts.extend(_events(events))
+    dropped = span.dropped_events
+    if dropped:
+        parts.append(b"\x60" + varint(dropped))
+    if links:
+        parts.extend(_links(links))
+    dropped = span.dropped_links
+    if dropped:
+        parts.append(b"\x70" + varint(dropped))
+    status = span.status
+    if status is not None and status.description is None and not status.status_code._value_:
+        parts.append(_STATUS_UNSET)
+    else:
+        parts.append(_status(status))
+    parts.append(_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL)
+    return b"".join(parts)
+
+
+def encode_resource(resource: Any) -> bytes:
+    """``Resource`` body: attributes only, as the stock encoder writes it."""
+    return b"".join(attributes(b"\x0a", resource.attributes))
+
+
+def encode_scope(scope: Any) -> bytes:
+    """``InstrumentationScope`` body; ``None`` encodes as an empty (but present) scope."""
+    if scope is None:
+        return b""
+    parts = [string_field(b"\x0a", scope.name), string_field(b"\x12", scope.version)]
+    parts.extend(attributes(b"\x1a", scope.attributes))
+    return b"".join(parts)
+
+
+def assemble(
+    groups: dict[Any, dict[Any, list[bytes]]],
+    *,
+    resource_field: bytes = b"\x0a",
+    item_field: bytes = b"\x12",
+) -> bytes:
+    """Build the export request from encoded items grouped ``{resource: {scope: [item]}}``.
+
+    The same nesting (Resource*{resource=1, Scope*=2, schema_url=3} with Scope*{scope=1,
+    items=2, schema_url=3}) serves traces and logs, so log encoding reuses it.
+    """
+    out = []
+    for resource, scopes in groups.items():
+        rparts = [field_bytes(b"\x0a", _cached_resource(resource))]
+        for scope, items in scopes.items():
+            sparts = [field_bytes(b"\x0a", _cached_scope(scope))]
+            sparts.extend([field_bytes(item_field, it) for it in items])
+            if scope is not None and scope.schema_url:
+                sparts.append(string_field(b"\x1a", scope.schema_url))
+            rparts.append(field_bytes(b"\x12", b"".join(sparts)))
+        rparts.append(string_field(b"\x1a", resource.schema_url))
+        out.append(field_bytes(resource_field, b"".join(rparts)))
+    return b"".join(out)
+
+
+# Resources and scopes are long-lived and shared by every item: encode each once. The SDK
+# hashes them by value (a JSON dump per hash for Resource), so caches and per-batch grouping
+# key on identity and hash an object only the first time it is seen.
+_CACHE_MAX = 256
+_resource_cache: dict[int, tuple[Any, bytes]] = {}
+_scope_cache: dict[int, tuple[Any, bytes]] = {}
+
+
+def _cached(cache: dict[int, tuple[Any, bytes]], obj: Any, encode: Any) -> bytes:
+    hit = cache.get(id(obj))
+    if hit is not None and hit[0] is obj:
+        return hit[1]
+    enc: bytes = encode(obj)
+    if len(cache) >= _CACHE_MAX:
+        cache.clear()
+    cache[id(obj)] = (obj, enc)  # the strong reference keeps id(obj) from being reused
+    return enc
+
+
+def _cached_resource(resource: Any) -> bytes:
+    return _cached(_resource_cache, resource, encode_resource)
+
+
+def _cached_scope(scope: Any) -> bytes:
+    return _cached(_scope_cache, scope, encode_scope)
+
+
+def group(items: Sequence[Any], encoded: Sequence[bytes]) -> dict[Any, dict[Any, list[bytes]]]:
+    """Group encoded items by (resource, scope) in first-seen order, merging equal objects,
+    exactly like the stock encoder's nested defaultdict, but hashing each distinct object once
+    per batch instead of once per item."""
+    groups: dict[Any, dict[Any, list[bytes]]] = {}
+    scopes_by_id: dict[int, dict[Any, list[bytes]]] = {}
+    list_by_ids: dict[tuple[int, int], list[bytes]] = {}
+    for item, enc in zip(items, encoded, strict=True):
+        resource = item.resource
+        scope = item.instrumentation_scope or None
+        ids = (id(resource), id(scope))
+        lst = list_by_ids.get(ids)
+        if lst is None:
+            scopes = scopes_by_id.get(ids[0])
+            if scopes is None:
+                scopes = groups.get(resource)
+                if scopes is None:
+                    scopes = groups[resource] = {}
+                scopes_by_id[ids[0]] = scopes
+            lst = scopes.get(scope)
+            if lst is None:
+                lst = scopes[scope] = []
+            list_by_ids[ids] = lst
+        lst.append(enc)
+    return groups
+
+
+def encode_spans_bytes(spans: Sequence[ReadableSpan]) -> bytes:
+    """Whole-batch convenience: the serialized ``ExportTraceServiceRequest``."""
+    return assemble(group(spans, [encode_span(s) for s in spans]))
