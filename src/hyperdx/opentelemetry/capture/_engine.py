@@ -1,0 +1,266 @@
+"""Shared machinery: error accounting, span-end deferral and one exchange's capture state."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from .body import Tee, body_attributes, header_attributes
+from .config import CaptureConfig
+from .redact import Redactor, get_redactor
+
+_logger = logging.getLogger("hyperdx.opentelemetry")
+
+REQ_HEADER = "http.request.header"
+RESP_HEADER = "http.response.header"
+REQ_BODY = "http.request.body"
+RESP_BODY = "http.response.body"
+
+# A span whose body is never finished (a response object kept and never read) is ended anyway
+# after this long, with whatever was captured, so it is not lost.
+STALE_SECONDS = 60.0
+
+_errors_lock = threading.Lock()
+_error_count = 0
+_reported: set[tuple[str, str]] = set()
+
+
+def record_error(site: str, exc: BaseException) -> None:
+    """Count a capture failure; log each distinct (site, type) once. The message is not logged:
+    it could quote captured data."""
+    global _error_count
+    key = (site, type(exc).__name__)
+    with _errors_lock:
+        _error_count += 1
+        first = key not in _reported
+        _reported.add(key)
+    if first:
+        _logger.warning(
+            "network capture failed in %s (%s); the request was not affected. "
+            "Further %s errors there are counted, not logged.",
+            site,
+            type(exc).__name__,
+            type(exc).__name__,
+        )
+
+
+def capture_errors() -> int:
+    return _error_count
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def guarded(site: str) -> Callable[[F], F]:
+    """Decorator: a capture failure is counted and reported, never raised into the app."""
+
+    def deco(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:  # capture must never break the application
+                record_error(site, exc)
+                return None
+
+        return wrapper  # type: ignore[return-value]
+
+    return deco
+
+
+class Deferred:
+    """Holds back ``span.end()`` until the body has been seen, keeping the original end time.
+
+    Instrumentations end client spans when headers arrive and Flask/Django end server spans
+    before the WSGI server iterates the response; bodies flow later. We shadow ``end`` on the
+    span instance, remember when it was called, and really end the span on ``release()``.
+    """
+
+    _registry: dict[int, Deferred] = {}
+    _registry_lock = threading.Lock()
+    _last_sweep = 0.0
+
+    def __init__(self, span: Any, on_stale: Callable[[], None] | None = None) -> None:
+        self._span = span
+        self._orig_end = span.end
+        self._end_time: int | None = None
+        self._released = False
+        self._done = False
+        self._lock = threading.Lock()
+        self._created = time.monotonic()
+        self._on_stale = on_stale
+        span.end = self._end
+        with Deferred._registry_lock:
+            Deferred._registry[id(self)] = self
+        self._sweep(self._created)
+
+    def _end(self, end_time: int | None = None) -> None:
+        with self._lock:
+            if self._end_time is None:
+                self._end_time = end_time if end_time is not None else time.time_ns()
+            ready = self._released
+        if ready:
+            self._really_end()
+
+    @property
+    def ended(self) -> bool:
+        return self._end_time is not None
+
+    def release(self) -> None:
+        with self._lock:
+            if self._released:
+                return
+            self._released = True
+            ready = self._end_time is not None
+        if ready:
+            self._really_end()
+        else:
+            self._restore()
+
+    def _restore(self) -> None:
+        with Deferred._registry_lock:
+            Deferred._registry.pop(id(self), None)
+        with contextlib.suppress(AttributeError):
+            del self._span.end
+
+    def _really_end(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+        self._restore()
+        self._orig_end(end_time=self._end_time)
+
+    @classmethod
+    def _sweep(cls, now: float, force: bool = False) -> None:
+        if not force and now - cls._last_sweep < 5.0:
+            return
+        cls._last_sweep = now
+        with cls._registry_lock:
+            stale = [d for d in cls._registry.values() if force or now - d._created > STALE_SECONDS]
+        for d in stale:
+            if d._on_stale is not None:
+                try:
+                    d._on_stale()
+                except Exception as exc:
+                    record_error("stale-span", exc)
+            d.release()
+
+    @classmethod
+    def release_all(cls) -> None:
+        cls._sweep(time.monotonic(), force=True)
+
+
+class Engine:
+    """Capture settings plus the compiled redactor, shared by all hooks of one config."""
+
+    def __init__(self, config: CaptureConfig) -> None:
+        self.config = config
+        self.cap = config.max_body_bytes
+        self.redactor: Redactor = get_redactor(config.redact, tuple(config.extra_patterns))
+        self.excluded = tuple(e for e in config.excluded_endpoints if e)
+
+    def is_excluded(self, url: str | None) -> bool:
+        return bool(url) and any(str(url).startswith(e) for e in self.excluded)
+
+    def set_url(self, span: Any, url: str | None, target: str | None = None) -> None:
+        """Ensure ``http.url`` (HyperDX shows its network panel on it) and redact URL attributes."""
+        redactor = self.redactor
+        attrs = getattr(span, "attributes", None) or {}
+        full = attrs.get("http.url") or attrs.get("url.full") or url
+        updates: dict[str, Any] = {}
+        if full:
+            updates["http.url"] = redactor.url(str(full))
+        if "url.full" in attrs:
+            updates["url.full"] = redactor.url(str(attrs["url.full"]))
+        old_target = attrs.get("http.target") or target
+        if "http.target" in attrs and old_target:
+            updates["http.target"] = redactor.target(str(old_target))
+        if "url.query" in attrs:
+            updates["url.query"] = redactor.query(str(attrs["url.query"]))
+        span.set_attributes(updates)
+
+    def headers(self, span: Any, prefix: str, items: Iterable[tuple[Any, Any]]) -> None:
+        span.set_attributes(header_attributes(prefix, items, self.redactor))
+
+    def body(
+        self,
+        span: Any,
+        prefix: str,
+        data: bytes,
+        size: int | None,
+        content_type: str | None,
+    ) -> None:
+        attrs = body_attributes(prefix, data, size, content_type, self.redactor, self.cap)
+        if attrs:
+            span.set_attributes(attrs)
+
+    def tee(self) -> Tee:
+        return Tee(self.cap)
+
+
+class Exchange:
+    """One request/response being captured onto one span whose end may be deferred."""
+
+    def __init__(self, engine: Engine, span: Any, defer: bool) -> None:
+        self.engine = engine
+        self.span = span
+        self.request = engine.tee()
+        self.response = engine.tee()
+        self.request_type: str | None = None
+        self.response_type: str | None = None
+        self.request_size: int | None = None
+        self.response_size: int | None = None
+        self.request_seen = False
+        self.response_seen = False
+        self._finished = False
+        self._lock = threading.Lock()
+        self.deferred = Deferred(span, self.finish) if defer else None
+
+    def defer(self) -> None:
+        """Hold the span's end until ``finish()`` (call before the instrumentation ends it)."""
+        if self.deferred is None:
+            self.deferred = Deferred(self.span, self.finish)
+
+    def finish(self) -> None:
+        """Write body attributes (once) and let the span end."""
+        with self._lock:
+            if self._finished:
+                return
+            self._finished = True
+        try:
+            self.write_bodies()
+        except Exception as exc:
+            record_error("finish", exc)
+        finally:
+            if self.deferred is not None:
+                self.deferred.release()
+
+    def write_bodies(self) -> None:
+        self._write(REQ_BODY, self.request, self.request_seen, self.request_size, self.request_type)
+        self._write(
+            RESP_BODY, self.response, self.response_seen, self.response_size, self.response_type
+        )
+
+    def _write(
+        self, prefix: str, tee: Tee, seen: bool, hint: int | None, content_type: str | None
+    ) -> None:
+        """``seen``: the whole body passed the tee. ``hint``: its declared size, if comparable."""
+        size = tee.size if seen or hint is None else max(hint, tee.size)
+        if tee.size or seen:
+            self.engine.body(self.span, prefix, tee.data, size, content_type)
+        elif hint:
+            self.span.set_attribute(f"{prefix}.size", hint)
+
+
+def recording(span: Any) -> bool:
+    try:
+        return bool(span is not None and span.is_recording())
+    except Exception as exc:  # a foreign span implementation
+        record_error("is_recording", exc)
+        return False

@@ -1,0 +1,81 @@
+"""ASGI servers (FastAPI, Starlette, any OpenTelemetryMiddleware): hooks only.
+
+The ASGI middleware calls ``client_request_hook`` with every message the app *receives* and
+``client_response_hook`` with every message it *sends*, before the server span ends, so bodies
+are teed as they pass: nothing is read ahead, nothing is buffered beyond the cap. (If the user
+excludes the ``receive``/``send`` spans via ``exclude_spans``, these hooks are not called and only
+headers are captured.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._engine import REQ_HEADER, RESP_HEADER, Engine, Exchange, guarded, recording
+from .body import content_length, find_header
+
+STATE_KEY = "hyperdx.capture"
+
+
+def _url(scope: dict[str, Any]) -> str:
+    scheme = scope.get("scheme", "http")
+    server = scope.get("server")
+    host = find_header(scope.get("headers") or (), "host")
+    if not host and server:
+        host = f"{server[0]}:{server[1]}" if server[1] else str(server[0])
+    path = scope.get("root_path", "") + scope.get("path", "")
+    query = scope.get("query_string") or b""
+    url = f"{scheme}://{host or 'localhost'}{path}"
+    if query:
+        url += "?" + query.decode("latin-1")
+    return url
+
+
+def hooks(engine: Engine) -> dict[str, Any]:
+    @guarded("asgi.server_request_hook")
+    def server_request_hook(span: Any, scope: dict[str, Any]) -> None:
+        if scope.get("type") != "http" or not recording(span):
+            return
+        url = _url(scope)
+        if engine.is_excluded(url):
+            return
+        headers = scope.get("headers") or ()
+        engine.set_url(span, url)
+        engine.headers(span, REQ_HEADER, headers)
+        ex = Exchange(engine, span, defer=False)
+        ex.request_type = find_header(headers, "content-type")
+        ex.request_size = content_length(find_header(headers, "content-length"))
+        scope[STATE_KEY] = ex
+
+    @guarded("asgi.client_request_hook")
+    def client_request_hook(span: Any, scope: dict[str, Any], message: dict[str, Any]) -> None:
+        ex = scope.get(STATE_KEY)
+        if not isinstance(ex, Exchange) or message.get("type") != "http.request":
+            return
+        ex.request.feed(message.get("body") or b"")
+        if not message.get("more_body", False):
+            ex.request_seen = True
+
+    @guarded("asgi.client_response_hook")
+    def client_response_hook(span: Any, scope: dict[str, Any], message: dict[str, Any]) -> None:
+        ex = scope.get(STATE_KEY)
+        if not isinstance(ex, Exchange):
+            return
+        kind = message.get("type")
+        if kind == "http.response.start":
+            headers = message.get("headers") or ()
+            engine.headers(ex.span, RESP_HEADER, headers)
+            ex.response_type = find_header(headers, "content-type")
+            if find_header(headers, "content-encoding") is None:
+                ex.response_size = content_length(find_header(headers, "content-length"))
+        elif kind == "http.response.body":
+            ex.response.feed(message.get("body") or b"")
+            if not message.get("more_body", False):
+                ex.response_seen = True
+                ex.finish()  # the server span ends right after this message is sent
+
+    return {
+        "server_request_hook": server_request_hook,
+        "client_request_hook": client_request_hook,
+        "client_response_hook": client_response_hook,
+    }

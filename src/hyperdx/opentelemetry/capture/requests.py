@@ -1,0 +1,51 @@
+"""requests client spans: hooks for RequestsInstrumentor.
+
+The response body is taken only when requests already read it (``stream=False``, the default);
+a streamed response is left alone and recorded by its declared size.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._engine import REQ_HEADER, RESP_HEADER, Engine, Exchange, guarded, recording
+from .body import content_length
+
+_KEY = "_hyperdx_capture"
+
+
+def hooks(engine: Engine) -> dict[str, Any]:
+    @guarded("requests.request_hook")
+    def request_hook(span: Any, request: Any) -> None:
+        if not recording(span) or engine.is_excluded(request.url):
+            return
+        ex = Exchange(engine, span, defer=False)
+        headers = request.headers or {}
+        engine.set_url(span, request.url)
+        engine.headers(span, REQ_HEADER, headers.items())
+        ex.request_type = headers.get("Content-Type")
+        body = request.body
+        if isinstance(body, (bytes, str)):
+            ex.request.feed(body)
+            ex.request_seen = True
+        else:
+            ex.request_size = content_length(headers.get("Content-Length"))
+        span.__dict__[_KEY] = ex
+
+    @guarded("requests.response_hook")
+    def response_hook(span: Any, request: Any, response: Any) -> None:
+        ex = span.__dict__.pop(_KEY, None)
+        if ex is None or not recording(span):
+            return
+        headers = response.headers
+        engine.headers(span, RESP_HEADER, headers.items())
+        ex.response_type = headers.get("Content-Type")
+        content = response.__dict__.get("_content")
+        if response.__dict__.get("_content_consumed") and isinstance(content, bytes):
+            ex.response.feed(content)
+            ex.response_seen = True
+        elif not headers.get("Content-Encoding"):
+            ex.response_size = content_length(headers.get("Content-Length"))
+        ex.finish()
+
+    return {"request_hook": request_hook, "response_hook": response_hook}
