@@ -316,12 +316,18 @@ def metrics(
         f" FROM {table} WHERE {' AND '.join(where)}"
         for table, kind in METRIC_TABLES.items()
     ]
+    per_time = (
+        "SELECT MetricName, Kind, any(MetricUnit) AS Unit, groupUniqArray(ServiceName) AS Svcs,"
+        " count() AS N, TimeUnix, sum(V) AS V, sum(C) AS C"
+        f" FROM ({' UNION ALL '.join(parts)}) GROUP BY MetricName, Kind, TimeUnix"
+    )
     sql = (
-        "SELECT MetricName, any(Kind) AS Kind, any(MetricUnit) AS Unit,"
-        " groupUniqArray(ServiceName) AS Services, count() AS Points, max(TimeUnix) AS Latest,"
-        " sumIf(V, TimeUnix = Latest) AS LatestValue, sumIf(C, TimeUnix = Latest) AS LatestCount,"
+        "SELECT MetricName, any(Kind) AS Kind, any(Unit) AS Unit,"
+        " arrayDistinct(arrayFlatten(groupArray(Svcs))) AS Services, sum(N) AS Points,"
+        " max(TimeUnix) AS Latest, argMax(V, TimeUnix) AS LatestValue,"
+        " argMax(C, TimeUnix) AS LatestCount,"
         " arrayMap(x -> x.2, arraySort(x -> x.1, groupArray((TimeUnix, V)))) AS Values"
-        f" FROM ({' UNION ALL '.join(parts)}) GROUP BY MetricName ORDER BY MetricName"
+        f" FROM ({per_time}) GROUP BY MetricName ORDER BY MetricName"
     )
     rows = reader.query(sql, params).rows
     for row in rows:
