@@ -11,13 +11,17 @@ only the storage is memory. Ports are ephemeral, so tests can run in parallel.
 
 from __future__ import annotations
 
+import http.client
+import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
-from hyperdx.local.receiver import Receiver
+from hyperdx.local.receiver import DEFAULT_MAX_BODY_BYTES, Receiver
 from hyperdx.local.sinks import MemorySink
 
-__all__ = ["exporter_env", "running_receiver"]
+__all__ = ["HttpReply", "exporter_env", "http_request", "running_receiver"]
 
 
 @contextmanager
@@ -29,9 +33,12 @@ def running_receiver(
 ) -> Iterator[tuple[Receiver, MemorySink]]:
     """Start a receiver on 127.0.0.1 (HTTP, plus gRPC when ``grpc``) and stop it afterwards."""
     sink = MemorySink()
-    kwargs = {} if max_body_bytes is None else {"max_body_bytes": max_body_bytes}
     receiver = Receiver(
-        sink, http_port=0, grpc_port=0 if grpc else None, api_keys=api_keys, **kwargs
+        sink,
+        http_port=0,
+        grpc_port=0 if grpc else None,
+        api_keys=api_keys,
+        max_body_bytes=max_body_bytes or DEFAULT_MAX_BODY_BYTES,
     )
     with receiver:
         yield receiver, sink
@@ -54,3 +61,52 @@ def exporter_env(
     if api_key is not None:
         env["HYPERDX_API_KEY"] = api_key
     return env
+
+
+@dataclass
+class HttpReply:
+    status: int
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def http_request(
+    receiver: Receiver,
+    path: str,
+    body: bytes = b"",
+    headers: Sequence[tuple[str, str]] = (),
+    *,
+    method: str = "POST",
+    chunks: Sequence[bytes] | None = None,
+) -> HttpReply:
+    """Send one raw HTTP request to the receiver, headers exactly as given (duplicates kept).
+
+    With ``chunks`` the body goes out with ``Transfer-Encoding: chunked`` and no
+    Content-Length, the way the OpenTelemetry JavaScript exporters send it.
+    """
+    connection = http.client.HTTPConnection("127.0.0.1", receiver.http_port, timeout=10)
+    try:
+        connection.putrequest(method, path, skip_accept_encoding=True)
+        for name, value in headers:
+            connection.putheader(name, value)
+        if chunks is not None:
+            connection.putheader("Transfer-Encoding", "chunked")
+            connection.endheaders()
+            for chunk in chunks:
+                connection.send(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+            connection.send(b"0\r\n\r\n")
+        else:
+            if body or method in ("POST", "PUT"):
+                connection.putheader("Content-Length", str(len(body)))
+            connection.endheaders(body or None)
+        response = connection.getresponse()
+        return HttpReply(
+            status=response.status,
+            headers={name.lower(): value for name, value in response.getheaders()},
+            body=response.read(),
+        )
+    finally:
+        connection.close()
