@@ -14,8 +14,9 @@ from opentelemetry import metrics
 
 app = Flask(__name__)
 log = logging.getLogger("shop")
-checkouts = metrics.get_meter("shop").create_counter("app.checkouts", unit="1",
-                                                     description="completed checkouts")
+checkouts = metrics.get_meter("shop").create_counter(
+    "app.checkouts", unit="1", description="completed checkouts"
+)
 PORT = int(os.environ.get("PORT", "5000"))
 
 

@@ -23,12 +23,17 @@ def test_defaults_point_at_a_local_clickstack_never_a_hosted_service() -> None:
 
 
 def test_code_beats_environment_beats_default_and_each_value_knows_its_source() -> None:
-    env = {"OTEL_SERVICE_NAME": "from-env", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://env:4318",
-           "HYPERDX_API_KEY": "env-key"}
+    env = {
+        "OTEL_SERVICE_NAME": "from-env",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://env:4318",
+        "HYPERDX_API_KEY": "env-key",
+    }
     s = resolve(HyperDXOptions(service_name="from-code"), env=env)
     assert (s.service_name.value, s.service_name.source) == ("from-code", "code")
     assert (s.traces.endpoint.value, s.traces.endpoint.source) == (
-        "http://env:4318/v1/traces", "environment")
+        "http://env:4318/v1/traces",
+        "environment",
+    )
     assert (s.traces.apikey.value, s.traces.apikey.source) == ("env-key", "environment")
     assert s.debug.source == "default"
     rows = {name: (shown, source) for name, shown, source, _ in s.rows()}
@@ -51,8 +56,11 @@ def test_no_key_means_no_authorization_header_at_all() -> None:
 
 
 def test_otlp_headers_are_merged_with_ours() -> None:
-    env = {"HYPERDX_API_KEY": "k", "OTEL_EXPORTER_OTLP_HEADERS": "x-team=a%20b,Authorization=old",
-           "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "x-trace=1"}
+    env = {
+        "HYPERDX_API_KEY": "k",
+        "OTEL_EXPORTER_OTLP_HEADERS": "x-team=a%20b,Authorization=old",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "x-trace=1",
+    }
     s = resolve(env=env)
     assert s.traces.export_headers() == {"x-team": "a b", "x-trace": "1", "authorization": "k"}
     assert s.logs.export_headers() == {"x-team": "a b", "authorization": "k"}
@@ -60,14 +68,18 @@ def test_otlp_headers_are_merged_with_ours() -> None:
 
 def test_service_name_falls_back_to_resource_attributes() -> None:
     s = resolve(env={"OTEL_RESOURCE_ATTRIBUTES": "team=a,service.name=from-attrs"})
-    assert (s.service_name.value, s.service_name.variable) == ("from-attrs",
-                                                               "OTEL_RESOURCE_ATTRIBUTES")
+    assert (s.service_name.value, s.service_name.variable) == (
+        "from-attrs",
+        "OTEL_RESOURCE_ATTRIBUTES",
+    )
     assert not any("OTEL_SERVICE_NAME" in w for w in s.warnings)
 
 
 def test_per_signal_endpoints_are_used_as_given() -> None:
-    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "https://collector:4318/",
-           "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": "https://logs.example:9999/custom"}
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "https://collector:4318/",
+        "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": "https://logs.example:9999/custom",
+    }
     s = resolve(env=env)
     assert s.traces.endpoint.value == "https://collector:4318/v1/traces"
     assert s.logs.endpoint.value == "https://logs.example:9999/custom"
@@ -76,14 +88,23 @@ def test_per_signal_endpoints_are_used_as_given() -> None:
 @pytest.mark.parametrize(
     ("env", "variable", "value"),
     [
-        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "localhost:4318"}, "OTEL_EXPORTER_OTLP_ENDPOINT",
-         "localhost:4318"),
+        (
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "localhost:4318"},
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "localhost:4318",
+        ),
         ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://"}, "OTEL_EXPORTER_OTLP_ENDPOINT", "http://"),
-        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://h:99999/v1/traces"},
-         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://h:99999/v1/traces"),
+        (
+            {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://h:99999/v1/traces"},
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "http://h:99999/v1/traces",
+        ),
         ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
-        ({"OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "thrift"}, "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
-         "thrift"),
+        (
+            {"OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "thrift"},
+            "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+            "thrift",
+        ),
         ({"OTEL_EXPORTER_OTLP_HEADERS": "novalue"}, "OTEL_EXPORTER_OTLP_HEADERS", "novalue"),
     ],
 )
@@ -104,8 +125,18 @@ def test_grpc_protocol_defaults_to_port_4317_without_a_path() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("true", True), ("TRUE", True), ("1", True), ("yes", True), ("On", True),
-     ("false", False), ("False", False), ("0", False), ("no", False), ("off", False)],
+    [
+        ("true", True),
+        ("TRUE", True),
+        ("1", True),
+        ("yes", True),
+        ("On", True),
+        ("false", False),
+        ("False", False),
+        ("0", False),
+        ("no", False),
+        ("off", False),
+    ],
 )
 def test_booleans_parse_strictly(raw: str, expected: bool) -> None:
     s = resolve(env={"DEBUG": raw, "HYPERDX_ENABLE_ADVANCED_NETWORK_CAPTURE": raw})

@@ -28,8 +28,11 @@ def free_port() -> int:
 
 def base_env(extra: Mapping[str, str]) -> dict[str, str]:
     """The test process's environment minus any OTEL/HYPERDX settings, plus `extra`."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("OTEL_", "HYPERDX_")) and k != "DEBUG"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OTEL_", "HYPERDX_")) and k != "DEBUG"
+    }
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
@@ -80,12 +83,18 @@ class Proc:
 
 
 @contextmanager
-def run(argv: Sequence[str], env: Mapping[str, str], tmp_path: Path, name: str = "app",
-        cwd: Path | None = None) -> Iterator[Proc]:
+def run(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    tmp_path: Path,
+    name: str = "app",
+    cwd: Path | None = None,
+) -> Iterator[Proc]:
     out, err = tmp_path / f"{name}.out", tmp_path / f"{name}.err"
     with out.open("wb") as fo, err.open("wb") as fe:
-        popen = subprocess.Popen(list(argv), env=base_env(env), stdout=fo, stderr=fe,
-                                 cwd=str(cwd or ROOT))
+        popen = subprocess.Popen(
+            list(argv), env=base_env(env), stdout=fo, stderr=fe, cwd=str(cwd or ROOT)
+        )
     proc = Proc(popen, out, err)
     try:
         yield proc
@@ -98,8 +107,9 @@ def wait_http(url: str, proc: Proc | None = None, timeout: float = 20.0) -> None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.popen.poll() is not None:
-            raise AssertionError(f"process exited early ({proc.popen.returncode}):\n"
-                                 f"{proc.stdout}\n{proc.stderr}")
+            raise AssertionError(
+                f"process exited early ({proc.popen.returncode}):\n{proc.stdout}\n{proc.stderr}"
+            )
         try:
             with urllib.request.urlopen(url, timeout=2):
                 return

@@ -22,8 +22,9 @@ from hyperdx.opentelemetry.traces import build_tracer_provider
 _lock = threading.Lock()
 
 
-def configure_opentelemetry(options: HyperDXOptions | None = None, **kwargs: Any
-                            ) -> lifecycle.Pipeline | None:
+def configure_opentelemetry(
+    options: HyperDXOptions | None = None, **kwargs: Any
+) -> lifecycle.Pipeline | None:
     """Configure traces, logs and metrics for this process; safe to call more than once.
 
     Keyword arguments are HyperDXOptions fields (`configure_opentelemetry(service_name="x")`).
@@ -33,6 +34,9 @@ def configure_opentelemetry(options: HyperDXOptions | None = None, **kwargs: Any
     with _lock:
         existing = lifecycle.current()
         if existing is not None:
+            # Idempotent: same pipeline; re-assert the single log handler in case something
+            # (an explicit LoggingInstrumentor, a dictConfig) added or removed one since.
+            logs.attach_handler(existing.logger_provider, existing.settings.log_level.value)
             _activate_instrumentation(existing.settings)
             return existing
         try:
@@ -76,8 +80,7 @@ def _build(settings: Settings) -> lifecycle.Pipeline:
     )
     if settings.debug.value:
         _add_console(tracer_provider, logger_provider)
-    return lifecycle.Pipeline(settings, resource, tracer_provider, logger_provider,
-                              meter_provider)
+    return lifecycle.Pipeline(settings, resource, tracer_provider, logger_provider, meter_provider)
 
 
 def _add_console(tracer_provider: Any, logger_provider: Any) -> None:

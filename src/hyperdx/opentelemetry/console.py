@@ -7,6 +7,7 @@ headers or exporter settings, so no API key or authorization value can appear.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 from collections.abc import Sequence
@@ -27,18 +28,23 @@ from opentelemetry.trace import StatusCode
 from hyperdx.opentelemetry.metrics import DELTA
 
 _KEY_ATTRIBUTES = (
-    "http.request.method", "http.method", "http.route", "url.full", "http.url", "http.target",
-    "http.response.status_code", "http.status_code", "db.system", "messaging.system",
+    "http.request.method",
+    "http.method",
+    "http.route",
+    "url.full",
+    "http.url",
+    "http.target",
+    "http.response.status_code",
+    "http.status_code",
+    "db.system",
+    "messaging.system",
 )
 _write_lock = threading.Lock()
 
 
 def _out(stream: IO[str] | None, text: str) -> None:
-    with _write_lock:
-        try:
-            (stream or sys.stderr).write(text + "\n")
-        except (OSError, ValueError):
-            pass
+    with _write_lock, contextlib.suppress(OSError, ValueError):
+        (stream or sys.stderr).write(text + "\n")
 
 
 def _clock(ns: int | None) -> str:
@@ -63,14 +69,17 @@ def format_span_tree(spans: Sequence[ReadableSpan]) -> list[str]:
         service = members[0].resource.attributes.get("service.name", "")
         lines.append(f"trace {trace_id:032x} ({service})")
 
-        def walk(parent: int | None, depth: int) -> None:
-            for s in sorted(children.get(parent, []), key=lambda x: x.start_time or 0):
-                lines.append("  " * (depth + 1) + _span_line(s))
-                if s.context is not None:
-                    walk(s.context.span_id, depth + 1)
-
-        walk(None, 0)
+        _walk(children, None, 1, lines)
     return lines
+
+
+def _walk(
+    children: dict[int | None, list[ReadableSpan]], parent: int | None, depth: int, lines: list[str]
+) -> None:
+    for span in sorted(children.get(parent, []), key=lambda x: x.start_time or 0):
+        lines.append("  " * depth + _span_line(span))
+        if span.context is not None:
+            _walk(children, span.context.span_id, depth + 1, lines)
 
 
 def _span_line(span: ReadableSpan) -> str:
@@ -78,7 +87,7 @@ def _span_line(span: ReadableSpan) -> str:
     kind = span.kind.name.lower()
     error = " ERROR" if span.status.status_code is StatusCode.ERROR else ""
     attrs = span.attributes or {}
-    shown = " ".join(f"{k}={attrs[k]}" for k in _KEY_ATTRIBUTES if k in attrs)
+    shown = " ".join(f"{k}={attrs[k]!s}" for k in _KEY_ATTRIBUTES if k in attrs)
     return f"{span.name} [{kind}] {duration:.1f} ms{error}" + (f"  {shown}" if shown else "")
 
 
@@ -103,7 +112,7 @@ class ConsoleLogExporter(LogRecordExporter):
             ids = ""
             if record.trace_id:
                 ids = f" trace={record.trace_id:032x} span={record.span_id:016x}"
-            lines.append(f"{_clock(record.timestamp)} {level:<7} {record.body}{ids}")
+            lines.append(f"{_clock(record.timestamp)} {level:<7} {str(record.body)}{ids}")
         _out(self._stream, "\n".join(lines))
         return LogRecordExportResult.SUCCESS
 
@@ -121,8 +130,9 @@ class ConsoleMetricExporter(MetricExporter):
         super().__init__(preferred_temporality=DELTA)
         self._stream = stream
 
-    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000,
-               **kwargs: Any) -> MetricExportResult:
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> MetricExportResult:
         lines = []
         for rm in metrics_data.resource_metrics:
             for sm in rm.scope_metrics:
@@ -137,8 +147,9 @@ class ConsoleMetricExporter(MetricExporter):
                         summary = f"count={count} sum={total:.3f}"
                     temporality = getattr(metric.data, "aggregation_temporality", None)
                     delta = " (delta)" if temporality is AggregationTemporality.DELTA else ""
-                    lines.append(f"metric {metric.name}: {summary} over {len(points)} "
-                                 f"series{delta}")
+                    lines.append(
+                        f"metric {metric.name}: {summary} over {len(points)} series{delta}"
+                    )
         if lines:
             _out(self._stream, "\n".join(lines))
         return MetricExportResult.SUCCESS

@@ -9,6 +9,7 @@ stay quiet, so nothing is printed twice.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import threading
@@ -52,11 +53,9 @@ class StderrDiagnostics(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if _app_handles(record):
             return
-        try:
+        # A closed stderr (daemonised process) leaves nothing sensible to do.
+        with contextlib.suppress(OSError, ValueError):
             sys.stderr.write(self.format(record) + "\n")
-        except (OSError, ValueError):
-            # stderr closed (daemonised process): nothing sensible left to do.
-            pass
 
 
 def _app_handles(record: logging.LogRecord) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from hyperdx.opentelemetry import diagnostics
 
@@ -51,7 +51,8 @@ def report() -> str | None:
         return None
     parts = [
         f"{sum(reasons.values())} {signal} ("
-        + ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items())) + ")"
+        + ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items()))
+        + ")"
         for signal, reasons in sorted(snap.items())
     ]
     line = "telemetry dropped in this process: " + "; ".join(parts)
@@ -69,6 +70,14 @@ def _count(batch: Any) -> int:
         for sm in rm.scope_metrics
         for metric in sm.metrics
     )
+
+
+E = TypeVar("E")
+
+
+def counting(exporter: E, signal: str) -> E:
+    """`exporter` wrapped so failures are counted; typed as the exporter it wraps."""
+    return cast(E, CountingExporter(exporter, signal))
 
 
 class CountingExporter:

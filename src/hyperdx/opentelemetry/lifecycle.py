@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
@@ -36,14 +36,17 @@ class Pipeline:
     tracer_provider: TracerProvider
     logger_provider: LoggerProvider
     meter_provider: MeterProvider
+    options: Settings = field(init=False)  # the name forking.py and older code use
 
-    @property
-    def options(self) -> Settings:
-        return self.settings
+    def __post_init__(self) -> None:
+        self.options = self.settings
 
     def providers(self) -> list[tuple[str, Any]]:
-        return [("traces", self.tracer_provider), ("logs", self.logger_provider),
-                ("metrics", self.meter_provider)]
+        return [
+            ("traces", self.tracer_provider),
+            ("logs", self.logger_provider),
+            ("metrics", self.meter_provider),
+        ]
 
 
 _lock = threading.RLock()
@@ -76,8 +79,12 @@ def _run_parallel(action: Callable[[Any, float], Any], timeout: float) -> list[s
     deadline = time.monotonic() + timeout
     threads = []
     for name, provider in pipeline.providers():
-        t = threading.Thread(target=_guarded, args=(action, name, provider, timeout),
-                             name=f"hyperdx-{name}-flush", daemon=True)
+        t = threading.Thread(
+            target=_guarded,
+            args=(action, name, provider, timeout),
+            name=f"hyperdx-{name}-flush",
+            daemon=True,
+        )
         t.start()
         threads.append((name, t))
     late = []
@@ -88,8 +95,7 @@ def _run_parallel(action: Callable[[Any, float], Any], timeout: float) -> list[s
     return late
 
 
-def _guarded(action: Callable[[Any, float], Any], name: str, provider: Any, timeout: float
-             ) -> None:
+def _guarded(action: Callable[[Any, float], Any], name: str, provider: Any, timeout: float) -> None:
     try:
         action(provider, timeout)
     except Exception as exc:  # noqa: BLE001 - report, never raise into the app at exit
@@ -100,9 +106,11 @@ def _pending(provider: Any) -> int:
     """Items still queued or in flight in a provider's export path (lost at the deadline)."""
     total = 0
     multi = getattr(provider, "_active_span_processor", None) or getattr(
-        provider, "_multi_log_record_processor", None)
-    processors = list(getattr(multi, "_span_processors", ()) or getattr(
-        multi, "_log_record_processors", ()))
+        provider, "_multi_log_record_processor", None
+    )
+    processors = list(
+        getattr(multi, "_span_processors", ()) or getattr(multi, "_log_record_processors", ())
+    )
     for proc in processors:
         inner = getattr(proc, "_batch_processor", None)
         total += len(getattr(inner, "_queue", ()))

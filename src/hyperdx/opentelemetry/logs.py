@@ -83,7 +83,7 @@ def build_logger_provider(resource: Resource, exporter: Any | None) -> LoggerPro
     provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
     if exporter is not None:
         provider.add_log_record_processor(
-            CountingBatchLogRecordProcessor(drops.CountingExporter(exporter, "logs"))
+            CountingBatchLogRecordProcessor(drops.counting(exporter, "logs"))
         )
     return provider
 
@@ -108,6 +108,7 @@ def attach_handler(provider: LoggerProvider, level: int) -> HyperDXLoggingHandle
         if _handler not in root.handlers:
             root.addHandler(_handler)
         _guard_config_functions()
+        _adopt_instrumentation_handler()
         return _handler
 
 
@@ -121,6 +122,29 @@ def current_handler() -> HyperDXLoggingHandler | None:
     return _handler
 
 
+_adopted = False
+
+
+def _adopt_instrumentation_handler() -> None:
+    """Make opentelemetry-instrumentation-logging reuse our handler instead of adding one.
+
+    Its `instrument()` (run by the agent, or by an app explicitly) installs a second root
+    handler by default since 0.61b0, which exports every record twice.
+    """
+    global _adopted
+    if _adopted:
+        return
+    _adopted = True
+    import opentelemetry.instrumentation.logging as instrumentation_logging
+
+    def reuse_ours(*args: Any, **kwargs: Any) -> LoggingHandler:
+        handler = _handler
+        assert handler is not None  # only patched after our handler exists
+        return handler
+
+    instrumentation_logging._setup_logging_handler = reuse_ours
+
+
 _guarded = False
 
 
@@ -130,9 +154,9 @@ def _guard_config_functions() -> None:
     if _guarded:
         return
     _guarded = True
-    logging.basicConfig = _step_aside(logging.basicConfig)  # type: ignore[assignment]
-    logging.config.dictConfig = _step_aside(logging.config.dictConfig)  # type: ignore[assignment]
-    logging.config.fileConfig = _step_aside(logging.config.fileConfig)  # type: ignore[assignment]
+    logging.basicConfig = _step_aside(logging.basicConfig)
+    logging.config.dictConfig = _step_aside(logging.config.dictConfig)
+    logging.config.fileConfig = _step_aside(logging.config.fileConfig)
 
 
 def _step_aside(config_fn: Callable[..., Any]) -> Callable[..., Any]:

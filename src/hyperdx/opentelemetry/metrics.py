@@ -46,20 +46,23 @@ def exporter_arguments() -> dict[str, Any]:
     return {"preferred_temporality": DELTA}
 
 
-def build_meter_provider(settings: Settings, resource: Resource, exporter: Any | None
-                         ) -> MeterProvider:
+def build_meter_provider(
+    settings: Settings, resource: Resource, exporter: Any | None
+) -> MeterProvider:
     readers: list[PeriodicExportingMetricReader] = []
     if settings.debug.value:
         from hyperdx.opentelemetry.console import ConsoleMetricExporter
 
-        readers.append(PeriodicExportingMetricReader(
-            ConsoleMetricExporter(),
-            export_interval_millis=settings.metric_export_interval_ms.value,
-        ))
+        readers.append(
+            PeriodicExportingMetricReader(
+                ConsoleMetricExporter(),
+                export_interval_millis=settings.metric_export_interval_ms.value,
+            )
+        )
     if exporter is not None:
         readers.append(
             PeriodicExportingMetricReader(
-                drops.CountingExporter(exporter, "metrics"),
+                drops.counting(exporter, "metrics"),
                 export_interval_millis=settings.metric_export_interval_ms.value,
             )
         )

@@ -161,8 +161,9 @@ class _Resolver:
                 return name, value.strip()
         return None
 
-    def string(self, code: str | None, names: tuple[str, ...], default: T, *, secret: bool = False
-               ) -> Setting[str | T]:
+    def string(
+        self, code: str | None, names: tuple[str, ...], default: T, *, secret: bool = False
+    ) -> Setting[str | T]:
         if code is not None:
             return Setting(code, "code", names[0] if names else "", secret)
         found = self.raw(*names)
@@ -186,8 +187,9 @@ class _Resolver:
             )
         return Setting(default, "default", names[0])
 
-    def number(self, code: float | None, name: str, default: T, kind: type, minimum: float
-               ) -> Setting[T]:
+    def number(
+        self, code: float | None, name: str, default: T, kind: type, minimum: float
+    ) -> Setting[T]:
         if code is not None:
             if code < minimum:
                 raise ConfigurationError(f"{name} (in code) must be >= {minimum}, got {code!r}")
@@ -255,7 +257,8 @@ def _signal(r: _Resolver, o: HyperDXOptions, signal: str) -> SignalSettings:
     if protocol.value not in PROTOCOLS:
         hint = (
             " (the OpenTelemetry Python exporters cannot send OTLP/JSON)"
-            if protocol.value == "http/json" else ""
+            if protocol.value == "http/json"
+            else ""
         )
         raise ConfigurationError(
             f"{protocol.variable}={protocol.value!r} is not a supported protocol{hint}; "
@@ -271,8 +274,11 @@ def _signal(r: _Resolver, o: HyperDXOptions, signal: str) -> SignalSettings:
     elif found := r.raw(per_signal_var):
         endpoint = Setting(validate_url(found[1], found[0]), "environment", found[0])
     else:
-        base = r.string(o.endpoint, ("OTEL_EXPORTER_OTLP_ENDPOINT",),
-                        DEFAULT_GRPC_ENDPOINT if grpc else DEFAULT_ENDPOINT)
+        base = r.string(
+            o.endpoint,
+            ("OTEL_EXPORTER_OTLP_ENDPOINT",),
+            DEFAULT_GRPC_ENDPOINT if grpc else DEFAULT_ENDPOINT,
+        )
         url = validate_url(base.value, "endpoint" if base.source == "code" else base.variable)
         if not grpc:
             url = url.rstrip("/") + f"/v1/{signal}"
@@ -338,12 +344,16 @@ def _patterns(r: _Resolver, o: HyperDXOptions) -> Setting[tuple[str, ...]]:
             try:
                 re.compile(pattern)
             except re.error as exc:
-                raise ConfigurationError(f"{name} has an invalid pattern {pattern!r}: {exc}") from exc
+                raise ConfigurationError(
+                    f"{name} has an invalid pattern {pattern!r}: {exc}"
+                ) from exc
         return Setting(items, "environment", name)
     return Setting((), "default", name)
 
 
-def resolve(options: HyperDXOptions | None = None, env: Mapping[str, str] | None = None) -> Settings:
+def resolve(
+    options: HyperDXOptions | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
     """Resolve code options against the environment; raises ConfigurationError on unusable input."""
     o = options or HyperDXOptions()
     r = _Resolver(os.environ if env is None else env)
@@ -354,9 +364,12 @@ def resolve(options: HyperDXOptions | None = None, env: Mapping[str, str] | None
             "(sent as the 'authorization' header); sending without one"
         )
     debug = r.boolean(o.debug, ("HYPERDX_DEBUG", "DEBUG"), False)
-    sample_rate = r.number(
+    sample_rate: Setting[int | None] = r.number(
         float(o.sample_rate) if o.sample_rate is not None else None,
-        "HYPERDX_SAMPLE_RATE", None, int, 1,
+        "HYPERDX_SAMPLE_RATE",
+        None,
+        int,
+        1,
     )
     return Settings(
         sdk_disabled=r.boolean(None, ("OTEL_SDK_DISABLED",), False),
@@ -365,19 +378,26 @@ def resolve(options: HyperDXOptions | None = None, env: Mapping[str, str] | None
         debug=debug,
         log_level=_log_level(r, o),
         sample_rate=sample_rate,
-        shutdown_timeout=r.number(o.shutdown_timeout, "HYPERDX_SHUTDOWN_TIMEOUT",
-                                  DEFAULT_SHUTDOWN_TIMEOUT, float, 0.1),
+        shutdown_timeout=r.number(
+            o.shutdown_timeout, "HYPERDX_SHUTDOWN_TIMEOUT", DEFAULT_SHUTDOWN_TIMEOUT, float, 0.1
+        ),
         metric_export_interval_ms=r.number(
-            float(o.metric_export_interval_ms) if o.metric_export_interval_ms is not None
-            else None,
-            "OTEL_METRIC_EXPORT_INTERVAL", DEFAULT_METRIC_INTERVAL_MS, int, 100,
+            float(o.metric_export_interval_ms) if o.metric_export_interval_ms is not None else None,
+            "OTEL_METRIC_EXPORT_INTERVAL",
+            DEFAULT_METRIC_INTERVAL_MS,
+            int,
+            100,
         ),
         instrument=r.boolean(o.instrument, ("HYPERDX_AUTO_INSTRUMENT",), True),
-        capture_enabled=r.boolean(o.enable_advanced_network_capture,
-                                  ("HYPERDX_ENABLE_ADVANCED_NETWORK_CAPTURE",), False),
+        capture_enabled=r.boolean(
+            o.enable_advanced_network_capture, ("HYPERDX_ENABLE_ADVANCED_NETWORK_CAPTURE",), False
+        ),
         capture_body_max_bytes=r.number(
             float(o.capture_body_max_bytes) if o.capture_body_max_bytes is not None else None,
-            "HYPERDX_CAPTURE_BODY_MAX_BYTES", DEFAULT_CAPTURE_BODY_MAX_BYTES, int, 0,
+            "HYPERDX_CAPTURE_BODY_MAX_BYTES",
+            DEFAULT_CAPTURE_BODY_MAX_BYTES,
+            int,
+            0,
         ),
         capture_redact=r.boolean(o.capture_redact, ("HYPERDX_CAPTURE_REDACT",), True),
         capture_redact_patterns=_patterns(r, o),

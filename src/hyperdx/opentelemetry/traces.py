@@ -56,13 +56,13 @@ def build_sampler(settings: Settings) -> Sampler | None:
     return ParentBased(TraceIdRatioBased(1.0 / rate))
 
 
-def build_tracer_provider(settings: Settings, resource: Resource, exporter: Any | None
-                          ) -> TracerProvider:
-    provider = TracerProvider(resource=resource, sampler=build_sampler(settings),
-                              shutdown_on_exit=False)
+def build_tracer_provider(
+    settings: Settings, resource: Resource, exporter: Any | None
+) -> TracerProvider:
+    provider = TracerProvider(
+        resource=resource, sampler=build_sampler(settings), shutdown_on_exit=False
+    )
     provider.add_span_processor(BaggageSpanProcessor())
     if exporter is not None:
-        provider.add_span_processor(
-            CountingBatchSpanProcessor(drops.CountingExporter(exporter, "traces"))
-        )
+        provider.add_span_processor(CountingBatchSpanProcessor(drops.counting(exporter, "traces")))
     return provider
