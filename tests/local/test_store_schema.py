@@ -407,3 +407,31 @@ def test_lock_in_same_process_and_error_type(store: Store, tmp_path: Path) -> No
     with pytest.raises(DataDirInUse) as info:
         Store.open(store.data_dir)
     assert info.value.pid == os.getpid()
+
+
+def test_concurrent_inserts_are_group_committed_and_a_bad_one_fails_alone(store: Store) -> None:
+    import threading
+
+    _, stamp = ts()
+    good = [
+        {"Timestamp": stamp, "ServiceName": "group-commit", "Body": f"r{i}"} for i in range(300)
+    ]
+    errors: list[BaseException] = []
+    results: list[int] = []
+
+    def write(rows: list[dict[str, object]]) -> None:
+        try:
+            results.append(store.insert("otel_logs", rows))
+        except StoreError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(good,)) for _ in range(8)]
+    threads.append(threading.Thread(target=write, args=([{"Timestamp": "not a time"}],)))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [300] * 8
+    assert len(errors) == 1 and "insert into otel_logs failed" in str(errors[0])
+    count = store.query("SELECT count() AS n FROM otel_logs WHERE ServiceName = 'group-commit'")
+    assert count.rows == [{"n": 2400}]
