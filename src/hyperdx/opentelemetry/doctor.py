@@ -208,7 +208,7 @@ def check_endpoint(url: str) -> list[Outcome]:
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     out: list[Outcome] = []
     try:
-        addresses = sorted({info[4][0] for info in socket.getaddrinfo(host, port)})
+        addresses = sorted({str(info[4][0]) for info in socket.getaddrinfo(host, port)})
         out.append(Outcome(True, f"DNS {host} -> {', '.join(addresses)}"))
     except OSError as exc:
         return [Outcome(False, f"DNS lookup of {host!r} failed: {exc}")]
