@@ -665,3 +665,30 @@ def test_exponential_histogram_and_summary_rows() -> None:
         "ValueAtQuantiles.Value": [0.2, 0.9],
         "Flags": 1,
     }
+
+
+# --- values ClickHouse must accept -----------------------------------------------------------
+
+
+def test_zero_and_out_of_range_timestamps_stay_parseable() -> None:
+    # ClickHouse misreads short "<sec>.<ns>" strings, and DateTime64(9) ends in 2262.
+    zero = _one_log(time_unix_nano=0, observed_time_unix_nano=0)
+    assert zero["Timestamp"] == "1970-01-01 00:00:00.000000000"
+    early = _one_log(time_unix_nano=999_999_999_000_000_123)
+    assert early["Timestamp"] == "2001-09-09 01:46:39.000000123"
+    assert _one_log(time_unix_nano=2**64 - 1)["Timestamp"] == "9223372036.854775807"
+    [span] = trace_rows(
+        ExportTraceServiceRequest(
+            resource_spans=[
+                ResourceSpans(
+                    scope_spans=[ScopeSpans(spans=[Span(events=[Span.Event(name="no time")])])]
+                )
+            ]
+        )
+    )
+    assert span["Timestamp"] == span["Events.Timestamp"][0] == "1970-01-01 00:00:00.000000000"
+
+
+def test_lone_surrogates_from_json_bodies_become_replacement_characters() -> None:
+    row = _one_log(body='{"k\\ud800": "a\\udc00b", "emoji": "\\ud83d\\ude00"}')
+    assert row["LogAttributes"] == {"k\ufffd": "a\ufffdb", "emoji": "\U0001f600"}

@@ -16,6 +16,7 @@ import base64
 import json
 import math
 import re
+import time
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
@@ -192,10 +193,23 @@ def _exemplar_id(raw: bytes, size: int) -> str:
     return raw.hex() if len(raw) == size else "0" * (2 * size)
 
 
+# ClickHouse reads "<sec>.<ns>" as a unix time only when <sec> is long enough (shorter ones
+# are tried as dates and fail), and DateTime64(9) ends at 2**63-1 ns (year 2262).
+_UNIX_TEXT_FROM_NS = 1_000_000_000 * 1_000_000_000
+_MAX_DATETIME64_NS = 2**63 - 1
+
+
 def _datetime64(nanos: int) -> str:
-    """Nanoseconds since the epoch -> exact DateTime64(9) JSON text."""
-    seconds, fraction = divmod(nanos, 1_000_000_000)
-    return f"{seconds}.{fraction:09d}"
+    """Nanoseconds since the epoch -> exact DateTime64(9) JSON text.
+
+    ``"<sec>.<ns:09d>"`` from 2001-09-09 on; earlier instants (a zero timestamp) as
+    ``"YYYY-MM-DD hh:mm:ss.<ns>"`` UTC, which ClickHouse parses for any date; values past
+    DateTime64(9)'s range are clamped to its end instead of failing the whole insert.
+    """
+    seconds, fraction = divmod(min(nanos, _MAX_DATETIME64_NS), 1_000_000_000)
+    if nanos >= _UNIX_TEXT_FROM_NS:
+        return f"{seconds}.{fraction:09d}"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds)) + f".{fraction:09d}"
 
 
 def _service_name(resource: Resource) -> str:
@@ -381,7 +395,24 @@ def _parse_json_object(text: str) -> dict[str, Any] | None:
         parsed = json.loads(text, parse_int=float, parse_constant=_reject_constant)
     except ValueError:
         return None
-    return parsed if isinstance(parsed, dict) else None
+    if not isinstance(parsed, dict):
+        return None
+    if "\\u" in text:  # escaped lone surrogates: Go decodes them as U+FFFD, so must we
+        parsed = _replace_lone_surrogates(parsed)
+    return parsed
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _replace_lone_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_replace_lone_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {_replace_lone_surrogates(k): _replace_lone_surrogates(v) for k, v in value.items()}
+    return value
 
 
 def _reject_constant(name: str) -> Any:
