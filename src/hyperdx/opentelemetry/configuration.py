@@ -12,7 +12,7 @@ from typing import Any
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from hyperdx.opentelemetry import diagnostics, instrumentation, lifecycle, logs
+from hyperdx.opentelemetry import diagnostics, instrumentation, integrations, lifecycle, logs
 from hyperdx.opentelemetry.exporters import create_exporter
 from hyperdx.opentelemetry.metrics import build_meter_provider, exporter_arguments
 from hyperdx.opentelemetry.options import ConfigurationError, HyperDXOptions, Settings, resolve
@@ -60,6 +60,7 @@ def configure_opentelemetry(
             return None
         lifecycle.install(pipeline)
         logs.attach_handler(pipeline.logger_provider, settings.log_level.value)
+        integrations.install_loguru(settings.log_level.value)
         _register_fork_handling(pipeline)
         _install_capture(settings)
     _activate_instrumentation(settings)
