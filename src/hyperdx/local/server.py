@@ -31,6 +31,7 @@ from hyperdx.local.store import (
 )
 
 MAX_QUERY_BODY = 1 << 20
+REQUEST_LOG_KEEP = 1000
 
 
 class ServerError(RuntimeError):
@@ -130,7 +131,7 @@ class LocalServer:
         assert self.key is not None and self.receiver is not None
         return ServerState(
             pid=os.getpid(),
-            host="127.0.0.1" if self.host in ("0.0.0.0", "") else self.host,
+            host={"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(self.host, self.host),
             http_port=int(self.receiver.http_port),
             grpc_port=int(self.receiver.grpc_port),
             api_key=self.key.value,
@@ -147,6 +148,13 @@ class LocalServer:
         if self.store is not None:
             self.store.close()
             self.store = None
+
+    def trim_request_log(self, keep: int = REQUEST_LOG_KEEP) -> None:
+        """The receiver records every request (for tests and diagnostics); a long-running
+        server keeps only the latest ``keep`` so memory stays bounded."""
+        requests = getattr(self.receiver, "requests", None)
+        if requests is not None and len(requests) > keep:
+            del requests[:-keep]  # one list operation: atomic under the GIL
 
     async def _query_handler(self, request: Any) -> Any:
         import asyncio
@@ -255,14 +263,22 @@ def serve(
         except DataDirInUse as exc:
             print(f"hyperdx local: {exc}", file=err)
             return 1
-        except (ServerError, StoreError, OSError) as exc:
+        except OSError as exc:
+            print(f"hyperdx local: {exc}", file=err)
+            print(
+                "  (another collector or hyperdx local on that port? pick others with "
+                "--http-port / --grpc-port, 0 = any free port)",
+                file=err,
+            )
+            return 1
+        except (ServerError, StoreError) as exc:
             print(f"hyperdx local: {exc}", file=err)
             return 1
         print(banner(server), file=out, flush=True)
         if ready is not None:
             ready(server)
         while not stop.wait(0.5):
-            pass
+            server.trim_request_log()
         print("hyperdx local: stopping", file=out, flush=True)
         return 0
     finally:

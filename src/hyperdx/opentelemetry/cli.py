@@ -64,6 +64,7 @@ def main() -> None:
                                                                 hyperdx trace <trace id>
                                                                 hyperdx metrics
                                                                 hyperdx sql "SELECT ..."
+    Check the SDK's configuration and endpoint:                 hyperdx doctor
     """
 
 
