@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
 import time
 import zlib
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 from opentelemetry.sdk.trace import TracerProvider
 
+from hyperdx.local import rows
 from hyperdx.local.receiver import Receiver
 from hyperdx.local.sinks import MemorySink, SinkUnavailable
 
@@ -398,3 +400,62 @@ def test_many_bad_requests_in_a_row_then_good_ones(served: tuple[Receiver, Memor
     body = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [{"name": "after"}]}]}]})
     assert http_request(receiver, "/v1/traces", body.encode(), [JS, AUTH]).status == 200
     assert [row["SpanName"] for row in sink.rows("otel_traces")] == ["after"]
+
+
+# --- robustness ------------------------------------------------------------------------------
+
+
+def test_expect_100_continue_is_answered_after_the_header_checks(
+    served: tuple[Receiver, MemorySink],
+) -> None:
+    receiver, sink = served
+    body = _span_bytes("continued")
+    head = (
+        "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+        f"authorization: {KEY}\r\nExpect: 100-continue\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", receiver.http_port), timeout=5) as conn:
+        conn.sendall(head.encode())
+        assert conn.recv(1024) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        conn.sendall(body)
+        assert conn.recv(4096).startswith(b"HTTP/1.1 200 OK\r\n")
+    assert [row["SpanName"] for row in sink.rows("otel_traces")] == ["continued"]
+    denied = head.replace(KEY, "wrong")
+    with socket.create_connection(("127.0.0.1", receiver.http_port), timeout=5) as conn:
+        conn.sendall(denied.encode())  # refused at once: the body is never asked for
+        assert conn.recv(4096).startswith(b"HTTP/1.1 401 Unauthorized\r\n")
+
+
+def test_deeply_nested_json_is_400_not_a_crash(served: tuple[Receiver, MemorySink]) -> None:
+    receiver, sink = served
+    deep = b'{"resourceSpans":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    reply = http_request(receiver, "/v1/traces", deep, [JS, AUTH])
+    assert reply.status == 400 and _json_status(reply)["code"] == 3
+    _still_serving(receiver, sink)
+
+
+def test_a_mapping_bug_is_a_500_status_and_counted(
+    served: tuple[Receiver, MemorySink], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    receiver, sink = served
+
+    def broken(request: object) -> list[dict[str, Any]]:
+        raise KeyError("bug")
+
+    monkeypatch.setattr(rows, "trace_rows", broken)
+    reply = http_request(receiver, "/v1/traces", _span_bytes(), [PB, AUTH])
+    assert reply.status == 500
+    assert status_pb2.Status.FromString(reply.body).message == "internal error: KeyError"
+    assert receiver.sink_errors.count >= 1
+    monkeypatch.undo()
+    _still_serving(receiver, sink)
+
+
+def test_request_log_is_bounded_and_totals_are_kept() -> None:
+    with Receiver(MemorySink(), http_port=0, grpc_port=None, keep_requests=3) as receiver:
+        for _ in range(10):
+            assert http_request(receiver, "/v1/traces", _span_bytes(), [PB]).status == 200
+        http_request(receiver, "/nope", b"", [PB])
+        assert 3 <= len(receiver.requests) <= 6
+        assert receiver.requests[-1].status == 404
+        assert receiver.items_received == {"traces": 10, "logs": 0, "metrics": 0}

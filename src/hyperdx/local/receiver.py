@@ -75,7 +75,8 @@ class Receiver:
 
     ``api_keys=None`` disables authentication (tests); otherwise the first ``authorization``
     value must equal one key exactly (no ``Bearer``). Port 0 binds an ephemeral port; None
-    turns that listener off.
+    turns that listener off. ``max_body_bytes`` caps every body, raw and decompressed;
+    ``keep_requests`` bounds :attr:`requests` (the oldest are dropped first).
     """
 
     def __init__(
@@ -87,6 +88,7 @@ class Receiver:
         grpc_port: int | None = 4317,
         api_keys: Sequence[str] | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        keep_requests: int = 10_000,
     ) -> None:
         if api_keys is not None and not all(isinstance(k, str) and k for k in api_keys):
             raise ValueError("api_keys: every key must be a non-empty string")
@@ -96,7 +98,11 @@ class Receiver:
         self.host = host
         self.http_port: int = http_port or 0
         self.grpc_port: int | None = grpc_port
+        # Oldest entries are dropped beyond ``keep_requests`` so a long-running server stays
+        # bounded; ``items_received`` keeps the totals per signal.
         self.requests: list[ReceivedRequest] = []
+        self.items_received: dict[str, int] = {"traces": 0, "logs": 0, "metrics": 0}
+        self._keep_requests = max(1, keep_requests)
         self.sink_errors = wire.SinkErrors()
         self._want_http = http_port is not None
         self._want_grpc = grpc_port is not None
@@ -175,7 +181,7 @@ class Receiver:
         if loop is not None and thread is not None:
             if runner is not None:
                 future = asyncio.run_coroutine_threadsafe(runner.cleanup(), loop)
-                future.result(timeout=5)
+                future.result(timeout=10)
             loop.call_soon_threadsafe(loop.stop)
             thread.join(timeout=5)
             loop.close()
@@ -207,8 +213,13 @@ class Receiver:
         return f"[{host}]" if ":" in host else host
 
     def _record(self, **fields: Any) -> None:
+        request = ReceivedRequest(**fields)
         with self._lock:
-            self.requests.append(ReceivedRequest(**fields))
+            self.requests.append(request)
+            if len(self.requests) > 2 * self._keep_requests:  # trim in batches: amortised O(1)
+                del self.requests[: len(self.requests) - self._keep_requests]
+            if request.status == 200 and request.signal:
+                self.items_received[request.signal] += request.items
 
     def _start_http(self) -> None:
         loop = asyncio.new_event_loop()
@@ -217,7 +228,7 @@ class Receiver:
 
         async def setup() -> None:
             server = make_server(self._http)
-            runner = web.ServerRunner(server, handle_signals=False)
+            runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=3.0)
             await runner.setup()
             site = web.TCPSite(runner, self.host, self.http_port, reuse_port=False)
             try:

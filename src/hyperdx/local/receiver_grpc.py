@@ -118,14 +118,19 @@ class GrpcListener:
                     )
                     reply(401, recorded)
                     context.abort(grpc.StatusCode.UNAUTHENTICATED, problem)
+            failure: tuple[int, str] | None = None
             try:
                 message = wire.decode(raw, wire.PROTOBUF, signal.request_type)
                 wire.store(self._sink, signal, message, self._errors)
             except wire.WireError as error:
-                reply(error.status, error.message)
-                context.abort(
-                    _GRPC_FOR_HTTP.get(error.status, grpc.StatusCode.INTERNAL), error.message
-                )
+                failure = (error.status, error.message)
+            except Exception as error:  # a mapping bug fails this call, not the server
+                self._errors.report(f"{signal.name} request", error)
+                failure = (500, f"internal error: {type(error).__name__}")
+            if failure is not None:
+                status, text = failure
+                reply(status, text)
+                context.abort(_GRPC_FOR_HTTP.get(status, grpc.StatusCode.INTERNAL), text)
             reply(200, items=signal.count(message))
             return _EMPTY_RESPONSE
 

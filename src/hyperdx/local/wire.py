@@ -229,19 +229,19 @@ def decode(body: bytes, content_type: str, request_type: type[Message]) -> Any:
     if content_type == PROTOBUF:
         try:
             message.ParseFromString(body)
-        except (DecodeError, ValueError) as error:
+        except (DecodeError, ValueError, RecursionError) as error:
             raise WireError(400, f"failed to decode protobuf body: {error}") from error
         return message
     try:
         document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as error:
+    except (ValueError, RecursionError) as error:
         raise WireError(400, f"failed to decode JSON body: {error}") from error
     if not isinstance(document, dict):
         raise WireError(400, "failed to decode JSON body: top level is not an object")
     _hex_ids_to_base64(document)
     try:
         json_format.ParseDict(document, message, ignore_unknown_fields=True)
-    except (json_format.ParseError, ValueError, TypeError) as error:
+    except (json_format.ParseError, ValueError, TypeError, RecursionError) as error:
         raise WireError(400, f"failed to decode JSON body: {error}") from error
     return message
 
@@ -315,16 +315,16 @@ class SinkErrors:
         self._seen: set[type[BaseException]] = set()
         self._lock = threading.Lock()
 
-    def report(self, table: str, error: BaseException) -> None:
+    def report(self, what: str, error: BaseException) -> None:
+        """Count one failure of ``what`` (a table or request); log it if its type is new."""
         with self._lock:
             self.count += 1
             first = type(error) not in self._seen
             self._seen.add(type(error))
         if first:
             _log.error(
-                "storing rows into %s failed (%s); further failures of this kind are "
-                "counted, not logged",
-                table,
+                "%s failed (%s); further failures of this kind are counted, not logged",
+                what,
                 type(error).__name__,
                 exc_info=error,
             )
@@ -342,8 +342,8 @@ def store(sink: Sink, signal: Signal, message: Any, errors: SinkErrors) -> None:
         try:
             sink.write(table, table_rows)
         except SinkUnavailable as error:
-            errors.report(table, error)
+            errors.report(f"storing {table} rows", error)
             raise WireError(503, f"storage unavailable, retry later: {error}") from error
         except Exception as error:  # any sink bug must fail this request, not the server
-            errors.report(table, error)
+            errors.report(f"storing {table} rows", error)
             raise WireError(500, f"storing {table} rows failed: {type(error).__name__}") from error
