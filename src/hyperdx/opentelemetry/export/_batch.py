@@ -38,6 +38,25 @@ def _count(key: str, n: int) -> None:
         _counts[key] = _counts.get(key, 0) + n
 
 
+# The distro's process-wide account (one warning per signal and reason, one summary at exit).
+_DISTRO_SIGNAL = {"spans": "traces", "logs": "logs"}
+_REASONS = {
+    "queue_full": "queue full (export slower than the app)",
+    "export_failed": "export failed (endpoint unreachable or rejecting)",
+    "after_shutdown": "emitted after shutdown",
+}
+
+
+def _report(signal: str, reason: str, n: int) -> bool:
+    """Hand the drop to ``hyperdx.opentelemetry.drops``; False when it is not available."""
+    try:
+        from hyperdx.opentelemetry import drops
+    except ImportError:
+        return False
+    drops.record(_DISTRO_SIGNAL.get(signal, signal), n, _REASONS.get(reason, reason))
+    return True
+
+
 def counts() -> dict[str, int]:
     with _counts_lock:
         return dict(_counts)
@@ -75,6 +94,7 @@ class Batcher(Generic[T]):
         self._shutdown = False
         self._warned_full = False
         self._dropped_here = 0
+        self._reported_to_distro = _report(signal, "queue_full", 0)
         for key in ("queue_full", "export_failed", "after_shutdown"):
             _count(f"{signal}_{key}", 0)
         self._start()
@@ -108,6 +128,8 @@ class Batcher(Generic[T]):
     def _drop(self, n: int, reason: str) -> None:
         _count(f"{self.signal}_{reason}", n)
         self._dropped_here += n
+        if _report(self.signal, reason, n):
+            return
         if reason != "export_failed" and not self._warned_full:
             self._warned_full = True
             _logger.warning(
@@ -154,8 +176,7 @@ class Batcher(Generic[T]):
             ok = False
             _logger.exception("exporting %d %s failed: %s", len(batch), self.signal, error)
         if not ok:
-            _count(f"{self.signal}_export_failed", len(batch))
-            self._dropped_here += len(batch)
+            self._drop(len(batch), "export_failed")
 
     def force_flush(self, timeout_millis: float = 30000) -> bool:
         deadline = time.monotonic() + timeout_millis / 1000.0
@@ -176,9 +197,8 @@ class Batcher(Generic[T]):
         left = len(self._queue)
         if left:
             self._queue.clear()
-            _count(f"{self.signal}_queue_full", left)
-            self._dropped_here += left
-        if self._dropped_here:
+            self._drop(left, "after_shutdown")
+        if self._dropped_here and not self._reported_to_distro:
             _logger.warning(
                 "%d %s were not delivered (queue full, failed exports or shutdown deadline)",
                 self._dropped_here,
