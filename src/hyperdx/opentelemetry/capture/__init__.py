@@ -19,7 +19,7 @@ from typing import Any
 
 from . import aiohttp_server as _aiohttp_server
 from . import wsgi as _wsgi
-from ._engine import Deferred, Engine, capture_errors
+from ._engine import Deferred, Engine, capture_errors, switch
 from .config import CaptureConfig, config_from_env
 from .redact import REDACTED, Redactor
 
@@ -130,6 +130,7 @@ def install(config: CaptureConfig) -> None:
     if not config.enabled:
         return
     engine = _engine(config)
+    switch.off = False
     _wsgi.install(engine)
     _aiohttp_server.install(engine)
     if _installed is None:
@@ -140,6 +141,7 @@ def install(config: CaptureConfig) -> None:
 def uninstall() -> None:
     """Undo :func:`install` and end any span still waiting for its body."""
     global _installed
+    switch.off = True
     _wsgi.uninstall()
     _aiohttp_server.uninstall()
     Deferred.release_all()

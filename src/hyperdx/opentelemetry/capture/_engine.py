@@ -242,6 +242,8 @@ class Exchange:
                 self.deferred.release()
 
     def write_bodies(self) -> None:
+        # Again at the end: some instrumentations (Flask) re-set URL attributes after our hook.
+        self.engine.set_url(self.span, None)
         self._write(REQ_BODY, self.request, self.request_seen, self.request_size, self.request_type)
         self._write(
             RESP_BODY, self.response, self.response_seen, self.response_size, self.response_type
@@ -258,7 +260,19 @@ class Exchange:
             self.span.set_attribute(f"{prefix}.size", hint)
 
 
+class _Switch:
+    """``uninstall()`` turns every hook already handed to an instrumentor into a no-op
+    (instrumentors keep hooks in class attributes, even across uninstrument/instrument)."""
+
+    off = False
+
+
+switch = _Switch()
+
+
 def recording(span: Any) -> bool:
+    if switch.off:
+        return False
     try:
         return bool(span is not None and span.is_recording())
     except Exception as exc:  # a foreign span implementation

@@ -47,6 +47,9 @@ def _finish(ex: Exchange, request: Any, response: Any) -> None:
         ex.request_seen = True
     if response is not None:
         items = list(response.headers.items())
+        if find_header(items, "set-cookie") is None:  # not prepared yet: cookies come later
+            cookies = getattr(response, "cookies", None) or {}
+            items += [("Set-Cookie", c.output(header="").strip()) for c in cookies.values()]
         ex.engine.headers(ex.span, RESP_HEADER, items)
         ex.response_type = find_header(items, "content-type") or getattr(
             response, "content_type", None

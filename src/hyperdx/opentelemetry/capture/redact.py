@@ -54,15 +54,12 @@ class Redactor:
         self.enabled = enabled
         patterns = DEFAULT_PATTERNS + tuple(extra_patterns)
         self._key = re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
-        keys = "|".join(f"(?:{p})" for p in patterns)
-        # key=value / key: value in free text (also XML-ish attributes), and <key>value</key>.
+        # Linear-time scanners (a token is matched whole, then its name is tested): free-text
+        # ``key=value`` / ``key: value`` and XML ``<key ...>value``.
         self._text_kv = re.compile(
-            rf"""((?:[\w.-]*(?:{keys})[\w.-]*)["']?\s*[=:]\s*)("[^"]*"?|'[^']*'?|[^\s&,;<"']+)""",
-            re.IGNORECASE,
+            r"""(?<![\w.-])([\w.-]+)(["']?\s*[=:]\s*)("[^"]*"?|'[^']*'?|[^\s&,;<"']+)"""
         )
-        self._xml = re.compile(
-            rf"(<\s*([\w:.-]*(?:{keys})[\w:.-]*)(?:\s[^>]*)?>)([^<]*)", re.IGNORECASE
-        )
+        self._xml = re.compile(r"(<\s*([\w:.-]+)(?:\s[^>]*)?>)([^<]*)")
 
     def is_secret_key(self, name: str) -> bool:
         return self.enabled and self._key.search(name) is not None
@@ -164,8 +161,17 @@ class Redactor:
         """Best-effort scrubbing of free text / XML: ``key=value``, ``key: value``, ``<key>v<``."""
         if not self.enabled:
             return text
-        text = self._xml.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
-        return self._text_kv.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
+        key = self._key
+
+        def xml(m: re.Match[str]) -> str:
+            return f"{m.group(1)}{REDACTED}" if key.search(m.group(2)) else m.group(0)
+
+        def kv(m: re.Match[str]) -> str:
+            if key.search(m.group(1)):
+                return f"{m.group(1)}{m.group(2)}{REDACTED}"
+            return m.group(0)
+
+        return self._text_kv.sub(kv, self._xml.sub(xml, text))
 
 
 @lru_cache(maxsize=16)

@@ -154,8 +154,8 @@ def _after_app(state: _State, result: Any) -> Any:
         return result
     if state.response_headers is not None:
         media, _ = parse_content_type(state.response_type)
-        if not is_text(media) or state.engine.cap <= 0:
-            state.finish()  # size only: keep the original iterable (file_wrapper/sendfile)
+        if (not is_text(media) or state.engine.cap <= 0) and state.response_size is not None:
+            state.finish()  # size only and known: keep the original iterable (sendfile)
             return result
     return _Body(result, state)
 
