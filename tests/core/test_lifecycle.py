@@ -172,3 +172,64 @@ def test_sdk_disabled_exports_nothing(tmp_path: Path) -> None:
         time.sleep(0.5)
         assert receiver.requests == []
     assert "handlers []" in proc.stdout
+
+
+def test_queue_overflow_is_counted_and_reported_once(tmp_path: Path) -> None:
+    proc = run_script(
+        """
+        from opentelemetry import trace
+        from hyperdx.opentelemetry import configure_opentelemetry
+        configure_opentelemetry(instrument=False)
+        tracer = trace.get_tracer("t")
+        for i in range(3000):
+            with tracer.start_as_current_span("burst"):
+                pass
+    """,
+        receiver=None,
+        tmp_path=tmp_path,
+        agent=False,
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{_closed_port()}",
+        OTEL_BSP_MAX_QUEUE_SIZE="100",
+        OTEL_BSP_MAX_EXPORT_BATCH_SIZE="50",
+        HYPERDX_SHUTDOWN_TIMEOUT="1",
+    )
+    summary = [
+        line for line in proc.stderr.splitlines() if "telemetry dropped in this process" in line
+    ]
+    assert len(summary) == 1, proc.stderr
+    assert "queue full" in summary[0]
+    dropped = int(summary[0].split(": ", 2)[-1].split(" traces")[0].split()[-1])
+    # every span is accounted for, none silently (a few may race between check and enqueue)
+    assert 2995 <= dropped <= 3005, summary[0]
+    assert proc.stderr.count("dropping traces: queue full") == 1
+
+
+def test_memory_stays_bounded_with_the_collector_down(tmp_path: Path) -> None:
+    port = free_port()
+    # Small queues so the warm-up fills them; the bound is the same mechanism at any size.
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{_closed_port()}",
+        "OTEL_SERVICE_NAME": "shop",
+        "PORT": str(port),
+        "HYPERDX_SHUTDOWN_TIMEOUT": "1",
+        "OTEL_BSP_MAX_QUEUE_SIZE": "256",
+        "OTEL_BLRP_MAX_QUEUE_SIZE": "256",
+    }
+    argv = [str(BIN / "opentelemetry-instrument"), sys.executable, str(EXAMPLES / "flask_app.py")]
+
+    def rss_mb(pid: int) -> float:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError("no VmRSS")
+
+    with run(argv, env, tmp_path) as proc:
+        wait_http(f"http://127.0.0.1:{port}/", proc)
+        for _ in range(400):  # warm-up: fill the bounded queues
+            get(f"http://127.0.0.1:{port}/checkout")
+        before = rss_mb(proc.popen.pid)
+        for _ in range(2000):
+            get(f"http://127.0.0.1:{port}/checkout")
+        after = rss_mb(proc.popen.pid)
+        proc.stop(signal.SIGTERM)
+    assert after - before < 10, (before, after)
