@@ -77,6 +77,9 @@ def format_double(value: float) -> str:
     Fixed notation unless ``abs < 1e-6`` or ``abs >= 1e21``; shortest round-trip digits;
     ``1`` not ``1.0``; exponent as ``e+21`` / ``e-7``.
     """
+    text = repr(value)
+    if "e" not in text and "n" not in text:  # repr is fixed-point for 1e-4 <= |v| < 1e16
+        return text[:-2] if text.endswith(".0") else text
     if math.isnan(value):
         return "NaN"
     if math.isinf(value):
@@ -178,7 +181,20 @@ def _string_map(values: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _attribute_map(pairs: Iterable[KeyValue]) -> dict[str, str]:
-    return _string_map(_attributes(pairs))
+    """KeyValue list -> Map(String, String) value; the hot path of every row."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        value = pair.value
+        kind = value.WhichOneof("value")
+        if kind == "string_value":
+            out[pair.key] = value.string_value
+        elif kind == "int_value":
+            out[pair.key] = str(value.int_value)
+        elif kind is None:
+            out[pair.key] = ""
+        else:
+            out[pair.key] = stringify(any_value_to_python(value))
+    return out
 
 
 def _hex_id(raw: bytes) -> str:
