@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 import zstandard
@@ -484,3 +488,65 @@ def test_chunked_bodies_are_read_fully(served: tuple[Receiver, MemorySink]) -> N
     assert (reply.status, reply.body) == (200, b'{"partialSuccess":{}}')
     assert [row["SpanName"] for row in sink.rows("otel_traces")] == ["chunked-protobuf"]
     assert [row["Body"] for row in sink.rows("otel_logs")] == ["chunked json"]
+
+
+# --- concurrency -----------------------------------------------------------------------------
+
+
+class SlowSink(MemorySink):
+    """Blocks in write until released, like a store busy with a large insert."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def write(self, table: str, rows: list[dict[str, Any]]) -> None:
+        if any(row.get("SpanName") == "slow" for row in rows):
+            self.entered.set()
+            assert self.release.wait(10)
+        super().write(table, rows)
+
+
+def test_a_blocked_sink_does_not_block_the_event_loop() -> None:
+    sink = SlowSink()
+    with Receiver(sink, http_port=0, grpc_port=None) as receiver, ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(http_request, receiver, "/v1/traces", _span_bytes("slow"), [PB])
+        assert sink.entered.wait(5)
+        started = time.monotonic()
+        assert http_request(receiver, "/v1/nope", b"", [PB]).status == 404
+        assert http_request(receiver, "/v1/traces", _span_bytes("fast"), [PB]).status == 200
+        assert time.monotonic() - started < 1
+        assert [row["SpanName"] for row in sink.rows("otel_traces")] == ["fast"]
+        assert not slow.done()  # its 200 waits for the write
+        sink.release.set()
+        assert slow.result(timeout=5).status == 200
+        assert sorted(row["SpanName"] for row in sink.rows("otel_traces")) == ["fast", "slow"]
+
+
+def test_concurrent_clients_lose_nothing() -> None:
+    with running_receiver() as (receiver, sink), ThreadPoolExecutor(8) as pool:
+        names = [f"span-{i}" for i in range(80)]
+        replies = list(
+            pool.map(lambda n: http_request(receiver, "/v1/traces", _span_bytes(n), [PB]), names)
+        )
+        assert {reply.status for reply in replies} == {200}
+        assert sorted(row["SpanName"] for row in sink.rows("otel_traces")) == sorted(names)
+        assert receiver.items_received["traces"] == 80
+
+
+def test_ipv6_loopback() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        receiver = Receiver(MemorySink(), host="::1", http_port=0, grpc_port=None).start()
+    except OSError as error:
+        pytest.skip(f"::1 not available: {error}")
+    with receiver:
+        assert receiver.http_url == f"http://[::1]:{receiver.http_port}"
+        exporter = OTLPSpanExporter(endpoint=receiver.http_url + "/v1/traces")
+        provider = TracerProvider()
+        span = provider.get_tracer("v6").start_span("over-v6")
+        span.end()
+        assert exporter.export([span]).name == "SUCCESS"  # type: ignore[list-item]
+        assert receiver.sink.rows("otel_traces")[0]["SpanName"] == "over-v6"  # type: ignore[attr-defined]

@@ -188,7 +188,7 @@ class Receiver:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> Receiver:
-        return self.start()
+        return self if self._started else self.start()
 
     def __exit__(
         self,
