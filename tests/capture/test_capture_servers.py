@@ -237,3 +237,28 @@ def test_bodies_identical_with_capture_off(name: str) -> None:
         assert reply.body == BIG_TEXT
         attrs = dict(tracing.wait_span(SpanKind.SERVER).attributes or {})
         assert not [k for k in attrs if ".body" in k or k.startswith("http.request.header.")]
+
+
+@pytest.mark.parametrize("name", ["flask", "fastapi", "aiohttp"])
+def test_capture_error_never_reaches_app(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fault injection: body formatting fails; the app and its span are unaffected otherwise."""
+    from hyperdx.opentelemetry.capture import _engine, capture_errors
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(_engine, "body_attributes", broken)
+    fw = FRAMEWORKS[name]
+    tracing = Tracing()
+    before = capture_errors()
+    with instrumented(fw.instrumentor(), fw.entry, tracing), fw.serve(fw.make_app()) as base:
+        for _ in range(2):
+            tracing.clear()
+            reply = call(base, "POST", "/echo", [("Content-Type", "text/plain")], BIG_TEXT)
+            assert (reply.status, reply.body) == (200, BIG_TEXT)
+            span = _server_span(tracing)
+            attrs = dict(span.attributes or {})
+            assert attrs["http.request.header.content-type"] == "text/plain"
+            assert "http.request.body" not in attrs
+            assert not [e for e in span.events if e.name == "exception"]
+    assert capture_errors() >= before + 2

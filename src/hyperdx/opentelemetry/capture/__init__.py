@@ -37,7 +37,7 @@ __all__ = [
 
 
 @functools.lru_cache(maxsize=8)
-def _engine(config: CaptureConfig) -> Engine:
+def _engine_for(config: CaptureConfig) -> Engine:
     return Engine(config)
 
 
@@ -49,7 +49,7 @@ def instrumentor_kwargs(name: str, config: CaptureConfig) -> dict[str, Any]:
     """
     if not config.enabled:
         return {}
-    engine = _engine(config)
+    engine = _engine_for(config)
     if name in ("requests",):
         from . import requests
 
@@ -129,7 +129,7 @@ def install(config: CaptureConfig) -> None:
     global _installed
     if not config.enabled:
         return
-    engine = _engine(config)
+    engine = _engine_for(config)
     switch.off = False
     _wsgi.install(engine)
     _aiohttp_server.install(engine)

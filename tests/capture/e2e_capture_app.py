@@ -1,0 +1,50 @@
+"""A Flask app for the end-to-end capture test; run as `opentelemetry-instrument python THIS`.
+
+/echo echoes the body and, on the way, calls /inner with requests and urllib (client spans);
+/healthz is excluded through OTEL_PYTHON_EXCLUDED_URLS by the test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+
+import flask
+import requests
+
+app = flask.Flask(__name__)
+PORT = int(os.environ["PORT"])
+SECRET_HEADERS = {"Authorization": "Bearer SECRET21", "X-Api-Key": "SECRET22"}
+
+
+@app.post("/echo")
+def echo() -> flask.Response:
+    inner = f"http://127.0.0.1:{PORT}/inner?api_key=SECRET23&view=full"
+    payload = {"order": 42, "card_number": "SECRET24"}
+    r = requests.post(inner, json=payload, headers=SECRET_HEADERS, timeout=10)
+    req = urllib.request.Request(inner, data=json.dumps(payload).encode(), method="POST")
+    req.add_header("Content-Type", "application/json")
+    req.add_header("Cookie", "sid=SECRET25")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        via_urllib = resp.read()
+    assert via_urllib == r.content, (via_urllib, r.content)
+    out = flask.Response(flask.request.get_data(), content_type=flask.request.content_type)
+    out.headers["X-Inner-Bytes"] = str(len(via_urllib))
+    return out
+
+
+@app.post("/inner")
+def inner() -> flask.Response:
+    resp = flask.jsonify({"ok": True, "refresh_token": "SECRET26", "got": flask.request.json})
+    resp.set_cookie("session", "SECRET27")
+    return resp
+
+
+@app.get("/healthz")
+def healthz() -> str:
+    return "ok"
+
+
+if __name__ == "__main__":
+    app.run("127.0.0.1", PORT, threaded=True)

@@ -1,0 +1,99 @@
+"""End to end: `opentelemetry-instrument` with capture on, into the project's OTLP receiver."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support.apps import BIN, free_port, get, run, wait_http
+from support.otlp import exporter_env, running_receiver
+
+APP = Path(__file__).with_name("e2e_capture_app.py")
+SECRETS = [f"SECRET{i}" for i in range(20, 30)]
+
+
+def _run_app(tmp: Path, flag: str | None, **extra: str) -> tuple[list[dict[str, Any]], bytes]:
+    with running_receiver() as (receiver, sink):
+        port = free_port()
+        env = exporter_env(receiver, api_key="e2e-key")
+        env.update({"OTEL_SERVICE_NAME": "capture-e2e", "PORT": str(port)})
+        env["OTEL_PYTHON_EXCLUDED_URLS"] = "healthz"
+        if flag is not None:
+            env["HYPERDX_ENABLE_ADVANCED_NETWORK_CAPTURE"] = flag
+        env.update(extra)
+        argv = [str(BIN / "opentelemetry-instrument"), sys.executable, str(APP)]
+        with run(argv, env, tmp, cwd=APP.parent) as proc:
+            wait_http(f"http://127.0.0.1:{port}/healthz", proc)
+            assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+            body = json.dumps({"q": "hello", "password": "SECRET20"}).encode()
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{port}/echo?token=SECRET28&page=1",
+                data=body,
+                method="POST",
+                headers={"Content-Type": "application/json", "Cookie": "sid=SECRET29"},
+            )
+            with urllib.request.urlopen(req, timeout=20) as resp:
+                assert resp.read() == body
+            # server /echo + server /inner x2 + client requests + client urllib
+            sink.wait_for("otel_traces", 5, timeout=20)
+            proc.stop(signal.SIGTERM)
+        return sink.rows("otel_traces"), proc.stderr.encode()
+
+
+@pytest.fixture(scope="module")
+def captured(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    rows, _ = _run_app(tmp_path_factory.mktemp("on"), "1")
+    return rows
+
+
+def _attrs(rows: list[dict[str, Any]], kind: str, name: str) -> list[dict[str, str]]:
+    return [r["SpanAttributes"] for r in rows if r["SpanKind"] == kind and r["SpanName"] == name]
+
+
+def test_server_span_has_the_network_panel_attributes(captured: list[dict[str, Any]]) -> None:
+    [echo] = _attrs(captured, "Server", "POST /echo")
+    assert echo["http.url"].startswith("http://127.0.0.1:")
+    assert echo["http.url"].endswith("/echo?token=[REDACTED]&page=1")
+    assert echo["http.request.header.content-type"] == "application/json"
+    assert echo["http.request.header.cookie"] == "[REDACTED]"
+    assert json.loads(echo["http.request.body"]) == {"q": "hello", "password": "[REDACTED]"}
+    assert echo["http.response.header.x-inner-bytes"].isdigit()
+    assert json.loads(echo["http.response.body"])["password"] == "[REDACTED]"
+
+
+def test_client_spans_of_requests_and_urllib(captured: list[dict[str, Any]]) -> None:
+    clients = [r["SpanAttributes"] for r in captured if r["SpanKind"] == "Client"]
+    assert len(clients) == 2
+    for attrs in clients:
+        assert attrs["http.url"].endswith("/inner?api_key=[REDACTED]&view=full")
+        assert json.loads(attrs["http.request.body"])["card_number"] == "[REDACTED]"
+        got = json.loads(attrs["http.response.body"])
+        assert got["refresh_token"] == "[REDACTED]" and got["ok"] is True
+        assert attrs["http.response.header.set-cookie"] == "[REDACTED]"
+    assert {a.get("http.request.header.authorization") for a in clients} == {"[REDACTED]", None}
+
+
+def test_no_secret_reaches_the_receiver(captured: list[dict[str, Any]]) -> None:
+    text = json.dumps(captured, default=str)
+    assert not [s for s in SECRETS if s in text]
+
+
+def test_excluded_urls_and_exporter_stay_uncaptured(captured: list[dict[str, Any]]) -> None:
+    names = {r["SpanName"] for r in captured}
+    assert "GET /healthz" not in names, names
+    urls = [r["SpanAttributes"].get("http.url", "") for r in captured]
+    assert not [u for u in urls if "/v1/" in u], urls  # our own OTLP export is never a span
+
+
+@pytest.mark.parametrize("flag", [None, "0", "false"])
+def test_off_by_default_and_with_0_or_false(tmp_path: Path, flag: str | None) -> None:
+    rows, _ = _run_app(tmp_path, flag)
+    for row in rows:
+        keys = [k for k in row["SpanAttributes"] if ".header." in k or ".body" in k]
+        assert not keys, (row["SpanName"], keys)

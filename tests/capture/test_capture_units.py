@@ -1,0 +1,263 @@
+"""Redaction rules, body handling, configuration parsing, hook merging and error accounting."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from hyperdx.opentelemetry.capture import (
+    REDACTED,
+    CaptureConfig,
+    capture_errors,
+    config_from_env,
+    instrumentor_kwargs,
+    merge_kwargs,
+)
+from hyperdx.opentelemetry.capture._engine import guarded
+from hyperdx.opentelemetry.capture.body import (
+    Tee,
+    body_attributes,
+    decode,
+    header_attributes,
+    is_text,
+)
+from hyperdx.opentelemetry.capture.redact import Redactor
+
+R = Redactor()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Authorization",
+        "proxy-authorization",
+        "Cookie",
+        "Set-Cookie",
+        "X-Api-Key",
+        "X-Auth-Token",
+        "X-CSRF-Token",
+        "X-Session-Id",
+    ],
+)
+def test_sensitive_headers_redacted(name: str) -> None:
+    assert R.header(name, "v") == REDACTED
+
+
+@pytest.mark.parametrize("name", ["content-type", "accept", "user-agent", "host", "x-request-id"])
+def test_ordinary_headers_kept(name: str) -> None:
+    assert R.header(name, "v, w") == "v, w"
+
+
+def test_header_attributes_join_never_split() -> None:
+    attrs = header_attributes(
+        "http.request.header",
+        [("Accept", "a, b"), ("X-Multi", "1"), ("x-multi", "2"), (b"Cookie", b"sid=1")],
+        R,
+    )
+    assert attrs == {
+        "http.request.header.accept": "a, b",
+        "http.request.header.x-multi": "1, 2",
+        "http.request.header.cookie": REDACTED,
+    }
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "password",
+        "Passwd",
+        "pwd",
+        "client_secret",
+        "access_token",
+        "apiKey",
+        "api-key",
+        "api key",
+        "Authorization",
+        "credentials",
+        "sessionid",
+        "cookie",
+        "creditCard",
+        "card_number",
+        "cvv",
+        "ssn",
+        "private_key",
+    ],
+)
+def test_secret_keys(key: str) -> None:
+    assert R.is_secret_key(key)
+
+
+def test_url_and_query() -> None:
+    url = "https://bob:hunter2@api.example.com/p/a%20b?a=1&token=abc&x=%20y&API_KEY=k#frag"
+    assert R.url(url) == (
+        f"https://bob:{REDACTED}@api.example.com/p/a%20b?a=1&token={REDACTED}&x=%20y"
+        f"&API_KEY={REDACTED}#frag"
+    )
+    assert R.url("http://h/p?a=1&b") == "http://h/p?a=1&b"  # untouched, byte for byte
+    assert R.target("/p?session=1&q=2") == f"/p?session={REDACTED}&q=2"
+
+
+def test_json_nested_and_lists() -> None:
+    doc = {"a": 1, "password": "x", "b": {"token": {"deep": 1}, "c": [{"ssn": "1"}, 2]}}
+    out = json.loads(R.json_text(json.dumps(doc), complete=True))
+    assert out == {
+        "a": 1,
+        "password": REDACTED,
+        "b": {"token": REDACTED, "c": [{"ssn": REDACTED}, 2]},
+    }
+    text = '{"a": 1}'
+    assert R.json_text(text, complete=True) is text  # nothing secret: original text kept
+
+
+def test_truncated_json_is_scrubbed_lexically() -> None:
+    full = json.dumps({"user": "bob", "password": "hunter2", "more": {"token": "t" * 50}})
+    cut = full[:-20]
+    out = R.json_text(cut, complete=False)
+    assert "hunter2" not in out and "ttt" not in out and '"user": "bob"' in out
+    # a value cut in the middle of a secret string
+    out = R.json_text('{"a": "b", "api_key": "abcd', complete=False)
+    assert "abcd" not in out and REDACTED in out
+
+
+def test_text_and_xml() -> None:
+    out = R.text("user=bob&password=p1 token: p2 <secret>p3</secret> <name>ok</name>")
+    assert "p1" not in out and "p2" not in out and "p3" not in out
+    assert "user=bob" in out and "<name>ok</name>" in out
+
+
+def test_user_patterns_and_opt_out() -> None:
+    custom = Redactor(extra_patterns=("^x-tenant$", "iban"))
+    assert custom.header("X-Tenant", "t") == REDACTED
+    assert json.loads(custom.json_text('{"IBAN": "DE1"}', True)) == {"IBAN": REDACTED}
+    off = Redactor(enabled=False)
+    assert off.header("Authorization", "Bearer x") == "Bearer x"
+    assert off.url("http://h/?token=1") == "http://h/?token=1"
+
+
+def test_body_attributes_rules() -> None:
+    assert body_attributes("b", b"\x00\x01", 2, "image/png", R, 10) == {"b.size": 2}
+    assert body_attributes("b", b"", 0, "text/plain", R, 10) == {}
+    attrs = body_attributes("b", b"0123456789", 50, "text/plain", R, 10)
+    assert attrs == {"b": "0123456789", "b.size": 50, "b.truncated": True}
+    # a multi-byte character cut by the cap is dropped, the rest decodes
+    euro = "€€€".encode()  # 9 bytes
+    assert body_attributes("b", euro[:4], 9, "text/plain; charset=utf-8", R, 4)["b"] == "€"
+    assert decode(b"caf\xe9", "iso-8859-1", True) == "café"
+    assert decode(b"caf\xe9", None, True) == "caf\ufffd"  # invalid UTF-8 replaced
+    assert decode(b"x", "no-such-charset", True) == "x"
+
+
+@pytest.mark.parametrize(
+    ("media", "text"),
+    [
+        ("application/json", True),
+        ("application/vnd.api+json", True),
+        ("application/x-www-form-urlencoded", True),
+        ("text/html", True),
+        ("application/xml", True),
+        ("application/soap+xml", True),
+        ("multipart/form-data", False),
+        ("application/octet-stream", False),
+        ("application/protobuf", False),
+        ("image/png", False),
+        ("", False),
+    ],
+)
+def test_text_content_types(media: str, text: bool) -> None:
+    assert is_text(media) is text
+
+
+def test_tee_caps_and_counts() -> None:
+    tee = Tee(5)
+    for chunk in (b"abc", b"defg", b"", "hi"):
+        tee.feed(chunk)
+    assert (tee.data, tee.size) == (b"abcde", 9)
+
+
+@pytest.mark.parametrize("raw", ["0", "false", "False", "no", "off", ""])
+def test_env_off_values(raw: str) -> None:
+    assert config_from_env({"HYPERDX_ENABLE_ADVANCED_NETWORK_CAPTURE": raw}).enabled is False
+
+
+def test_env_defaults_and_values() -> None:
+    assert config_from_env({}) == CaptureConfig()
+    cfg = config_from_env(
+        {
+            "HYPERDX_ENABLE_ADVANCED_NETWORK_CAPTURE": "1",
+            "HYPERDX_CAPTURE_BODY_MAX_BYTES": "100",
+            "HYPERDX_CAPTURE_REDACT": "false",
+            "HYPERDX_CAPTURE_REDACT_PATTERNS": "iban, tenant",
+        }
+    )
+    assert cfg == CaptureConfig(True, 100, False, ("iban", "tenant"))
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"HYPERDX_ENABLE_ADVANCED_NETWORK_CAPTURE": "maybe"}, "'maybe'"),
+        ({"HYPERDX_CAPTURE_BODY_MAX_BYTES": "4k"}, "HYPERDX_CAPTURE_BODY_MAX_BYTES"),
+        ({"HYPERDX_CAPTURE_REDACT_PATTERNS": "(unclosed"}, "HYPERDX_CAPTURE_REDACT_PATTERNS"),
+    ],
+)
+def test_env_bad_values_name_the_variable(env: dict[str, str], needle: str) -> None:
+    with pytest.raises(ValueError, match=needle.replace("(", r"\(")):
+        config_from_env(env)
+
+
+def test_kwargs_are_hooks_only() -> None:
+    on = CaptureConfig(enabled=True)
+    for name in (
+        "flask",
+        "django",
+        "fastapi",
+        "starlette",
+        "requests",
+        "httpx",
+        "urllib",
+        "urllib3",
+        "aiohttp-client",
+    ):
+        kwargs = instrumentor_kwargs(name, on)
+        assert kwargs, name
+        assert set(kwargs) <= {
+            "request_hook",
+            "response_hook",
+            "async_request_hook",
+            "async_response_hook",
+            "server_request_hook",
+            "client_request_hook",
+            "client_response_hook",
+            "trace_configs",
+        }, name
+        assert instrumentor_kwargs(name, CaptureConfig()) == {}
+    assert instrumentor_kwargs("sqlite3", on) == {}
+
+
+def test_merge_chains_user_hooks() -> None:
+    calls: list[str] = []
+    merged = merge_kwargs(
+        {"request_hook": lambda *a: calls.append("user"), "excluded_urls": "health"},
+        {"request_hook": lambda *a: calls.append("ours"), "trace_configs": [1]},
+    )
+    merged["request_hook"](None, None)
+    assert calls == ["user", "ours"]
+    assert merged["excluded_urls"] == "health" and merged["trace_configs"] == [1]
+    assert merge_kwargs({"trace_configs": [0]}, {"trace_configs": [1]})["trace_configs"] == [0, 1]
+
+
+def test_errors_counted_and_reported_once(caplog: pytest.LogCaptureFixture) -> None:
+    @guarded("unit.site")
+    def broken() -> None:
+        raise KeyError("SECRET-should-not-be-logged")
+
+    before = capture_errors()
+    with caplog.at_level(logging.WARNING, logger="hyperdx.opentelemetry"):
+        for _ in range(3):
+            assert broken() is None
+    assert capture_errors() == before + 3
+    records = [r for r in caplog.records if "unit.site" in r.getMessage()]
+    assert len(records) == 1
+    assert "SECRET" not in records[0].getMessage()
