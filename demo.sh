@@ -57,7 +57,11 @@ else
   "$VENV/python" -m pip install -q --upgrade pip
   "$VENV/python" -m pip install -q -e ".[local]" flask requests
   say "installing the matching instrumentations (opentelemetry-bootstrap -a install)"
-  "$VENV/opentelemetry-bootstrap" -a install
+  if ! "$VENV/opentelemetry-bootstrap" -a install >"$WORK/bootstrap.log" 2>&1; then
+    cat "$WORK/bootstrap.log" >&2
+    exit 1
+  fi
+  "$VENV/python" -m pip list 2>/dev/null | awk '/^opentelemetry-instrumentation-/ {print "  " $1 " " $2}'
 fi
 
 py() { "$VENV/python" -c "$@"; }

@@ -358,8 +358,77 @@ def test_api_key_from_environment(tmp_path: Path) -> None:
         assert running.state.api_key == "local-test-key"
         assert running.rows("SELECT 2 AS two") == [{"two": 2}]
     finally:
-        code, out, _ = stop_local(running)
+        code, out, _ = stop_local(running, signal.SIGINT)  # Ctrl-C stops as cleanly as TERM
     assert code == 0
+    assert "hyperdx local: stopping" in out
+    assert not (tmp_path / STATE_FILE).exists()
     assert 'export HYPERDX_API_KEY="$HYPERDX_LOCAL_API_KEY"' in out
     assert "local-test-key" not in out
     assert not (tmp_path / "api-key").exists()
+
+
+def test_kill_9_during_concurrent_exports_keeps_every_acknowledged_batch(tmp_path: Path) -> None:
+    """Four exporters (HTTP/protobuf with gzip) send 200-record batches at once; the server
+    is killed mid-stream. After a restart every batch that got a 200 is there in full, and
+    no batch is there in part."""
+    import threading
+
+    from opentelemetry.exporter.otlp.proto.http import Compression
+    from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter
+
+    running = start_local(tmp_path)
+    memory = InMemoryLogRecordExporter()
+    provider = LoggerProvider(resource=Resource.create({"service.name": "crash"}))
+    provider.add_log_record_processor(SimpleLogRecordProcessor(memory))
+    log = otel_logger(provider, "crash-test")
+    threads_n, batches_n, size = 4, 10, 200
+    for t in range(threads_n):
+        for b in range(batches_n):
+            for i in range(size):
+                log.info("t%d-b%d %d", t, b, i)
+    records = list(memory.get_finished_logs())
+    assert len(records) == threads_n * batches_n * size
+    acked: list[str] = []
+    lock = threading.Lock()
+
+    def send(t: int) -> None:
+        exporter = OTLPLogExporter(
+            endpoint=f"{running.http_url}/v1/logs",
+            headers={"authorization": running.state.api_key},
+            compression=Compression.Gzip,
+            timeout=2,
+        )
+        mine = records[t * batches_n * size : (t + 1) * batches_n * size]
+        for b in range(batches_n):
+            batch = mine[b * size : (b + 1) * size]
+            if exporter.export(batch).name != "SUCCESS":
+                return
+            with lock:
+                acked.append(f"t{t}-b{b}")
+
+    threads = [threading.Thread(target=send, args=(t,)) for t in range(threads_n)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 60
+    while len(acked) < threads_n * batches_n // 3 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.kill(running.proc.pid, signal.SIGKILL)
+    running.proc.wait(timeout=10)
+    for thread in threads:
+        thread.join(timeout=60)
+    provider.shutdown()
+    assert threads_n * batches_n // 3 <= len(acked) < threads_n * batches_n
+
+    again = start_local(tmp_path)
+    try:
+        stored = {
+            r["batch"]: r["n"]
+            for r in again.rows(
+                "SELECT splitByChar(' ', Body)[1] AS batch, count() AS n FROM otel_logs"
+                " WHERE ServiceName = 'crash' GROUP BY batch"
+            )
+        }
+    finally:
+        stop_local(again)
+    assert set(acked) <= set(stored), sorted(set(acked) - set(stored))
+    assert set(stored.values()) == {size}  # whole batches only
