@@ -459,3 +459,23 @@ def test_request_log_is_bounded_and_totals_are_kept() -> None:
         assert 3 <= len(receiver.requests) <= 6
         assert receiver.requests[-1].status == 404
         assert receiver.items_received == {"traces": 10, "logs": 0, "metrics": 0}
+
+
+def test_broken_framing_and_vanishing_clients(served: tuple[Receiver, MemorySink]) -> None:
+    receiver, sink = served
+    head = (
+        "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+        f"authorization: {KEY}\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", receiver.http_port), timeout=5) as conn:
+        conn.sendall((head + "Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n").encode())
+        assert conn.recv(4096).split(b"\r\n")[0].endswith(b" 400 Bad Request")
+    with socket.create_connection(("127.0.0.1", receiver.http_port), timeout=5) as conn:
+        conn.sendall((head + "Content-Length: 1000\r\n\r\n").encode() + _span_bytes()[:20])
+    deadline = time.monotonic() + 5
+    while not receiver.requests and time.monotonic() < deadline:
+        time.sleep(0.01)
+    [gone] = receiver.requests
+    assert gone.status == 400 and "failed to read the request body" in gone.message
+    assert receiver.sink_errors.count == 0  # a client leaving is not our error
+    _still_serving(receiver, sink)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from hyperdx.local import wire
 from hyperdx.local.sinks import Sink
@@ -160,7 +161,11 @@ async def _read_body(request: web.BaseRequest, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:
-        chunk = await request.content.readany()
+        try:
+            chunk = await request.content.readany()
+        except (ConnectionError, asyncio.IncompleteReadError, HttpProcessingError) as error:
+            # The client went away or broke the framing mid-body: its fault, not ours.
+            raise wire.WireError(400, f"failed to read the request body: {error}") from error
         if not chunk:
             return b"".join(chunks)
         size += len(chunk)
@@ -182,7 +187,7 @@ async def _drained(request: web.BaseRequest, limit: int, response: web.Response)
             if not chunk:
                 return response
             budget -= len(chunk)
-    except (ConnectionError, asyncio.IncompleteReadError):
+    except (ConnectionError, asyncio.IncompleteReadError, HttpProcessingError):
         return response
     response.force_close()
     return response
