@@ -1,4 +1,5 @@
-"""A Flask app for the end-to-end capture test; run as `opentelemetry-instrument python THIS`.
+"""A Flask app for the end-to-end capture test: `opentelemetry-instrument python THIS`, or plain
+`python THIS` with CONFIGURE_IN_CODE=1 (configure_opentelemetry() activates instrumentation).
 
 /echo echoes the body and, on the way, calls /inner with requests and urllib (client spans);
 /healthz is excluded through OTEL_PYTHON_EXCLUDED_URLS by the test.
@@ -12,6 +13,11 @@ import urllib.request
 
 import flask
 import requests
+
+if os.environ.get("CONFIGURE_IN_CODE"):  # the other supported way in: no agent
+    from hyperdx.opentelemetry import configure_opentelemetry
+
+    configure_opentelemetry()
 
 app = flask.Flask(__name__)
 PORT = int(os.environ["PORT"])

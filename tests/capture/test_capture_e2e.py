@@ -18,7 +18,9 @@ APP = Path(__file__).with_name("e2e_capture_app.py")
 SECRETS = [f"SECRET{i}" for i in range(20, 30)]
 
 
-def _run_app(tmp: Path, flag: str | None, **extra: str) -> tuple[list[dict[str, Any]], bytes]:
+def _run_app(
+    tmp: Path, flag: str | None, agent: bool = True, **extra: str
+) -> tuple[list[dict[str, Any]], bytes]:
     with running_receiver() as (receiver, sink):
         port = free_port()
         env = exporter_env(receiver, api_key="e2e-key")
@@ -27,7 +29,11 @@ def _run_app(tmp: Path, flag: str | None, **extra: str) -> tuple[list[dict[str, 
         if flag is not None:
             env["HYPERDX_ENABLE_ADVANCED_NETWORK_CAPTURE"] = flag
         env.update(extra)
-        argv = [str(BIN / "opentelemetry-instrument"), sys.executable, str(APP)]
+        argv = [sys.executable, str(APP)]
+        if agent:
+            argv.insert(0, str(BIN / "opentelemetry-instrument"))
+        else:
+            env["CONFIGURE_IN_CODE"] = "1"
         with run(argv, env, tmp, cwd=APP.parent) as proc:
             wait_http(f"http://127.0.0.1:{port}/healthz", proc)
             assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
@@ -46,9 +52,11 @@ def _run_app(tmp: Path, flag: str | None, **extra: str) -> tuple[list[dict[str, 
         return sink.rows("otel_traces"), proc.stderr.encode()
 
 
-@pytest.fixture(scope="module")
-def captured(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    rows, _ = _run_app(tmp_path_factory.mktemp("on"), "1")
+@pytest.fixture(scope="module", params=["agent", "configure_opentelemetry"])
+def captured(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> list[dict[str, Any]]:
+    rows, _ = _run_app(tmp_path_factory.mktemp("on"), "1", agent=request.param == "agent")
     return rows
 
 
