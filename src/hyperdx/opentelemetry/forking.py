@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import uuid
 from collections.abc import Callable
@@ -60,9 +61,14 @@ def register(pipeline: _Pipeline) -> None:
         _pipeline = pipeline
         if _reinit_pid is None:
             _reinit_pid = os.getpid()
-        if _hooks_installed:
-            return
+        install = not _hooks_installed
         _hooks_installed = True
+    try:
+        instrument_preloaded_apps()
+    except Exception as exc:  # noqa: BLE001 - telemetry setup must not break the app; reported once
+        _report("preloaded_apps", exc)
+    if not install:
+        return
     if hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=_after_fork_in_child)
     _install_uwsgi_postfork()
@@ -101,6 +107,7 @@ def reinit_after_fork(*, sdk_hooks_ran: bool) -> None:
     steps += [
         ("identity", _refresh_identity),
         ("metrics_reset", _reset_inherited_metrics),
+        ("exporter_connections", _drop_inherited_connections),
         ("exit_flush", lambda _p: _wrap_os_exit()),
     ]
     for name, step in steps:
@@ -225,6 +232,131 @@ def _reset_inherited_metrics(pipeline: _Pipeline) -> None:
     }
 
 
+# --- exporters ------------------------------------------------------------------------------
+
+
+def _exporters(pipeline: _Pipeline) -> list[Any]:
+    found = [getattr(p, "_exporter", None) for p in _span_and_log_processors(pipeline)]
+    found += [getattr(r, "_exporter", None) for r in _metric_readers(pipeline)]
+    return [e for e in found if e is not None]
+
+
+def _drop_inherited_connections(pipeline: _Pipeline) -> None:
+    """Give each OTLP/HTTP exporter fresh connection pools in the child.
+
+    The parent's keep-alive sockets are inherited: parent and child writing HTTP requests on one
+    TCP connection interleave them, and a pool lock held by the parent's exporter thread at fork
+    time would block the child forever.  The inherited sockets are closed (only this process's
+    file descriptors) and new adapters mounted; the session's own settings (verify, cert, auth,
+    headers) are kept.  Metric readers also get a new export lock for the same reason.
+    """
+    for reader in _metric_readers(pipeline):
+        if hasattr(reader, "_export_lock"):
+            reader._export_lock = threading.Lock()  # noqa: SLF001
+    for exporter in _exporters(pipeline):
+        session = _requests_session(exporter)
+        if session is not None:
+            _remount_adapters(session)
+
+
+def _requests_session(exporter: Any) -> Any:
+    transport = getattr(getattr(exporter, "_client", None), "_transport", None)
+    session = getattr(transport, "_session", None) or getattr(exporter, "_session", None)
+    return session if hasattr(session, "adapters") and hasattr(session, "mount") else None
+
+
+def _remount_adapters(session: Any) -> None:
+    from requests.adapters import HTTPAdapter
+
+    for prefix, adapter in list(session.adapters.items()):
+        if type(adapter) is not HTTPAdapter:
+            continue  # a custom adapter: its owner knows how it survives a fork
+        _close_pooled_sockets(adapter)
+        session.mount(
+            prefix,
+            HTTPAdapter(
+                pool_connections=adapter._pool_connections,  # noqa: SLF001
+                pool_maxsize=adapter._pool_maxsize,  # noqa: SLF001
+                max_retries=adapter.max_retries,
+                pool_block=adapter._pool_block,  # noqa: SLF001
+            ),
+        )
+
+
+def _close_pooled_sockets(adapter: Any) -> None:
+    """Close idle inherited connections without taking any lock the parent may have held."""
+    pools = getattr(getattr(adapter, "poolmanager", None), "pools", None)
+    for pool in list(getattr(pools, "_container", {}).values()):
+        idle = getattr(getattr(pool, "pool", None), "queue", ())
+        for conn in list(idle):
+            if conn is not None:
+                conn.close()
+
+
+# --- apps created before telemetry was configured ----------------------------------------------
+
+
+def instrument_preloaded_apps() -> int:
+    """Instrument web app objects that were created before auto-instrumentation was activated.
+
+    Flask and FastAPI instrumentors patch the *class*, so an app object created earlier (uWSGI
+    without ``lazy-apps``, Gunicorn ``--preload``, or ``app = Flask(...)`` above the
+    ``configure_opentelemetry()`` call) would never produce server spans.  Only frameworks whose
+    instrumentor is active are touched (so ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` holds), with
+    the options the instrumentor was activated with; instrumented apps are skipped.  Returns how
+    many apps were instrumented.
+    """
+    done = 0
+    for framework in ("flask", "fastapi"):
+        if framework not in sys.modules:
+            continue
+        found = _active_instrumentor(framework)
+        if found is None:
+            continue
+        instrumentor, app_cls, kwargs = found
+        for app in _module_level_instances(app_cls):
+            if not getattr(app, "_is_instrumented_by_opentelemetry", False):
+                instrumentor.instrument_app(app, **kwargs)
+                done += 1
+    return done
+
+
+def _active_instrumentor(framework: str) -> tuple[Any, type, dict[str, Any]] | None:
+    """(instrumentor, original app class, instrumentation kwargs) if that instrumentor is on."""
+    import importlib
+
+    module = importlib.import_module(f"opentelemetry.instrumentation.{framework}")
+    if framework == "flask":
+        instrumentor: Any = module.FlaskInstrumentor()
+        patched: Any = module._InstrumentedFlask  # noqa: SLF001
+        names = ("request_hook", "response_hook", "tracer_provider", "meter_provider")
+        kwargs = {n: getattr(patched, f"_{n}", None) for n in names}
+        kwargs["enable_commenter"] = getattr(patched, "_enable_commenter", True)
+        kwargs["commenter_options"] = getattr(patched, "_commenter_options", None)
+        original = getattr(instrumentor, "_original_flask", None)
+    else:
+        instrumentor = module.FastAPIInstrumentor()
+        patched = module._InstrumentedFastAPI  # noqa: SLF001
+        kwargs = dict(getattr(patched, "_instrument_kwargs", {}))
+        original = getattr(instrumentor, "_original_fastapi", None)
+    if not instrumentor.is_instrumented_by_opentelemetry or not isinstance(original, type):
+        return None
+    return instrumentor, original, {k: v for k, v in kwargs.items() if v is not None}
+
+
+def _module_level_instances(cls: type) -> list[Any]:
+    """Instances of ``cls`` bound to a module global (where WSGI/ASGI apps live)."""
+    seen: dict[int, Any] = {}
+    for module in list(sys.modules.values()):
+        namespace = getattr(module, "__dict__", None)
+        if not isinstance(namespace, dict):
+            continue
+        for value in list(namespace.values()):
+            if isinstance(value, cls):
+                seen[id(value)] = value
+    return list(seen.values())
+
+
 # --- SDK re-initialisation when Python's at-fork hooks did not run (uWSGI) --------------------
 
 
@@ -234,33 +366,54 @@ def _run_sdk_fork_handlers(pipeline: _Pipeline) -> None:
         handle = getattr(provider, "_handle_fork", None)
         if callable(handle):
             handle()
+    _reinit_executors(pipeline)
     for processor in _span_and_log_processors(pipeline):
         reinit = getattr(processor, "_at_fork_reinit", None)
         if callable(reinit):
             reinit()
     for reader in _metric_readers(pipeline):
-        thread = getattr(reader, "_daemon_thread", None)
+        # Without Python's at-fork hooks ``threading`` still believes the master's reader thread
+        # is alive in this child (and ``shutdown`` would wait out its whole timeout joining it),
+        # so always start a new one.
         reinit = getattr(reader, "_at_fork_reinit", None)
-        if thread is not None and not thread.is_alive() and callable(reinit):
+        if getattr(reader, "_daemon_thread", None) is not None and callable(reinit):
             reinit()
 
 
 def _span_and_log_processors(pipeline: _Pipeline) -> list[Any]:
+    """The batch processors (unwrapped) of the tracer and logger providers."""
     found: list[Any] = []
-    multi_span = getattr(pipeline.tracer_provider, "_active_span_processor", None)
-    multi_log = getattr(pipeline.logger_provider, "_multi_log_record_processor", None)
-    for multi, attr in ((multi_span, "_span_processors"), (multi_log, "_log_record_processors")):
-        init_executor = getattr(multi, "_init_executor", None)
-        if callable(init_executor):  # Concurrent* processors own a thread pool
-            init_executor(len(getattr(multi, attr, ())) or 2)
+    for multi, attr in _multi_processors(pipeline):
         for proc in getattr(multi, attr, ()):
             found.append(getattr(proc, "_batch_processor", proc))
     return found
 
 
+def _multi_processors(pipeline: _Pipeline) -> list[tuple[Any, str]]:
+    return [
+        (getattr(pipeline.tracer_provider, "_active_span_processor", None), "_span_processors"),
+        (
+            getattr(pipeline.logger_provider, "_multi_log_record_processor", None),
+            "_log_record_processors",
+        ),
+    ]
+
+
+def _reinit_executors(pipeline: _Pipeline) -> None:
+    """Concurrent multi-processors own a thread pool whose threads did not survive the fork."""
+    for multi, _attr in _multi_processors(pipeline):
+        init_executor = getattr(multi, "_init_executor", None)
+        if callable(init_executor):
+            init_executor(getattr(getattr(multi, "_executor", None), "_max_workers", 2))
+
+
 def _metric_readers(pipeline: _Pipeline) -> list[Any]:
-    sdk_config = getattr(pipeline.meter_provider, "_sdk_config", None)
-    return list(getattr(sdk_config, "metric_readers", ()))
+    """Readers of the meter provider, including ones added after construction."""
+    mp = pipeline.meter_provider
+    readers = list(getattr(mp, "_metric_readers", ()))
+    storages = getattr(getattr(mp, "_measurement_consumer", None), "_reader_storages", {})
+    readers += [r for r in storages if r not in readers]
+    return readers
 
 
 def _install_uwsgi_postfork() -> None:
