@@ -135,6 +135,14 @@ say "hyperdx traces"
 "$VENV/hyperdx" traces
 say "hyperdx trace $TRACE_ID"
 "$VENV/hyperdx" trace "$TRACE_ID"
+FAILED_ID=$("$VENV/hyperdx" sql --json "SELECT TraceId FROM otel_traces WHERE ServiceName = 'shop' AND StatusCode = 'Error' LIMIT 1" \
+  | py 'import json, sys
+rows = json.load(sys.stdin)
+print(rows[0]["TraceId"] if rows else "")')
+if [ -n "$FAILED_ID" ]; then
+  say "hyperdx trace $FAILED_ID   (the failing request)"
+  "$VENV/hyperdx" trace "$FAILED_ID"
+fi
 say "hyperdx metrics"
 "$VENV/hyperdx" metrics
 say "the same data with ClickStack's SQL"

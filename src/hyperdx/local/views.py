@@ -77,7 +77,9 @@ def log_line(row: Mapping[str, Any]) -> Text:
     line.append(" ")
     line.append(str(row.get("ServiceName", "")), style="cyan")
     line.append("  ")
-    line.append(clean(row.get("Body", "")), style=style)
+    # continuation lines of a multi-line body (tracebacks) are indented under the body
+    indent = "\n" + " " * len(line.plain)
+    line.append(clean(row.get("Body", "")).replace("\n", indent), style=style)
     if row.get("TraceId"):
         line.append(f"  trace={row['TraceId']}", style="dim")
     return line
