@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind, StatusCode
 
 from hyperdx.local.receiver import Receiver
-from hyperdx.local.sinks import MemorySink
+from hyperdx.local.sinks import MemorySink, SinkUnavailable
 
 from support.otlp import http_request, running_receiver
 
@@ -191,3 +191,28 @@ def test_busy_port_is_a_clear_error() -> None:
         clash = Receiver(MemorySink(), http_port=receiver.http_port, grpc_port=None)
         with pytest.raises(OSError, match=f"OTLP/HTTP on 127.0.0.1:{receiver.http_port}"):
             clash.start()
+
+
+def test_grpc_sink_failures_map_to_unavailable_and_internal() -> None:
+    class FlakySink(MemorySink):
+        error: Exception | None = None
+
+        def write(self, table: str, rows: list[dict[str, object]]) -> None:
+            if self.error is not None:
+                raise self.error
+            super().write(table, rows)
+
+    sink = FlakySink()
+    with Receiver(sink, http_port=None, grpc_port=0) as receiver:
+        for error, code, status in (
+            (SinkUnavailable("busy"), grpc.StatusCode.UNAVAILABLE, 503),
+            (RuntimeError("broken"), grpc.StatusCode.INTERNAL, 500),
+        ):
+            sink.error = error
+            with pytest.raises(grpc.RpcError) as caught:
+                _call(receiver, _request_bytes("x"), ())
+            assert caught.value.code() == code
+            assert receiver.requests[-1].status == status
+        sink.error = None
+        assert _call(receiver, _request_bytes("fine"), ()) == b"\x0a\x00"
+        assert [row["SpanName"] for row in sink.rows("otel_traces")] == ["fine"]

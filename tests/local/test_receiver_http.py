@@ -550,3 +550,47 @@ def test_ipv6_loopback() -> None:
         span.end()
         assert exporter.export([span]).name == "SUCCESS"  # type: ignore[list-item]
         assert receiver.sink.rows("otel_traces")[0]["SpanName"] == "over-v6"  # type: ignore[attr-defined]
+
+
+def test_json_metrics_with_hex_exemplar_ids(served: tuple[Receiver, MemorySink]) -> None:
+    receiver, sink = served
+    now = time.time_ns()
+    point = {
+        "timeUnixNano": str(now),
+        "asInt": "12",
+        "exemplars": [
+            {
+                "timeUnixNano": str(now),
+                "asDouble": 0.5,
+                "traceId": "0af7651916cd43dd8448eb211c80319c",
+                "spanId": "b7ad6b7169203331",
+            }
+        ],
+    }
+    document = {
+        "resourceMetrics": [
+            {
+                "scopeMetrics": [
+                    {
+                        "metrics": [
+                            {
+                                "name": "hits",
+                                "sum": {
+                                    "aggregationTemporality": "AGGREGATION_TEMPORALITY_DELTA",
+                                    "isMonotonic": True,
+                                    "dataPoints": [point],
+                                },
+                            }
+                        ]
+                    }
+                ]
+            }
+        ]
+    }
+    reply = http_request(receiver, "/v1/metrics", json.dumps(document).encode(), [JS, AUTH])
+    assert reply.status == 200
+    [row] = sink.rows("otel_metrics_sum")
+    assert (row["Value"], row["AggregationTemporality"], row["IsMonotonic"]) == (12.0, 1, True)
+    assert row["Exemplars.TraceId"] == ["0af7651916cd43dd8448eb211c80319c"]
+    assert row["Exemplars.SpanId"] == ["b7ad6b7169203331"]
+    assert row["Exemplars.Value"] == [0.5] and row["TimeUnix"] == now // 10**9
