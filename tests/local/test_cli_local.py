@@ -201,8 +201,12 @@ def test_metrics(shop: dict[str, Any]) -> None:
         ["shop"],
         2,
     )
+    duration = rows["http.server.duration"]
+    # cumulative histogram: at the last export it counts all six server requests
+    assert (duration["Kind"], duration["Unit"], duration["LatestCount"]) == ("histogram", "ms", 6)
     out = cli(shop, "metrics")
     assert "app.checkouts" in out and "sum" in out
+    assert "count 6, sum" in out
     series = json.loads(cli(shop, "metrics", "--name", "app.checkouts", "--json"))
     assert series["kind"] == "sum"
     assert series["points"][-1]["Value"] == 2
@@ -230,6 +234,8 @@ def test_bad_input_names_the_value(shop: dict[str, Any]) -> None:
     assert "--level: 'loud'" in cli(shop, "logs", "--level", "loud", code=1)
     assert "no metric named 'nope'" in cli(shop, "metrics", "--name", "nope", code=1)
     assert "UNKNOWN_IDENTIFIER" in cli(shop, "sql", "SELECT nope", code=1)
+    nowhere = str(shop["server"].data_dir.parent / "nowhere")
+    assert "no hyperdx local data at" in cli(shop, "logs", "--data-dir", nowhere, code=1)
     missing = "0" * 31 + "1"
     assert "no spans or logs" in cli(shop, "trace", missing, code=1)
 
