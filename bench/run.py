@@ -1,0 +1,198 @@
+"""One command for the whole benchmark suite; prints one table (Markdown).
+
+    .venv/bin/python bench/run.py            # full run (~25 min on 2 cores)
+    .venv/bin/python bench/run.py --quick    # smoke run (~3 min), what CI may call
+
+Peers get their own venvs under $HYPERDX_BENCH_HOME (default ~/.cache/hyperdx-bench), built
+on first use. All traffic stays on 127.0.0.1. Results also go to
+$HYPERDX_BENCH_HOME/results-<timestamp>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import envs  # noqa: E402
+import http_overhead  # noqa: E402
+import startup  # noqa: E402
+from common import APP_CPUS, BENCH, clean_env, pinned, receiver  # noqa: E402
+
+
+def machine() -> str:
+    cpu, mem = "?", 0
+    with contextlib.suppress(OSError):
+        names = [x for x in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in x]
+        cpu = names[0].split(":", 1)[1].strip() if names else "?"
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        mem = int(Path("/proc/meminfo").read_text().split()[1]) // (1024 * 1024)
+
+    return (
+        f"{os.cpu_count()} CPUs ({cpu}), {mem} GiB RAM, Linux {platform.release()}, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def _json_lines(cmd: list[str], env: dict[str, str]) -> list[dict[str, Any]]:
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    if out.returncode != 0:
+        raise RuntimeError(f"{cmd[1]} failed: {out.stderr[-800:]}")
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+def cpu_per_item(base_url: str, rounds: int, n: int) -> dict[str, dict[str, float]]:
+    """Median CPU us per span / log for each mode, modes alternating within each round."""
+    py = str(envs.python_of("ours"))
+    modes = ["create", "plain", "fast", "ours"]
+    samples: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
+    for r in range(rounds):
+        for mode in modes if r % 2 == 0 else list(reversed(modes)):
+            cmd = [py, str(BENCH / "cpu_per_item.py"), "--mode", mode]
+            cmd += ["--endpoint", base_url, "-n", str(n)]
+            env = clean_env({})
+            try:
+                samples[mode] += _json_lines(pinned(cmd, APP_CPUS), env)
+            except RuntimeError as exc:
+                print(f"[bench] cpu {mode}: {exc}", file=sys.stderr)
+            last = samples[mode][-1] if samples[mode] else {}
+            print(f"[bench] cpu round {r + 1}/{rounds} {mode:6s} {last}", file=sys.stderr)
+    out: dict[str, dict[str, float]] = {}
+    for mode, rows in samples.items():
+        if rows:
+            out[mode] = {
+                key: statistics.median(row[key] for row in rows)
+                for key in ("span_us", "log_us", "span_lost", "log_lost")
+            }
+    return out
+
+
+def gil(base_url: str, seconds: float) -> list[dict[str, Any]]:
+    cmd = [str(envs.python_of("ours")), str(BENCH / "gil_probe.py")]
+    cmd += ["--endpoint", base_url, "--seconds", str(seconds)]
+    return _json_lines(pinned(cmd, APP_CPUS), clean_env({}))
+
+
+def _f(v: Any, fmt: str) -> str:
+    return "n/a" if v is None else format(v, fmt)
+
+
+def render(res: dict[str, Any]) -> str:
+    lines = [f"Run {res['date']} on {res['machine']}; mode: {res['mode']}", ""]
+    if "http" in res:
+        lines += [
+            "| framework | configuration | req/s | ratio | p50 ms | p99 ms | p99 x | RSS MB | n |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in res["http"]:
+            lines.append(
+                f"| {r['framework']} | {r['config']} | {_f(r['rps'], '.0f')} | "
+                f"{_f(r['ratio'], '.2f')} | {_f(r['p50_ms'], '.2f')} | {_f(r['p99_ms'], '.1f')} | "
+                f"{_f(r['p99_x'], '.1f')} | {_f(r['rss_mb'], '.0f')} | {r['n']}"
+                + (f" (errors: {len(r['errors'])})" if r["errors"] else "")
+                + " |"
+            )
+        lines.append("")
+    if "cpu" in res:
+        plain = res["cpu"].get("plain", {})
+        lines += [
+            "| CPU per item (us) | span | x plain | log | x plain | lost spans/logs |",
+            "|---|---|---|---|---|---|",
+        ]
+        for mode, v in res["cpu"].items():
+            sx = v["span_us"] / plain["span_us"] if plain.get("span_us") else None
+            lx = v["log_us"] / plain["log_us"] if plain.get("log_us") else None
+            lines.append(
+                f"| {mode} | {v['span_us']:.1f} | {_f(sx, '.2f')} | {v['log_us']:.1f} | "
+                f"{_f(lx, '.2f')} | {v['span_lost']:.0f}/{v['log_lost']:.0f} |"
+            )
+        lines.append("")
+    if "gil" in res:
+        lines += [
+            "| exporter (512-span batches) | GIL wait p99 ms | max ms | request p99 ms | "
+            "encode us/span | export ms |",
+            "|---|---|---|---|---|---|",
+        ]
+        for g in res["gil"]:
+            lines.append(
+                f"| {g['exporter']} | {g['wake_p99_ms']:.2f} | {g['wake_max_ms']:.1f} | "
+                f"{g['req_p99_ms']:.2f} | {_f(g['encode_us_per_span'], '.1f')} | "
+                f"{_f(g['export_ms'], '.1f')} |"
+            )
+        lines.append("")
+    if "startup" in res:
+        lines += ["| start-up | seconds | max RSS MB |", "|---|---|---|"]
+        for s in res["startup"]:
+            if "error" in s:
+                lines.append(f"| {s['case']} | error: {s['error'][:80]} | |")
+            else:
+                lines.append(f"| {s['case']} | {s['seconds']:.2f} | {s['rss_mb']:.0f} |")
+        lines.append("")
+    if "install" in res:
+        lines += ["| base install | MB added to an empty venv | packages |", "|---|---|---|"]
+        for s in res["install"]:
+            if "error" in s:
+                lines.append(f"| {s['package']} | error: {s['error'][:80]} | |")
+            else:
+                lines.append(f"| {s['package']} | {s['added_mb']:.1f} | {s['packages']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="short smoke run")
+    ap.add_argument("--rounds", type=int, help="alternating rounds (default 5, quick 1)")
+    ap.add_argument("--duration", type=float, help="seconds of load per sample (10, quick 2)")
+    ap.add_argument(
+        "--only",
+        default="http,cpu,gil,startup,install",
+        help="comma-separated parts: http,cpu,gil,startup,install",
+    )
+    args = ap.parse_args()
+    rounds = args.rounds or (1 if args.quick else 5)
+    duration = args.duration or (2.0 if args.quick else 10.0)
+    parts = set(args.only.split(","))
+    res: dict[str, Any] = {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "mode": f"{'quick' if args.quick else 'full'}, {rounds} round(s), {duration:g} s/sample",
+    }
+    for venv in ("vanilla", "hdx040", "ours"):
+        envs.ensure(venv)
+    res["versions"] = {v: envs.versions(v) for v in ("vanilla", "hdx040", "ours")}
+    with receiver(count_items=True) as url:
+        if "http" in parts:
+            frameworks = ("flask",) if args.quick else http_overhead.FRAMEWORKS
+            results = http_overhead.run(
+                url, rounds=rounds, duration=duration, frameworks=frameworks
+            )
+            res["http"] = http_overhead.table(results)
+        if "cpu" in parts:
+            res["cpu"] = cpu_per_item(url, rounds=max(1, rounds), n=2000 if args.quick else 10000)
+        if "gil" in parts:
+            res["gil"] = gil(url, 1.5 if args.quick else 5.0)
+        if "startup" in parts:
+            res["startup"] = startup.startup(url, 3 if args.quick else 7)
+    if "install" in parts:
+        peers = ["hyperdx 0.4.0", "vanilla distro 0.66b1 + OTLP/HTTP"]
+        res["install"] = startup.install_size(["ours"] if args.quick else ["ours", *peers])
+    text = render(res)
+    print(text)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    (envs.HOME / f"results-{stamp}.json").write_text(json.dumps(res, indent=2))
+    (envs.HOME / f"results-{stamp}.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
