@@ -219,7 +219,9 @@ def logs(
         try:
             while True:
                 time.sleep(1.0)
-                fresh = client.logs(reader, limit=1000, after=last, since=None, **filters)
+                # until a first record arrives, --since still bounds what counts as new
+                window = since if last is None else None
+                fresh = client.logs(reader, limit=1000, after=last, since=window, **filters)
                 new = [r for r in fresh if _log_key(r) not in seen]
                 if not new:
                     continue
