@@ -380,6 +380,8 @@ def test_bad_table_and_bad_sql_raise_named_errors(store: Store) -> None:
         store.insert("otel_logz", [{"Body": "x"}])
     with pytest.raises(StoreError, match="UNKNOWN_IDENTIFIER"):
         store.query("SELECT no_such_column FROM otel_logs")
+    with pytest.raises(StoreError, match="leave out its FORMAT clause"):
+        store.query("SELECT 1 FORMAT CSV")
     # the store keeps working after a failed statement
     assert store.query("SELECT 1 AS one").rows == [{"one": 1}]
 

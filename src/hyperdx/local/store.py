@@ -233,7 +233,12 @@ class Store:
         raw = self._run(sql, "JSON", params)
         if not raw.strip():
             return QueryResult()
-        doc = json.loads(raw)
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict):
+            raise StoreError("the statement's result is not JSON: leave out its FORMAT clause")
         return QueryResult(
             columns=[(m["name"], m["type"]) for m in doc.get("meta", [])],
             rows=doc.get("data", []),
