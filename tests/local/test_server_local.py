@@ -432,3 +432,25 @@ def test_kill_9_during_concurrent_exports_keeps_every_acknowledged_batch(tmp_pat
         stop_local(again)
     assert set(acked) <= set(stored), sorted(set(acked) - set(stored))
     assert set(stored.values()) == {size}  # whole batches only
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.1.2.3", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("::ffff:127.0.0.1", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("192.168.1.5", False),
+        ("::", False),
+        ("example.com", False),
+        ("", False),
+    ],
+)
+def test_loopback_rule_for_the_query_endpoint(host: str, loopback: bool) -> None:
+    from hyperdx.local.server import is_loopback
+
+    assert is_loopback(host) is loopback

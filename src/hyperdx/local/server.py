@@ -39,12 +39,16 @@ class ServerError(RuntimeError):
 
 
 def is_loopback(host: str) -> bool:
+    """True for ``localhost``, 127.0.0.0/8, ``::1`` and IPv4-mapped loopback addresses."""
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 @dataclass(frozen=True)
@@ -164,6 +168,10 @@ class LocalServer:
         def error(status: int, message: str) -> web.Response:
             return web.json_response({"code": 3, "message": message}, status=status)
 
+        # The ingestion key is shared with every app that sends telemetry; SQL on the data is
+        # for this machine only, even when OTLP listens on the network (--host).
+        if not is_loopback(request.remote or ""):
+            return error(403, "the query endpoint answers loopback clients only")
         if request.content_length is not None and request.content_length > MAX_QUERY_BODY:
             return error(413, f"query body over {MAX_QUERY_BODY} bytes")
         raw = await request.content.read(MAX_QUERY_BODY + 1)
