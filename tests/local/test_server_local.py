@@ -317,8 +317,12 @@ def test_kill_9_after_200_loses_nothing_then_clean_stop(tmp_path: Path) -> None:
     for i in range(5):
         log.info("record %d", i)  # SimpleLogRecordProcessor: returns after the 200
     os.kill(running.proc.pid, signal.SIGKILL)
-    running.proc.wait(timeout=10)
+    first_out, _ = running.proc.communicate(timeout=10)
     logger_provider.shutdown()
+    # first start: the generated key is printed once, in the line that configures the SDK
+    assert "Generated an ingestion key" in first_out
+    assert f"  export HYPERDX_API_KEY={running.state.api_key}\n" in first_out
+    assert f"  export OTEL_EXPORTER_OTLP_ENDPOINT={running.http_url}\n" in first_out
 
     again = start_local(tmp_path)
     assert again.state.api_key == running.state.api_key  # key kept across restarts
