@@ -66,3 +66,15 @@ def test_unencodable_attribute_is_skipped_like_stock(caplog: pytest.LogCaptureFi
     out = _wire.attributes(b"\x4a", {"ok": "v", "bad": object()})
     assert len(out) == 1
     assert "Failed to encode key bad" in caplog.text
+
+
+def test_attribute_cache_keeps_true_one_and_float_apart() -> None:
+    from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+
+    seen = []
+    for value in (1, True, 1.0, "1", 1, True):
+        [field] = _wire.attributes(b"\x0a", {"a": value})
+        kv = KeyValue.FromString(field[2:])
+        seen.append(getattr(kv.value, kv.value.WhichOneof("value")))
+        assert type(seen[-1]) is type(value)
+    assert seen == [1, True, 1.0, "1", 1, True]

@@ -44,6 +44,7 @@ _REASONS = {
     "queue_full": "queue full (export slower than the app)",
     "export_failed": "export failed (endpoint unreachable or rejecting)",
     "after_shutdown": "emitted after shutdown",
+    "unencodable": "could not be encoded",
 }
 
 
@@ -93,9 +94,10 @@ class Batcher(Generic[T]):
         self._queue: collections.deque[T] = collections.deque()
         self._shutdown = False
         self._warned_full = False
+        self._warned_encode = False
         self._dropped_here = 0
         self._reported_to_distro = _report(signal, "queue_full", 0)
-        for key in ("queue_full", "export_failed", "after_shutdown"):
+        for key in ("queue_full", "export_failed", "after_shutdown", "unencodable"):
             _count(f"{signal}_{key}", 0)
         self._start()
         weak = weakref.WeakMethod(self._after_fork)
@@ -139,6 +141,13 @@ class Batcher(Generic[T]):
                 self._max_queue,
                 self.signal,
             )
+
+    def unencodable(self, error: Exception) -> None:
+        """An item the encoder rejected at hand-off: counted, the first one logged."""
+        if not self._warned_encode:
+            self._warned_encode = True
+            _logger.error("cannot encode a %s item: %r (counted)", self.signal, error)
+        self._drop(1, "unencodable")
 
     # -- consumer side ---------------------------------------------------------------------
     def _run(self) -> None:

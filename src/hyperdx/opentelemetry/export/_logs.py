@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk._logs import ReadableLogRecord, ReadWriteLogRecord
 
 from ._spans import assemble, group
 from ._wire import any_value, attributes, field_bytes, pack_fixed32, pack_fixed64, varint
@@ -18,7 +18,7 @@ _SEVERITY = [b"\x10" + varint(n) for n in range(25)]
 _BODY_NONE = b"\x2a\x00"
 
 
-def encode_log(readable: ReadableLogRecord) -> bytes:
+def encode_log(readable: ReadableLogRecord | ReadWriteLogRecord) -> bytes:
     """One ``LogRecord`` message body (without its tag and length)."""
     rec: Any = readable.log_record
     parts = []

@@ -217,6 +217,31 @@ def group(items: Sequence[Any], encoded: Sequence[bytes]) -> dict[Any, dict[Any,
     return groups
 
 
+def group_encoded(
+    items: Sequence[tuple[Any, Any, bytes]],
+) -> dict[Any, dict[Any, list[bytes]]]:
+    """:func:`group` for items encoded at hand-off: ``(resource, scope, bytes)`` triples."""
+    groups: dict[Any, dict[Any, list[bytes]]] = {}
+    scopes_by_id: dict[int, dict[Any, list[bytes]]] = {}
+    list_by_ids: dict[tuple[int, int], list[bytes]] = {}
+    for resource, scope, enc in items:
+        ids = (id(resource), id(scope))
+        lst = list_by_ids.get(ids)
+        if lst is None:
+            scopes = scopes_by_id.get(ids[0])
+            if scopes is None:
+                scopes = groups.get(resource)
+                if scopes is None:
+                    scopes = groups[resource] = {}
+                scopes_by_id[ids[0]] = scopes
+            lst = scopes.get(scope)
+            if lst is None:
+                lst = scopes[scope] = []
+            list_by_ids[ids] = lst
+        lst.append(enc)
+    return groups
+
+
 def encode_spans_bytes(spans: Sequence[ReadableSpan]) -> bytes:
     """Whole-batch convenience: the serialized ``ExportTraceServiceRequest``."""
     return assemble(group(spans, [encode_span(s) for s in spans]))

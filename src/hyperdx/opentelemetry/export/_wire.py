@@ -25,7 +25,7 @@ _pack_double = struct.Struct("<d").pack
 # Bounded caches of encoded KeyValue bytes: attribute keys and string values repeat a lot.
 _KV_CACHE_MAX = 8192
 _CACHE_VALUE_MAX_LEN = 64  # long values are usually unique (URLs with ids, messages)
-_kv_cache: dict[tuple[str, str], bytes] = {}
+_kv_cache: dict[tuple[str, Any], bytes] = {}
 _key_cache: dict[str, bytes] = {}
 
 
@@ -102,7 +102,9 @@ def attributes(tag: bytes, attrs: Mapping[str, Any] | None) -> list[bytes]:
     out = []
     cache = _kv_cache
     for key, value in attrs.items():
-        if type(value) is str and len(value) <= _CACHE_VALUE_MAX_LEN:
+        vt = type(value)
+        if (vt is str and len(value) <= _CACHE_VALUE_MAX_LEN) or vt is int:
+            # Exact types only: True == 1 and 1.0 == 1 must not share an entry.
             ck = (key, value)
             lp = cache.get(ck)
             if lp is None:

@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from ._batch import Batcher
+from .exporters import HyperDXLogExporter, HyperDXSpanExporter
 
 _EMPTY_RESOURCE = Resource.create({})
 
@@ -39,7 +40,15 @@ class HyperDXBatchSpanProcessor(SpanProcessor):
         max_export_batch_size: int | None = None,
     ) -> None:
         self.span_exporter = exporter
-        self._batcher: Batcher[ReadableSpan] = Batcher(
+        # With our exporter, spans are encoded at hand-off: the span is hot in the CPU cache,
+        # the queue holds one bytes object instead of ~15 GC-tracked objects per span, and
+        # the exporter thread only joins, compresses and posts (short GIL holds).
+        self._encode = (
+            exporter.encode_item
+            if isinstance(exporter, HyperDXSpanExporter) and exporter._fast
+            else None
+        )
+        self._batcher: Batcher[Any] = Batcher(
             "spans",
             self._export,
             schedule_delay_millis=schedule_delay_millis
@@ -50,7 +59,9 @@ class HyperDXBatchSpanProcessor(SpanProcessor):
         )
         self._put = self._batcher.put
 
-    def _export(self, batch: Sequence[ReadableSpan]) -> bool:
+    def _export(self, batch: Sequence[Any]) -> bool:
+        if self._encode is not None:
+            return self.span_exporter.export_encoded(batch)  # type: ignore[attr-defined]
         return self.span_exporter.export(batch) is SpanExportResult.SUCCESS
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
@@ -58,8 +69,18 @@ class HyperDXBatchSpanProcessor(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         ctx = span.context
-        if ctx is not None and ctx.trace_flags.sampled:
+        if ctx is None or not ctx.trace_flags.sampled:
+            return
+        encode = self._encode
+        if encode is None:
             self._put(span)
+            return
+        try:
+            item = (span.resource, span.instrumentation_scope or None, encode(span))
+        except Exception as error:  # noqa: BLE001 - never raise into the application
+            self._batcher.unencodable(error)
+            return
+        self._put(item)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self._batcher.force_flush(timeout_millis)
@@ -81,7 +102,12 @@ class HyperDXBatchLogRecordProcessor(LogRecordProcessor):
         max_export_batch_size: int | None = None,
     ) -> None:
         self._exporter = exporter
-        self._batcher: Batcher[ReadableLogRecord] = Batcher(
+        self._encode = (
+            exporter.encode_item
+            if isinstance(exporter, HyperDXLogExporter) and exporter._fast
+            else None
+        )
+        self._batcher: Batcher[Any] = Batcher(
             "logs",
             self._export,
             schedule_delay_millis=schedule_delay_millis
@@ -92,10 +118,26 @@ class HyperDXBatchLogRecordProcessor(LogRecordProcessor):
         )
         self._put = self._batcher.put
 
-    def _export(self, batch: Sequence[ReadableLogRecord]) -> bool:
+    def _export(self, batch: Sequence[Any]) -> bool:
+        if self._encode is not None:
+            return self._exporter.export_encoded(batch)  # type: ignore[attr-defined]
         return self._exporter.export(batch) is LogRecordExportResult.SUCCESS
 
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
+        encode = self._encode
+        if encode is not None:
+            # Encoded now (a snapshot, as the SDK's copy is), so no copy and no wrapper.
+            try:
+                item = (
+                    log_record.resource or _EMPTY_RESOURCE,
+                    log_record.instrumentation_scope or None,
+                    encode(log_record),
+                )
+            except Exception as error:  # noqa: BLE001 - never raise into the application
+                self._batcher.unencodable(error)
+                return
+            self._put(item)
+            return
         # As the SDK's processor: a shallow copy drops the (possibly large) context reference.
         api_record: Any = copy.copy(log_record.log_record)
         api_record.context = Context()
