@@ -159,3 +159,75 @@ def test_items_after_shutdown_are_counted() -> None:
     assert batcher.shutdown(1000)
     batcher.put(1)
     assert dropped()["test_after_shutdown"] == 1
+
+
+def test_same_spans_through_stock_and_fast_pipelines_give_identical_rows() -> None:
+    """One provider, two pipelines side by side: the SDK's BatchSpanProcessor + stock
+    exporter, and ours (encoding at hand-off). The receivers must store identical rows."""
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    with running_receiver() as (rx_stock, sink_stock), running_receiver() as (rx_ours, sink_ours):
+        provider = TracerProvider(resource=Resource.create({"service.name": "twin"}))
+        provider.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter(rx_stock.http_url + "/v1/traces"))
+        )
+        ours = make_span_processor(rx_ours.http_url + "/v1/traces", compression=Compression.Gzip)
+        assert ours._encode is not None  # the hand-off encoding path is what this tests
+        provider.add_span_processor(ours)
+        tracer = provider.get_tracer("twin.lib", "3.1")
+        for i in range(300):
+            with tracer.start_as_current_span("parent", attributes={"i": i, "f": i / 3}) as p:
+                p.add_event("e", {"k": [1, 2]})
+                with tracer.start_as_current_span("child", attributes={"s": "x" * (i % 90)}):
+                    pass
+        assert provider.force_flush(10_000)
+        want = sink_stock.wait_for("otel_traces", count=600)
+        got = sink_ours.wait_for("otel_traces", count=600)
+        provider.shutdown()
+    assert len(got) == len(want) == 600
+    assert sorted(got, key=_key) == sorted(want, key=_key)
+
+
+def test_same_logs_through_stock_and_fast_pipelines_give_identical_rows() -> None:
+    import logging
+
+    from opentelemetry.sdk._logs import LoggingHandler
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+
+    with running_receiver() as (rx_stock, sink_stock), running_receiver() as (rx_ours, sink_ours):
+        provider = LoggerProvider(resource=Resource.create({"service.name": "twin-logs"}))
+        provider.add_log_record_processor(
+            BatchLogRecordProcessor(OTLPLogExporter(rx_stock.http_url + "/v1/logs"))
+        )
+        ours = make_log_processor(rx_ours.http_url + "/v1/logs")
+        assert ours._encode is not None
+        provider.add_log_record_processor(ours)
+        logger = logging.getLogger("tests.export.twin")
+        logger.handlers = [LoggingHandler(logger_provider=provider)]
+        logger.propagate = False
+        tracer = TracerProvider().get_tracer("t")
+        for i in range(200):
+            with tracer.start_as_current_span("s"):
+                logger.warning("event %d for %s", i, "bob", extra={"n": i, "ok": i % 2 == 0})
+        assert provider.force_flush(10_000)
+        want = sink_stock.wait_for("otel_logs", count=200)
+        got = sink_ours.wait_for("otel_logs", count=200)
+        provider.shutdown()
+    assert sorted(got, key=_key) == sorted(want, key=_key)
+
+
+def test_default_transport_is_urllib3_unless_a_proxy_is_configured(monkeypatch: Any) -> None:
+    from opentelemetry.exporter.http.transport._requests import RequestsHTTPTransport
+    from opentelemetry.exporter.http.transport._urllib3 import Urllib3HTTPTransport
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("all_proxy", raising=False)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    fast = HyperDXSpanExporter("https://collector.invalid:4318/v1/traces")
+    transport = fast._client._transport
+    assert isinstance(transport, Urllib3HTTPTransport)
+    assert transport._pool.connection_pool_kw["ca_certs"] == "/etc/ssl/certs/ca-certificates.crt"
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
+    proxied = HyperDXSpanExporter("https://collector.invalid:4318/v1/traces")
+    assert isinstance(proxied._client._transport, RequestsHTTPTransport)
