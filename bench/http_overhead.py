@@ -24,6 +24,7 @@ from common import (
     BENCH,
     children,
     clean_env,
+    cpu_seconds,
     free_port,
     otel_env,
     pinned,
@@ -68,6 +69,7 @@ class Sample:
     p50_ms: float
     p99_ms: float
     rss_mb: float
+    cpu_us_per_req: float
 
 
 @dataclass
@@ -104,11 +106,12 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * scale
 
 
-def parse_wrk(out: str) -> tuple[float, float, float]:
+def parse_wrk(out: str) -> tuple[float, float, float, int]:
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
-    return rps, p50, p99
+    return rps, p50, p99, total
 
 
 def _server_cmd(cfg: Config, framework: str, port: int) -> list[str]:
@@ -144,18 +147,23 @@ def run_one(
         url = f"http://127.0.0.1:{port}/"
         # Warm-up (imports, first exports, caches), then the measured run.
         subprocess.run(pinned([*load, "-d", "1s", url], AUX_CPUS), capture_output=True, check=True)
+        worker = children(proc.pid) if framework == "flask" else [proc.pid]
+        if not worker:
+            raise RuntimeError("no worker process found")
+        cpu0 = cpu_seconds(worker[0])
         out = subprocess.run(
             pinned([*load, "-d", f"{duration:g}s", url], AUX_CPUS),
             capture_output=True,
             text=True,
             check=True,
         ).stdout
-        rps, p50, p99 = parse_wrk(out)
+        # Worker CPU per request is robust to other load on the machine (req/s is not).
+        cpu = cpu_seconds(worker[0]) - cpu0
+        rps, p50, p99, total = parse_wrk(out)
         if "Non-2xx" in out:
             raise RuntimeError(f"non-2xx responses under load: {out}")
-        worker = children(proc.pid) if framework == "flask" else [proc.pid]
-        rss = rss_kb(worker[0]) / 1024 if worker else 0.0
-        return Sample(rps, p50, p99, rss)
+        rss = rss_kb(worker[0]) / 1024
+        return Sample(rps, p50, p99, rss, cpu / max(total, 1) * 1e6)
     finally:
         stop(proc)
         log.close()
@@ -186,7 +194,10 @@ def run(
                 try:
                     sample = run_one(cfg, framework, base_url, wrk, duration, connections)
                     series.samples.append(sample)
-                    status = f"{sample.rps:8.0f} req/s  p99 {sample.p99_ms:6.1f} ms"
+                    status = (
+                        f"{sample.rps:8.0f} req/s  p99 {sample.p99_ms:6.1f} ms  "
+                        f"{sample.cpu_us_per_req:6.0f} us CPU/req"
+                    )
                 except Exception as exc:  # noqa: BLE001 - reported in the table
                     series.errors.append(str(exc)[:300])
                     status = f"error: {series.errors[-1]}"
@@ -211,6 +222,8 @@ def table(results: dict[tuple[str, str], Series]) -> list[dict[str, Any]]:
         base_series = results.get((framework, "uninstrumented"))
         base_p99 = base_series.median("p99_ms") if base_series else None
         p99 = series.median("p99_ms")
+        cpu = series.median("cpu_us_per_req")
+        base_cpu = base_series.median("cpu_us_per_req") if base_series else None
         rows.append(
             {
                 "framework": framework,
@@ -221,6 +234,8 @@ def table(results: dict[tuple[str, str], Series]) -> list[dict[str, Any]]:
                 "p99_ms": p99,
                 "p99_x": (p99 / base_p99) if p99 and base_p99 else None,
                 "rss_mb": series.median("rss_mb"),
+                "cpu_us": cpu,
+                "cpu_ratio": (base_cpu / cpu) if cpu and base_cpu else None,
                 "n": len(series.samples),
                 "errors": series.errors,
             }

@@ -91,13 +91,16 @@ def render(res: dict[str, Any]) -> str:
     lines = [f"Run {res['date']} on {res['machine']}; mode: {res['mode']}", ""]
     if "http" in res:
         lines += [
-            "| framework | configuration | req/s | ratio | p50 ms | p99 ms | p99 x | RSS MB | n |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| framework | configuration | req/s | ratio | CPU us/req | CPU ratio | p50 ms "
+            "| p99 ms | p99 x | RSS MB | n |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in res["http"]:
             lines.append(
                 f"| {r['framework']} | {r['config']} | {_f(r['rps'], '.0f')} | "
-                f"{_f(r['ratio'], '.2f')} | {_f(r['p50_ms'], '.2f')} | {_f(r['p99_ms'], '.1f')} | "
+                f"{_f(r['ratio'], '.2f')} | {_f(r['cpu_us'], '.0f')} | "
+                f"{_f(r['cpu_ratio'], '.2f')} | "
+                f"{_f(r['p50_ms'], '.2f')} | {_f(r['p99_ms'], '.1f')} | "
                 f"{_f(r['p99_x'], '.1f')} | {_f(r['rss_mb'], '.0f')} | {r['n']}"
                 + (f" (errors: {len(r['errors'])})" if r["errors"] else "")
                 + " |"
