@@ -1,7 +1,9 @@
 """One command for the whole benchmark suite; prints one table (Markdown).
 
     .venv/bin/python bench/run.py            # full run (~25 min on 2 cores)
-    .venv/bin/python bench/run.py --quick    # smoke run (~3 min), what CI may call
+    .venv/bin/python bench/run.py --quick    # smoke run of everything (~5 min)
+    .venv/bin/python bench/run.py --quick --here --only cpu,gil,path   # CI smoke (~1 min,
+                                             # this interpreter, no peer venvs, no network)
 
 Peers get their own venvs under $HYPERDX_BENCH_HOME (default ~/.cache/hyperdx-bench), built
 on first use. All traffic stays on 127.0.0.1. Results also go to
@@ -26,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import envs  # noqa: E402
 import http_overhead  # noqa: E402
+import request_path  # noqa: E402
 import startup  # noqa: E402
 from common import APP_CPUS, BENCH, clean_env, pinned, receiver  # noqa: E402
 
@@ -51,9 +54,13 @@ def _json_lines(cmd: list[str], env: dict[str, str]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
 
 
-def cpu_per_item(base_url: str, rounds: int, n: int) -> dict[str, dict[str, float]]:
+def ours_python(here: bool) -> str:
+    return sys.executable if here else str(envs.python_of("ours"))
+
+
+def cpu_per_item(base_url: str, rounds: int, n: int, python: str) -> dict[str, dict[str, float]]:
     """Median CPU us per span / log for each mode, modes alternating within each round."""
-    py = str(envs.python_of("ours"))
+    py = python
     modes = ["create", "plain", "fast", "ours"]
     samples: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
     for r in range(rounds):
@@ -77,8 +84,8 @@ def cpu_per_item(base_url: str, rounds: int, n: int) -> dict[str, dict[str, floa
     return out
 
 
-def gil(base_url: str, seconds: float) -> list[dict[str, Any]]:
-    cmd = [str(envs.python_of("ours")), str(BENCH / "gil_probe.py")]
+def gil(base_url: str, seconds: float, python: str) -> list[dict[str, Any]]:
+    cmd = [python, str(BENCH / "gil_probe.py")]
     cmd += ["--endpoint", base_url, "--seconds", str(seconds)]
     return _json_lines(pinned(cmd, APP_CPUS), clean_env({}))
 
@@ -87,7 +94,8 @@ def _f(v: Any, fmt: str) -> str:
     return "n/a" if v is None else format(v, fmt)
 
 
-def render(res: dict[str, Any]) -> str:
+def render(res: dict[str, Any]) -> str:  # noqa: C901 - one table after another
+    prev_stock_base: float | None = None
     lines = [f"Run {res['date']} on {res['machine']}; mode: {res['mode']}", ""]
     if "http" in res:
         lines += [
@@ -133,6 +141,23 @@ def render(res: dict[str, Any]) -> str:
                 f"{_f(g['export_ms'], '.1f')} |"
             )
         lines.append("")
+    if "path" in res:
+        lines += ["| Flask request, in-process, layer by layer | CPU us/request | added |"]
+        lines += ["|---|---|---|"]
+        prev = None
+        for p in res["path"]:
+            if "error" in p:
+                lines.append(f"| {p['step']} | error: {p['error'][:80]} | |")
+                continue
+            cur = p["cpu_us_per_request"]
+            base = prev if not p["step"].startswith("+fast") else prev_stock_base
+            added = "" if base is None else f"{cur - base:+.0f}"
+            lines.append(f"| {p['step']} | {cur:.0f} | {added} |")
+            if p["step"] == "instr+tracer+meter":
+                prev_stock_base = cur
+            if not p["step"].startswith("+"):
+                prev = cur
+        lines.append("")
     if "startup" in res:
         lines += ["| start-up | seconds | max RSS MB |", "|---|---|---|"]
         for s in res["startup"]:
@@ -159,8 +184,13 @@ def main() -> None:
     ap.add_argument("--duration", type=float, help="seconds of load per sample (10, quick 2)")
     ap.add_argument(
         "--only",
-        default="http,cpu,gil,startup,install",
-        help="comma-separated parts: http,cpu,gil,startup,install",
+        default="http,cpu,gil,path,startup,install",
+        help="comma-separated parts: http,cpu,gil,path,startup,install",
+    )
+    ap.add_argument(
+        "--here",
+        action="store_true",
+        help="run cpu/gil/path with this interpreter (no peer venvs, no network): CI smoke",
     )
     args = ap.parse_args()
     rounds = args.rounds or (1 if args.quick else 5)
@@ -171,9 +201,13 @@ def main() -> None:
         "machine": machine(),
         "mode": f"{'quick' if args.quick else 'full'}, {rounds} round(s), {duration:g} s/sample",
     }
-    for venv in ("vanilla", "hdx040", "ours"):
-        envs.ensure(venv)
-    res["versions"] = {v: envs.versions(v) for v in ("vanilla", "hdx040", "ours")}
+    if args.here and parts & {"http", "startup"}:
+        ap.error("--here works with --only cpu,gil,path,install")
+    if not args.here:
+        for venv in ("vanilla", "hdx040", "ours"):
+            envs.ensure(venv)
+        res["versions"] = {v: envs.versions(v) for v in ("vanilla", "hdx040", "ours")}
+    py = ours_python(args.here)
     with receiver(count_items=True) as url:
         if "http" in parts:
             frameworks = ("flask",) if args.quick else http_overhead.FRAMEWORKS
@@ -182,9 +216,11 @@ def main() -> None:
             )
             res["http"] = http_overhead.table(results)
         if "cpu" in parts:
-            res["cpu"] = cpu_per_item(url, rounds=max(1, rounds), n=2000 if args.quick else 10000)
+            res["cpu"] = cpu_per_item(url, max(1, rounds), 2000 if args.quick else 10000, py)
         if "gil" in parts:
-            res["gil"] = gil(url, 1.5 if args.quick else 5.0)
+            res["gil"] = gil(url, 1.5 if args.quick else 5.0, py)
+        if "path" in parts:
+            res["path"] = request_path.run_all(py, url, 1000 if args.quick else 3000)
         if "startup" in parts:
             res["startup"] = startup.startup(url, 3 if args.quick else 7)
     if "install" in parts:
@@ -193,6 +229,7 @@ def main() -> None:
     text = render(res)
     print(text)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    envs.HOME.mkdir(parents=True, exist_ok=True)
     (envs.HOME / f"results-{stamp}.json").write_text(json.dumps(res, indent=2))
     (envs.HOME / f"results-{stamp}.md").write_text(text)
 
