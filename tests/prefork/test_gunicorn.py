@@ -1,0 +1,86 @@
+"""Gunicorn: every worker exports every request exactly once, under its own identity.
+
+Covers the documented ``post_fork`` hook without the agent (S5), hook + agent (B1), the agent
+alone with sync and gthread workers with and without ``--preload``, the stop signals, and
+worker recycling.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Sequence
+
+import pytest
+
+from prefork.harness import BIN, EXAMPLES
+from prefork.outcome import assert_complete
+from prefork.runner import AGENT, run_http
+
+GUNICORN = str(BIN / "gunicorn")
+HOOK = ["-c", str(EXAMPLES / "gunicorn.conf.py")]
+
+
+def gunicorn(*extra: str, agent: bool = True, workers: int = 2):  # type: ignore[no-untyped-def]
+    def argv(port: int) -> Sequence[str]:
+        base = [GUNICORN, "-w", str(workers), "-b", f"127.0.0.1:{port}", *extra, "wsgi_app:app"]
+        return [AGENT, *base] if agent else base
+
+    return argv
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param([], id="sync"),
+        pytest.param(["--preload"], id="sync-preload"),
+        pytest.param(["-k", "gthread", "--threads", "2"], id="gthread"),
+        pytest.param(["-k", "gthread", "--threads", "2", "--preload"], id="gthread-preload"),
+    ],
+)
+def test_agent_without_hook(receiver, ping_url, extra: list[str]) -> None:
+    out = run_http(receiver, ping_url, f"gunicorn agent {' '.join(extra)}", gunicorn(*extra))
+    assert_complete(out)
+    assert out.stop_seconds is not None and out.stop_seconds < 10
+
+
+@pytest.mark.parametrize(
+    ("agent", "extra"),
+    [
+        pytest.param(False, [], id="hook"),
+        pytest.param(False, ["--preload"], id="hook-preload"),
+        pytest.param(True, [], id="hook+agent"),
+        pytest.param(True, ["--preload"], id="hook+agent-preload"),
+    ],
+)
+def test_post_fork_hook(receiver, ping_url, agent: bool, extra: list[str]) -> None:
+    """configure_opentelemetry() in post_fork: complete telemetry, alone or under the agent."""
+    name = f"gunicorn {'hook+agent' if agent else 'hook'} {' '.join(extra)}"
+    out = run_http(receiver, ping_url, name, gunicorn(*HOOK, *extra, agent=agent))
+    assert_complete(out)
+
+
+@pytest.mark.parametrize(
+    "sig", [signal.SIGTERM, signal.SIGINT, signal.SIGQUIT], ids=lambda s: s.name
+)
+def test_stop_flushes_every_worker(receiver, ping_url, sig: signal.Signals) -> None:
+    """Nothing leaves before the stop (60 s intervals): all of it must leave during the stop."""
+    out = run_http(
+        receiver, ping_url, f"gunicorn stop {sig.name}", gunicorn(), stop_signal=sig, buffered=True
+    )
+    assert_complete(out)
+    assert out.stop_seconds is not None and out.stop_seconds < 10
+
+
+def test_max_requests_1_exports_every_request_once(receiver, ping_url) -> None:
+    """A new worker per request (fork after fork from a configured master): 200 requests,
+    200 server spans, none duplicated, none lost."""
+    out = run_http(
+        receiver,
+        ping_url,
+        "gunicorn max_requests=1",
+        gunicorn("--preload", "--max-requests", "1"),
+        requests=200,
+        concurrency=2,
+    )
+    assert_complete(out)
+    assert len(out.worker_pids) >= 100
