@@ -231,3 +231,23 @@ def test_default_transport_is_urllib3_unless_a_proxy_is_configured(monkeypatch: 
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
     proxied = HyperDXSpanExporter("https://collector.invalid:4318/v1/traces")
     assert isinstance(proxied._client._transport, RequestsHTTPTransport)
+
+
+def test_flush_and_shutdown_respect_their_deadline_when_an_export_hangs() -> None:
+    exporter = _BlockingExporter()  # never released: a dead, silent endpoint
+    processor = HyperDXBatchSpanProcessor(
+        exporter, schedule_delay_millis=10, max_queue_size=100, max_export_batch_size=5
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    for i in range(20):
+        with provider.get_tracer("t").start_as_current_span(f"s{i}"):
+            pass
+    time.sleep(0.1)  # the worker is now stuck inside export()
+    before = dropped().get("spans_after_shutdown", 0)
+    t0 = time.monotonic()
+    assert processor.force_flush(200) is False
+    processor.shutdown(timeout_millis=300)
+    assert time.monotonic() - t0 < 2.0
+    assert dropped()["spans_after_shutdown"] - before == 15  # 5 are inside the stuck export
+    exporter.release.set()

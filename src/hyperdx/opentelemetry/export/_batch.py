@@ -163,7 +163,10 @@ class Batcher(Generic[T]):
 
     def _drain(self, *, full_batches_only: bool, deadline: float | None) -> bool:
         """Export queued items in batches; True if the queue was emptied in time."""
-        with self._export_lock:
+        wait = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+        if not self._export_lock.acquire(timeout=wait):
+            return False  # an export is still running (e.g. retrying a dead endpoint)
+        try:
             queue = self._queue
             first = True
             while queue:
@@ -177,6 +180,8 @@ class Batcher(Generic[T]):
                 batch = [popleft() for _ in range(n)]
                 self._send(batch)
             return True
+        finally:
+            self._export_lock.release()
 
     def _send(self, batch: list[T]) -> None:
         try:

@@ -85,8 +85,10 @@ class HyperDXBatchSpanProcessor(SpanProcessor):
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self._batcher.force_flush(timeout_millis)
 
-    def shutdown(self) -> None:
-        self._batcher.shutdown()
+    def shutdown(self, timeout_millis: float = 30000) -> None:
+        """Flush what is queued within ``timeout_millis``, then shut the exporter down;
+        whatever could not be sent in time is counted as dropped."""
+        self._batcher.shutdown(timeout_millis)
         self.span_exporter.shutdown()
 
 
@@ -153,6 +155,7 @@ class HyperDXBatchLogRecordProcessor(LogRecordProcessor):
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self._batcher.force_flush(timeout_millis)
 
-    def shutdown(self) -> None:
-        self._batcher.shutdown()
+    def shutdown(self, timeout_millis: float = 30000) -> None:
+        """As :meth:`HyperDXBatchSpanProcessor.shutdown`."""
+        self._batcher.shutdown(timeout_millis)
         self._exporter.shutdown()
