@@ -242,8 +242,6 @@ class Exchange:
                 self.deferred.release()
 
     def write_bodies(self) -> None:
-        # Again at the end: some instrumentations (Flask) re-set URL attributes after our hook.
-        self.engine.set_url(self.span, None)
         self._write(REQ_BODY, self.request, self.request_seen, self.request_size, self.request_type)
         self._write(
             RESP_BODY, self.response, self.response_seen, self.response_size, self.response_type

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from functools import lru_cache
-from typing import Any
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 REDACTED = "[REDACTED]"
@@ -42,9 +42,13 @@ SENSITIVE_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"}
 )
 
-# A JSON member whose value may be cut off by truncation: key, colon, then the start of a value.
-_JSON_MEMBER = re.compile(r'"((?:[^"\\]|\\.)*)"\s*:\s*')
-_JSON_SCALAR = re.compile(r'"(?:[^"\\]|\\.)*"?|[^,}\]\s]*')
+# A JSON member: key, colon, then the start of a value (unrolled loop: no per-char alternation).
+_JSON_MEMBER = re.compile(r'"([^"\\]*(?:\\.[^"\\]*)*)"\s*:\s*')
+_COLON = re.compile(r"\s*:\s*")
+# Length-preserving ASCII lower-casing, so match offsets in the lowered text index the original.
+_ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
+_DECODER = json.JSONDecoder()
+_QUOTED_REDACTED = f'"{REDACTED}"'
 
 
 class Redactor:
@@ -54,6 +58,11 @@ class Redactor:
         self.enabled = enabled
         patterns = DEFAULT_PATTERNS + tuple(extra_patterns)
         self._key = re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
+        # For scanning whole texts: the built-in (lower-case) patterns over lower-cased text are
+        # ~15x faster than one IGNORECASE alternation. User patterns may be anchored to a name
+        # (``^x-tenant$``), so with them every text is scanned name by name.
+        self._builtin = re.compile("|".join(f"(?:{p})" for p in DEFAULT_PATTERNS))
+        self._has_user_patterns = bool(extra_patterns)
         # Linear-time scanners (a token is matched whole, then its name is tested): free-text
         # ``key=value`` / ``key: value`` and XML ``<key ...>value``.
         self._text_kv = re.compile(
@@ -61,25 +70,43 @@ class Redactor:
         )
         self._xml = re.compile(r"(<\s*([\w:.-]+)(?:\s[^>]*)?>)([^<]*)")
 
+        self._memo: dict[str, bool] = {}
+
     def is_secret_key(self, name: str) -> bool:
-        return self.enabled and self._key.search(name) is not None
+        """Memoised: header names and JSON keys repeat across requests."""
+        if not self.enabled:
+            return False
+        hit = self._memo.get(name)
+        if hit is None:
+            if len(self._memo) > 4096:
+                self._memo.clear()
+            hit = self._memo[name] = self._key.search(name) is not None
+        return hit
+
+    def mentions_secret(self, text: str) -> bool:
+        """Cheap pre-check: no pattern anywhere in the text means nothing to redact."""
+        if not self.enabled:
+            return False
+        if self._has_user_patterns:
+            return True
+        return self._builtin.search(_lower(text)) is not None
 
     def header(self, name: str, value: str) -> str:
         if not self.enabled:
             return value
         lname = name.lower()
-        if lname in SENSITIVE_HEADERS or self._key.search(lname):
+        if lname in SENSITIVE_HEADERS or self.is_secret_key(lname):
             return REDACTED
         return value
 
     def query(self, query: str) -> str:
         """Redact values of secret fields in ``a=1&b=2``; everything else stays byte-identical."""
-        if not self.enabled or not query:
+        if not query or not self.mentions_secret(unquote_plus(query)):
             return query
         out = []
         for part in query.split("&"):
             key, sep, _value = part.partition("=")
-            if sep and self._key.search(unquote_plus(key)):
+            if sep and self.is_secret_key(unquote_plus(key)):
                 out.append(f"{key}={REDACTED}")
             else:
                 out.append(part)
@@ -110,56 +137,56 @@ class Redactor:
         path, _, query = target.partition("?")
         return f"{path}?{self.query(query)}"
 
-    def json_value(self, value: Any) -> Any:
-        if isinstance(value, dict):
-            return {
-                k: (REDACTED if self.is_secret_key(str(k)) else self.json_value(v))
-                for k, v in value.items()
-            }
-        if isinstance(value, list):
-            return [self.json_value(v) for v in value]
-        return value
+    def json_text(self, text: str, complete: bool = True) -> str:
+        """Redact values under secret keys in JSON text, keeping everything else byte-identical.
 
-    def json_text(self, text: str, complete: bool) -> str:
-        """Redact a JSON document; a truncated or invalid one is scrubbed lexically."""
+        Lexical and linear: a secret value (scalar, object or array) is skipped with the C JSON
+        scanner and replaced. A value that does not parse (cut by the cap, or invalid JSON) is
+        dropped with the rest of the text.
+        """
         if not self.enabled:
             return text
-        if complete:
-            try:
-                parsed = json.loads(text)
-            except ValueError:
-                pass
-            else:
-                redacted = self.json_value(parsed)
-                if redacted == parsed:
-                    return text
-                return json.dumps(redacted, ensure_ascii=False, separators=(",", ":"))
-        return self._json_lexical(text)
-
-    def _json_lexical(self, text: str) -> str:
+        starts = self._member_values(text) if self._has_user_patterns else self._hit_values(text)
         out: list[str] = []
         pos = 0
-        for match in _JSON_MEMBER.finditer(text):
-            if match.start() < pos:
+        for start in starts:
+            if start < pos:
                 continue
-            if not self._key.search(match.group(1)):
-                continue
-            start = match.end()
             out.append(text[pos:start])
-            if start < len(text) and text[start] in "{[":
-                # A nested secret in a document we cannot parse: drop the rest, it is cut anyway.
-                out.append(f'"{REDACTED}"')
+            out.append(_QUOTED_REDACTED)
+            try:
+                _, pos = _DECODER.raw_decode(text, start)
+            except ValueError:
                 return "".join(out)
-            scalar = _JSON_SCALAR.match(text, start)
-            end = scalar.end() if scalar else start
-            out.append(f'"{REDACTED}"')
-            pos = end
+        if not out:
+            return text
         out.append(text[pos:])
         return "".join(out)
 
+    def _hit_values(self, text: str) -> Iterator[int]:
+        """Value offsets of keys found via pattern hits: the hit's enclosing string must be a
+        key, i.e. be followed by a colon (a JSON string followed by ``:`` is always a key)."""
+        for hit in self._builtin.finditer(_lower(text)):
+            opening = _quote_before(text, hit.start())
+            if opening < 0:
+                continue
+            closing = _quote_after(text, hit.start())
+            if closing < 0:
+                continue
+            colon = _COLON.match(text, closing + 1)
+            if colon is not None:
+                yield colon.end()
+
+    def _member_values(self, text: str) -> Iterator[int]:
+        match = _JSON_MEMBER.search(text)
+        while match is not None:
+            if self.is_secret_key(match.group(1)):
+                yield match.end()
+            match = _JSON_MEMBER.search(text, match.end())
+
     def text(self, text: str) -> str:
         """Best-effort scrubbing of free text / XML: ``key=value``, ``key: value``, ``<key>v<``."""
-        if not self.enabled:
+        if not self.mentions_secret(text):
             return text
         key = self._key
 
@@ -172,6 +199,32 @@ class Redactor:
             return m.group(0)
 
         return self._text_kv.sub(kv, self._xml.sub(xml, text))
+
+
+def _lower(text: str) -> str:
+    return text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
+
+
+def _escaped(text: str, i: int) -> bool:
+    n = 0
+    while i > 0 and text[i - 1] == "\\":
+        n += 1
+        i -= 1
+    return n % 2 == 1
+
+
+def _quote_before(text: str, i: int) -> int:
+    q = text.rfind('"', 0, i)
+    while q >= 0 and _escaped(text, q):
+        q = text.rfind('"', 0, q)
+    return q
+
+
+def _quote_after(text: str, i: int) -> int:
+    q = text.find('"', i)
+    while q >= 0 and _escaped(text, q):
+        q = text.find('"', q + 1)
+    return q
 
 
 @lru_cache(maxsize=16)

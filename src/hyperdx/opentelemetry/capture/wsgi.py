@@ -106,6 +106,8 @@ class _State(Exchange):
     def write_bodies(self) -> None:
         if self.span is None:
             return
+        # URL attributes now, not in the request hook: Flask re-sets them after its hook runs.
+        self.engine.set_url(self.span, request_uri(self.environ, include_query=True))
         if self.response_headers is not None:
             self.engine.headers(self.span, RESP_HEADER, self.response_headers)
         super().write_bodies()
@@ -208,11 +210,12 @@ def request_from_environ(engine: Engine, span: Any, environ: dict[str, Any]) -> 
     url = request_uri(environ, include_query=True)
     if engine.is_excluded(url):
         return
-    engine.set_url(span, url)
     engine.headers(span, REQ_HEADER, environ_headers(environ))
     state = environ.get(STATE_KEY)
     if isinstance(state, _State) and state.engine is engine:
-        state.attach(span)
+        state.attach(span)  # URL attributes are written when the exchange finishes
+    else:
+        engine.set_url(span, url)
 
 
 def flask_hooks(engine: Engine) -> dict[str, Any]:
@@ -227,6 +230,7 @@ def flask_hooks(engine: Engine) -> dict[str, Any]:
         environ = flask.request.environ if flask.has_request_context() else {}
         if not recording(span) or isinstance(environ.get(STATE_KEY), _State):
             return  # the WSGI wrapper records the headers as sent, with the body
+        engine.set_url(span, request_uri(environ, include_query=True) if environ else None)
         engine.headers(span, RESP_HEADER, list(response_headers))
 
     return {"request_hook": request_hook, "response_hook": response_hook}
