@@ -78,3 +78,22 @@ def test_attribute_cache_keeps_true_one_and_float_apart() -> None:
         seen.append(getattr(kv.value, kv.value.WhichOneof("value")))
         assert type(seen[-1]) is type(value)
     assert seen == [1, True, 1.0, "1", 1, True]
+
+
+def test_span_subclasses_take_the_public_property_path() -> None:
+    """Spans that are not exactly the SDK's ReadableSpan (a user's wrapper) are read through
+    the public properties; the bytes must be the same."""
+    import copy
+
+    from opentelemetry.sdk.trace import ReadableSpan
+
+    class Wrapped(ReadableSpan):
+        pass
+
+    spans = varied_spans()
+    wrapped = []
+    for span in spans:
+        clone = copy.copy(span)
+        clone.__class__ = Wrapped
+        wrapped.append(clone)
+    assert encode_spans_bytes(wrapped) == encode_spans(spans).SerializeToString()

@@ -9,12 +9,21 @@ finished span bytes by resource and scope.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 
-from ._wire import attributes, field_bytes, pack_fixed32, pack_fixed64, string_field, varint
+from ._wire import (
+    attributes,
+    attributes_into,
+    field_bytes,
+    pack_fixed32,
+    pack_fixed64,
+    string_field,
+    varint,
+)
 
 _FLAGS_HAS_IS_REMOTE = 0x100
 _FLAGS_IS_REMOTE = 0x200
@@ -68,54 +77,67 @@ def _links(links: Sequence[Any]) -> list[bytes]:
 _STATUS_UNSET = b"\x7a\x00"
 
 
+_IDS = struct.Struct(">2sQQ2sQ").pack  # trace_id (16 bytes as two halves) + span_id
+_TIMES = struct.Struct("<cQcQ").pack  # start + end, both fixed64
+_LOW64 = (1 << 64) - 1
+
+
 def encode_span(span: ReadableSpan) -> bytes:
     """One ``Span`` message body (without its tag and length)."""
     if type(span) is ReadableSpan:
         # What the SDK hands to on_end: read the slots directly, skipping the properties
-        # that copy (events/links -> tuple, attributes -> MappingProxyType) on every access.
+        # (and the copies some make: events/links -> tuple, attributes -> MappingProxyType).
+        ctx: Any = span._context
+        parent: Any = span._parent
+        name: str = span._name
+        kind: Any = span._kind
+        start, end = span._start_time, span._end_time
         attrs: Any = span._attributes
         events: Any = span._events
         links: Any = span._links
+        status: Any = span._status
+        # Bounded collections carry their dropped count (a limit of 0 drops everything, so
+        # these are read even when the collection is empty).
+        d_attrs = getattr(attrs, "dropped", 0)
+        d_events = getattr(events, "dropped", 0)
+        d_links = getattr(links, "dropped", 0)
     else:
-        attrs, events, links = span.attributes, span.events, span.links
-    ctx = span.context
-    assert ctx is not None  # a ReadableSpan handed to on_end always has a context
-    parts = [
-        b"\x0a\x10" + ctx.trace_id.to_bytes(16, "big"),
-        b"\x12\x08" + ctx.span_id.to_bytes(8, "big"),
-    ]
+        ctx, parent, name, kind = span.context, span.parent, span.name, span.kind
+        start, end = span.start_time, span.end_time
+        attrs, events, links, status = span.attributes, span.events, span.links, span.status
+        d_attrs, d_events, d_links = (
+            span.dropped_attributes,
+            span.dropped_events,
+            span.dropped_links,
+        )
+    tid = ctx.trace_id
+    parts = [_IDS(b"\x0a\x10", tid >> 64, tid & _LOW64, b"\x12\x08", ctx.span_id)]
     ts = ctx.trace_state
     if ts:
         parts.append(string_field(b"\x1a", ",".join([f"{k}={v}" for k, v in ts.items()])))
-    parent = span.parent
     if parent:
         parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
-    name = span.name
     if name:
         parts.append(field_bytes(b"\x2a", name.encode("utf-8")))
-    parts.append(_KIND[span.kind._value_])
-    start, end = span.start_time, span.end_time
-    if start:
+    parts.append(_KIND[kind._value_])
+    if start and end:
+        parts.append(_TIMES(b"\x39", start, b"\x41", end))
+    elif start:
         parts.append(b"\x39" + pack_fixed64(start))
-    if end:
+    elif end:
         parts.append(b"\x41" + pack_fixed64(end))
-    # Dropped counts are read even when the collection is empty: a limit of 0 drops everything.
     if attrs:
-        parts.extend(attributes(b"\x4a", attrs))
-    dropped = span.dropped_attributes
-    if dropped:
-        parts.append(b"\x50" + varint(dropped))
+        attributes_into(parts, b"\x4a", attrs)
+    if d_attrs:
+        parts.append(b"\x50" + varint(d_attrs))
     if events:
         parts.extend(_events(events))
-    dropped = span.dropped_events
-    if dropped:
-        parts.append(b"\x60" + varint(dropped))
+    if d_events:
+        parts.append(b"\x60" + varint(d_events))
     if links:
         parts.extend(_links(links))
-    dropped = span.dropped_links
-    if dropped:
-        parts.append(b"\x70" + varint(dropped))
-    status = span.status
+    if d_links:
+        parts.append(b"\x70" + varint(d_links))
     if status is not None and status.description is None and not status.status_code._value_:
         parts.append(_STATUS_UNSET)
     else:

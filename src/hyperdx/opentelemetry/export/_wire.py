@@ -25,7 +25,9 @@ _pack_double = struct.Struct("<d").pack
 # Bounded caches of encoded KeyValue bytes: attribute keys and string values repeat a lot.
 _KV_CACHE_MAX = 8192
 _CACHE_VALUE_MAX_LEN = 64  # long values are usually unique (URLs with ids, messages)
-_kv_cache: dict[tuple[str, Any], bytes] = {}
+# One cache per field tag (attributes are field 1, 3, 4, 6 or 9 depending on the message), so
+# a hit is the finished field, tag included.
+_kv_caches: dict[bytes, dict[tuple[str, Any], bytes]] = {}
 _key_cache: dict[str, bytes] = {}
 
 
@@ -97,26 +99,31 @@ def key_value(key: str, value: Any) -> bytes:
 def attributes(tag: bytes, attrs: Mapping[str, Any] | None) -> list[bytes]:
     """Repeated ``KeyValue`` fields with ``tag``; unencodable values are skipped and logged,
     matching the stock encoder."""
-    if not attrs:
-        return []
-    out = []
-    cache = _kv_cache
+    out: list[bytes] = []
+    if attrs:
+        attributes_into(out, tag, attrs)
+    return out
+
+
+def attributes_into(out: list[bytes], tag: bytes, attrs: Mapping[str, Any]) -> None:
+    """:func:`attributes`, appending to ``out`` (saves a list per message on the hot path)."""
+    cache = _kv_caches.get(tag)
+    if cache is None:
+        cache = _kv_caches[tag] = {}
     for key, value in attrs.items():
         vt = type(value)
         if (vt is str and len(value) <= _CACHE_VALUE_MAX_LEN) or vt is int:
             # Exact types only: True == 1 and 1.0 == 1 must not share an entry.
             ck = (key, value)
-            lp = cache.get(ck)
-            if lp is None:
-                kv = key_value(key, value)
-                lp = varint(len(kv)) + kv
+            field = cache.get(ck)
+            if field is None:
+                field = field_bytes(tag, key_value(key, value))
                 if len(cache) >= _KV_CACHE_MAX:
                     cache.clear()
-                cache[ck] = lp
-            out.append(tag + lp)
+                cache[ck] = field
+            out.append(field)
             continue
         try:
             out.append(field_bytes(tag, key_value(key, value)))
         except (UnencodableValueError, UnicodeEncodeError) as error:
             _logger.error("Failed to encode key %s: %s", key, error)
-    return out
