@@ -1,7 +1,7 @@
 """requests client spans: hooks for RequestsInstrumentor.
 
-The response body is taken only when requests already read it (``stream=False``, the default);
-a streamed response is left alone and recorded by its declared size.
+With ``stream=False`` (the default) requests has read the body before our hook runs; with
+``stream=True`` the underlying urllib3 response is teed as the application reads it.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from typing import Any
 
 from ._engine import REQ_HEADER, RESP_HEADER, Engine, Exchange, guarded, recording
 from .body import content_length
+from .urllib3 import tee_response
 
 _KEY = "_hyperdx_capture"
 
@@ -44,8 +45,12 @@ def hooks(engine: Engine) -> dict[str, Any]:
         if response.__dict__.get("_content_consumed") and isinstance(content, bytes):
             ex.response.feed(content)
             ex.response_seen = True
-        elif not headers.get("Content-Encoding"):
+            ex.finish()
+            return
+        if not headers.get("Content-Encoding"):
             ex.response_size = content_length(headers.get("Content-Length"))
-        ex.finish()
+        raw = response.__dict__.get("raw")
+        if raw is None or not tee_response(raw, ex):
+            ex.finish()
 
     return {"request_hook": request_hook, "response_hook": response_hook}
