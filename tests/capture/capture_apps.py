@@ -97,6 +97,13 @@ def django_app() -> Any:
     return WSGIHandler()
 
 
+def django_asgi_app() -> Any:
+    django_app()  # settings and URLs
+    from django.core.handlers.asgi import ASGIHandler
+
+    return ASGIHandler()
+
+
 def _starlette_routes() -> list[Any]:
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response, StreamingResponse

@@ -2,7 +2,8 @@
 `python THIS` with CONFIGURE_IN_CODE=1 (configure_opentelemetry() activates instrumentation).
 
 /echo echoes the body and, on the way, calls /inner with requests and urllib (client spans);
-/healthz is excluded through OTEL_PYTHON_EXCLUDED_URLS by the test.
+/healthz is excluded through OTEL_PYTHON_EXCLUDED_URLS, /skipme for urllib only through
+OTEL_PYTHON_URLLIB_EXCLUDED_URLS.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ def echo() -> flask.Response:
     with urllib.request.urlopen(req, timeout=10) as resp:
         via_urllib = resp.read()
     assert via_urllib == r.content, (via_urllib, r.content)
+    # excluded for clients: globally (OTEL_PYTHON_EXCLUDED_URLS) and per library
+    assert requests.get(f"http://127.0.0.1:{PORT}/healthz", timeout=10).text == "ok"
+    with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/skipme", timeout=10) as resp:
+        assert resp.read() == b"skipped"
     out = flask.Response(flask.request.get_data(), content_type=flask.request.content_type)
     out.headers["X-Inner-Bytes"] = str(len(via_urllib))
     return out
@@ -45,6 +50,11 @@ def inner() -> flask.Response:
     resp = flask.jsonify({"ok": True, "refresh_token": "SECRET26", "got": flask.request.json})
     resp.set_cookie("session", "SECRET27")
     return resp
+
+
+@app.get("/skipme")
+def skipme() -> str:
+    return "skipped"
 
 
 @app.get("/healthz")

@@ -26,6 +26,7 @@ def _run_app(
         env = exporter_env(receiver, api_key="e2e-key")
         env.update({"OTEL_SERVICE_NAME": "capture-e2e", "PORT": str(port)})
         env["OTEL_PYTHON_EXCLUDED_URLS"] = "healthz"
+        env["OTEL_PYTHON_URLLIB_EXCLUDED_URLS"] = "skipme"
         if flag is not None:
             env["HYPERDX_ENABLE_ADVANCED_NETWORK_CAPTURE"] = flag
         env.update(extra)
@@ -46,8 +47,8 @@ def _run_app(
             )
             with urllib.request.urlopen(req, timeout=20) as resp:
                 assert resp.read() == body
-            # server /echo + server /inner x2 + client requests + client urllib
-            sink.wait_for("otel_traces", 5, timeout=20)
+            # servers /echo, /inner x2, /skipme; clients requests + urllib to /inner
+            sink.wait_for("otel_traces", 6, timeout=20)
             proc.stop(signal.SIGTERM)
         return sink.rows("otel_traces"), proc.stderr.encode()
 
@@ -95,6 +96,9 @@ def test_no_secret_reaches_the_receiver(captured: list[dict[str, Any]]) -> None:
 def test_excluded_urls_and_exporter_stay_uncaptured(captured: list[dict[str, Any]]) -> None:
     names = {r["SpanName"] for r in captured}
     assert "GET /healthz" not in names, names
+    assert "GET /skipme" in names  # the server side is not excluded ...
+    client_urls = [r["SpanAttributes"]["http.url"] for r in captured if r["SpanKind"] == "Client"]
+    assert not [u for u in client_urls if "skipme" in u or "healthz" in u]  # ... urllib's is
     urls = [r["SpanAttributes"].get("http.url", "") for r in captured]
     assert not [u for u in urls if "/v1/" in u], urls  # our own OTLP export is never a span
 

@@ -73,6 +73,7 @@ def _aiohttp() -> Any:
 FRAMEWORKS = {
     "flask": Framework("flask", _flask, capture_apps.flask_app, serve_wsgi),
     "django": Framework("django", _django, capture_apps.django_app, serve_wsgi),
+    "django-asgi": Framework("django", _django, capture_apps.django_asgi_app, serve_asgi),
     "fastapi": Framework("fastapi", _fastapi, capture_apps.fastapi_app, serve_asgi),
     "starlette": Framework("starlette", _starlette, capture_apps.starlette_app, serve_asgi),
     "aiohttp": Framework(
@@ -190,6 +191,8 @@ def test_secrets_never_exported(server: Any) -> None:
 @pytest.mark.parametrize("what", ["big", "binary", "latin1", "stream", "json"])
 def test_response_bodies_identical(server: Any, what: str) -> None:
     name, base, tracing = server
+    if name == "django-asgi" and what == "stream":
+        pytest.skip("Django on ASGI: streamed responses are not teed (size only)")
     expected, _ = payload(what)
     reply = call(base, "GET", f"/payload/{what}")
     assert reply.status == 200 and reply.body == expected
@@ -210,7 +213,7 @@ def test_response_bodies_identical(server: Any, what: str) -> None:
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 def test_large_request_body_reaches_app(server: Any, chunked: bool) -> None:
     name, base, tracing = server
-    if chunked and name in ("django",):
+    if chunked and name == "django":
         pytest.skip("Django's WSGI handler needs Content-Length for request bodies")
     reply = call(base, "POST", "/echo", [("Content-Type", "text/plain")], BIG_TEXT, chunked)
     assert reply.status == 200 and reply.body == BIG_TEXT

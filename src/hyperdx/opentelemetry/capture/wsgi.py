@@ -203,11 +203,14 @@ def wrap_call(original: Callable[..., Any]) -> Callable[..., Any]:
     return __call__
 
 
-def request_from_environ(engine: Engine, span: Any, environ: dict[str, Any]) -> None:
+def request_from_environ(
+    engine: Engine, span: Any, environ: dict[str, Any], url: str | None = None
+) -> None:
     """Request side for a span: URL and headers; link the span to the body tee if present."""
     if not recording(span):
         return
-    url = request_uri(environ, include_query=True)
+    if url is None:
+        url = request_uri(environ, include_query=True)
     if engine.is_excluded(url):
         return
     engine.headers(span, REQ_HEADER, environ_headers(environ))
@@ -239,7 +242,9 @@ def flask_hooks(engine: Engine) -> dict[str, Any]:
 def django_hooks(engine: Engine) -> dict[str, Any]:
     @guarded("django.request_hook")
     def request_hook(span: Any, request: Any) -> None:
-        request_from_environ(engine, span, request.META)
+        meta = request.META
+        url = None if "wsgi.url_scheme" in meta else _django_url(request)  # ASGI: no WSGI keys
+        request_from_environ(engine, span, meta, url)
 
     @guarded("django.response_hook")
     def response_hook(span: Any, request: Any, response: Any) -> None:
@@ -265,6 +270,17 @@ def django_hooks(engine: Engine) -> dict[str, Any]:
         ex.finish()
 
     return {"request_hook": request_hook, "response_hook": response_hook}
+
+
+def _django_url(request: Any) -> str:
+    from django.core.exceptions import DisallowedHost
+
+    try:
+        return str(request.build_absolute_uri())
+    except DisallowedHost:  # Django answers 400 itself; still name the URL on the span
+        meta = request.META
+        host = f"{meta.get('SERVER_NAME', '')}:{meta.get('SERVER_PORT', '')}"
+        return f"{request.scheme}://{host}{request.get_full_path()}"
 
 
 def _targets() -> list[tuple[Any, str]]:
