@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -154,6 +155,18 @@ class Deferred:
     @classmethod
     def release_all(cls) -> None:
         cls._sweep(time.monotonic(), force=True)
+
+
+def _after_fork_in_child() -> None:
+    """Spans waiting for bodies belong to the parent's requests; locks may have been held."""
+    global _errors_lock
+    _errors_lock = threading.Lock()
+    Deferred._registry_lock = threading.Lock()
+    Deferred._registry = {}
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Engine:
