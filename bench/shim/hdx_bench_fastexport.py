@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 
 def install() -> None:
@@ -27,8 +28,15 @@ def install() -> None:
             "HyperDXSpanExporter",
         )
         exporters._HTTP["logs"] = ("hyperdx.opentelemetry.export.exporters", "HyperDXLogExporter")
-        traces.CountingBatchSpanProcessor = HyperDXBatchSpanProcessor  # type: ignore[misc,assignment]
-        logs.CountingBatchLogRecordProcessor = HyperDXBatchLogRecordProcessor  # type: ignore[misc,assignment]
+
+        def unwrap(exporter: Any) -> Any:
+            # Our processors count failed exports themselves (into the distro's account).
+            if type(exporter).__name__ == "CountingExporter":
+                return exporter._exporter
+            return exporter
+
+        traces.CountingBatchSpanProcessor = lambda e: HyperDXBatchSpanProcessor(unwrap(e))  # type: ignore[misc,assignment]
+        logs.CountingBatchLogRecordProcessor = lambda e: HyperDXBatchLogRecordProcessor(unwrap(e))  # type: ignore[misc,assignment]
     except (ImportError, AttributeError, KeyError) as exc:
         print(f"[hdx-bench] fast-export shim not applied: {exc!r}", file=sys.stderr)
 

@@ -251,3 +251,45 @@ def test_flush_and_shutdown_respect_their_deadline_when_an_export_hangs() -> Non
     assert time.monotonic() - t0 < 2.0
     assert dropped()["spans_after_shutdown"] - before == 15  # 5 are inside the stuck export
     exporter.release.set()
+
+
+def test_forked_child_exports_its_own_spans_once_and_not_the_parents() -> None:
+    import os
+
+    with running_receiver() as (rx, sink):
+        provider = TracerProvider(resource=Resource.create({"service.name": "forking"}))
+        # Long delay and big batches: the parent's spans are still queued at fork time.
+        provider.add_span_processor(
+            make_span_processor(rx.http_url + "/v1/traces", schedule_delay_millis=60_000)
+        )
+        tracer = provider.get_tracer("t")
+        with tracer.start_as_current_span("warm"):
+            pass
+        assert provider.force_flush(5000)  # the parent now holds a pooled keep-alive socket
+        for i in range(10):
+            with tracer.start_as_current_span(f"before-{i}"):
+                pass
+        pid = os.fork()
+        if pid == 0:  # child: its own spans only, through a fresh thread and connection
+            code = 1
+            try:
+                for i in range(5):
+                    with tracer.start_as_current_span(f"child-{i}"):
+                        pass
+                code = 0 if provider.force_flush(5000) else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        for i in range(3):
+            with tracer.start_as_current_span(f"after-{i}"):
+                pass
+        assert provider.force_flush(5000)
+        rows = sink.wait_for("otel_traces", count=19)
+        time.sleep(0.2)  # anything duplicated would have arrived by now
+        names = sorted(r["SpanName"] for r in sink.rows("otel_traces"))
+        provider.shutdown()
+    expected = ["warm"] + [f"before-{i}" for i in range(10)] + [f"child-{i}" for i in range(5)]
+    expected += [f"after-{i}" for i in range(3)]
+    assert len(rows) >= 19
+    assert names == sorted(expected)

@@ -74,6 +74,7 @@ class Batcher(Generic[T]):
         schedule_delay_millis: float,
         max_queue_size: int,
         max_export_batch_size: int,
+        on_fork: Callable[[], None] | None = None,
     ) -> None:
         if max_queue_size <= 0:
             raise ValueError(f"max_queue_size must be positive, got {max_queue_size!r}")
@@ -99,8 +100,10 @@ class Batcher(Generic[T]):
         self._reported_to_distro = _report(signal, "queue_full", 0)
         for key in ("queue_full", "export_failed", "after_shutdown", "unencodable"):
             _count(f"{signal}_{key}", 0)
+        self._on_fork = on_fork
+        self._pid = os.getpid()
         self._start()
-        weak = weakref.WeakMethod(self._after_fork)
+        weak = weakref.WeakMethod(self.after_fork)
         os.register_at_fork(after_in_child=lambda: (m := weak()) and m())
 
     def _start(self) -> None:
@@ -111,9 +114,15 @@ class Batcher(Generic[T]):
         )
         self._thread.start()
 
-    def _after_fork(self) -> None:
-        # Items queued before the fork belong to the parent, which exports them itself.
+    def after_fork(self) -> None:
+        """In a forked child: drop the parent's items (the parent exports them), new lock,
+        new worker thread, new connections. Runs once per process, however often called."""
+        if self._pid == os.getpid():
+            return
+        self._pid = os.getpid()
         self._queue.clear()
+        if self._on_fork is not None:
+            self._on_fork()
         if not self._shutdown:
             self._start()
 

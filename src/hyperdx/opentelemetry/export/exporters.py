@@ -114,6 +114,19 @@ class _FastEncodingMixin:
         if own_transport:
             _use_urllib3(client)
 
+    def _after_fork(self) -> None:
+        """A forked child must not share the parent's pooled sockets (interleaved requests)
+        or a pool lock the parent's exporter thread held at fork time: new transport."""
+        client: Any = getattr(self, "_client", None)
+        transport: Any = getattr(client, "_transport", None)
+        if type(transport).__name__ == "Urllib3HTTPTransport":
+            from opentelemetry.exporter.http.transport._urllib3 import Urllib3HTTPTransport
+
+            kw = transport._pool.connection_pool_kw
+            verify: bool | str = kw.get("ca_certs") or kw.get("cert_reqs") != "CERT_NONE"
+            cert = (kw["cert_file"], kw["key_file"]) if kw.get("key_file") else kw.get("cert_file")
+            client._transport = Urllib3HTTPTransport(verify=verify, cert=cert)
+
     def export_encoded(self, items: Sequence[Encoded]) -> bool:
         """Send items already encoded at hand-off (see the processors); True on success.
 

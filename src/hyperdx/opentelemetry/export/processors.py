@@ -51,6 +51,7 @@ class HyperDXBatchSpanProcessor(SpanProcessor):
         self._batcher: Batcher[Any] = Batcher(
             "spans",
             self._export,
+            on_fork=getattr(exporter, "_after_fork", None),
             schedule_delay_millis=schedule_delay_millis
             or BatchSpanProcessor._default_schedule_delay_millis(),
             max_queue_size=max_queue_size or BatchSpanProcessor._default_max_queue_size(),
@@ -58,6 +59,11 @@ class HyperDXBatchSpanProcessor(SpanProcessor):
             or BatchSpanProcessor._default_max_export_batch_size(),
         )
         self._put = self._batcher.put
+        self._exporter = exporter  # the name the distro's fork handling looks for
+
+    def _at_fork_reinit(self) -> None:
+        """For servers whose forks skip Python's at-fork hooks (uWSGI without lazy-apps)."""
+        self._batcher.after_fork()
 
     def _export(self, batch: Sequence[Any]) -> bool:
         if self._encode is not None:
@@ -112,6 +118,7 @@ class HyperDXBatchLogRecordProcessor(LogRecordProcessor):
         self._batcher: Batcher[Any] = Batcher(
             "logs",
             self._export,
+            on_fork=getattr(exporter, "_after_fork", None),
             schedule_delay_millis=schedule_delay_millis
             or BatchLogRecordProcessor._default_schedule_delay_millis(),
             max_queue_size=max_queue_size or BatchLogRecordProcessor._default_max_queue_size(),
@@ -119,6 +126,10 @@ class HyperDXBatchLogRecordProcessor(LogRecordProcessor):
             or BatchLogRecordProcessor._default_max_export_batch_size(),
         )
         self._put = self._batcher.put
+
+    def _at_fork_reinit(self) -> None:
+        """For servers whose forks skip Python's at-fork hooks (uWSGI without lazy-apps)."""
+        self._batcher.after_fork()
 
     def _export(self, batch: Sequence[Any]) -> bool:
         if self._encode is not None:
