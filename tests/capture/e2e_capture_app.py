@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import urllib.request
+from pathlib import Path
 
 import flask
 import requests
@@ -50,6 +52,22 @@ def inner() -> flask.Response:
     resp = flask.jsonify({"ok": True, "refresh_token": "SECRET26", "got": flask.request.json})
     resp.set_cookie("session", "SECRET27")
     return resp
+
+
+DOWNLOADS = {
+    "text": (b"line of text\n" * 2000, "text/plain"),
+    "binary": (bytes(range(256)) * 100, "application/octet-stream"),
+}
+
+
+@app.get("/download/<kind>")
+def download(kind: str) -> flask.Response:
+    """A real file through send_file (wsgi.file_wrapper: sendfile under Gunicorn)."""
+    data, mimetype = DOWNLOADS[kind]
+    path = Path(tempfile.gettempdir()) / f"hdx-capture-{os.getpid()}-{kind}"
+    if not path.exists():
+        path.write_bytes(data)
+    return flask.send_file(path, mimetype=mimetype)
 
 
 @app.get("/skipme")

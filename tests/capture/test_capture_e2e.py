@@ -16,10 +16,25 @@ from support.otlp import exporter_env, running_receiver
 
 APP = Path(__file__).with_name("e2e_capture_app.py")
 SECRETS = [f"SECRET{i}" for i in range(20, 30)]
+DOWNLOADS = {"text": b"line of text\n" * 2000, "binary": bytes(range(256)) * 100}
+MODES = ["agent", "configure_opentelemetry", "gunicorn"]
+
+
+def _argv(mode: str, port: int, env: dict[str, str]) -> list[str]:
+    if mode == "configure_opentelemetry":
+        env["CONFIGURE_IN_CODE"] = "1"
+        return [sys.executable, str(APP)]
+    agent = str(BIN / "opentelemetry-instrument")
+    if mode == "agent":
+        return [agent, sys.executable, str(APP)]
+    # gthread: /echo calls back into the same server, a single sync worker would deadlock
+    server = [str(BIN / "gunicorn"), "-w", "1", "-k", "gthread", "--threads", "4"]
+    server += ["-b", f"127.0.0.1:{port}", "--chdir", str(APP.parent), "e2e_capture_app:app"]
+    return [agent, *server]
 
 
 def _run_app(
-    tmp: Path, flag: str | None, agent: bool = True, **extra: str
+    tmp: Path, flag: str | None, mode: str = "agent", **extra: str
 ) -> tuple[list[dict[str, Any]], bytes]:
     with running_receiver() as (receiver, sink):
         port = free_port()
@@ -30,11 +45,7 @@ def _run_app(
         if flag is not None:
             env["HYPERDX_ENABLE_ADVANCED_NETWORK_CAPTURE"] = flag
         env.update(extra)
-        argv = [sys.executable, str(APP)]
-        if agent:
-            argv.insert(0, str(BIN / "opentelemetry-instrument"))
-        else:
-            env["CONFIGURE_IN_CODE"] = "1"
+        argv = _argv(mode, port, env)
         with run(argv, env, tmp, cwd=APP.parent) as proc:
             wait_http(f"http://127.0.0.1:{port}/healthz", proc)
             assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
@@ -47,17 +58,19 @@ def _run_app(
             )
             with urllib.request.urlopen(req, timeout=20) as resp:
                 assert resp.read() == body
-            # servers /echo, /inner x2, /skipme; clients requests + urllib to /inner
-            sink.wait_for("otel_traces", 6, timeout=20)
+            for kind, expected in DOWNLOADS.items():
+                assert get(f"http://127.0.0.1:{port}/download/{kind}")[1] == expected, kind
+            # servers /echo, /inner x2, /skipme, /download x2; clients requests + urllib
+            sink.wait_for("otel_traces", 8, timeout=20)
             proc.stop(signal.SIGTERM)
         return sink.rows("otel_traces"), proc.stderr.encode()
 
 
-@pytest.fixture(scope="module", params=["agent", "configure_opentelemetry"])
+@pytest.fixture(scope="module", params=MODES)
 def captured(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> list[dict[str, Any]]:
-    rows, _ = _run_app(tmp_path_factory.mktemp("on"), "1", agent=request.param == "agent")
+    rows, _ = _run_app(tmp_path_factory.mktemp("on"), "1", mode=request.param)
     return rows
 
 
@@ -86,6 +99,18 @@ def test_client_spans_of_requests_and_urllib(captured: list[dict[str, Any]]) -> 
         assert got["refresh_token"] == "[REDACTED]" and got["ok"] is True
         assert attrs["http.response.header.set-cookie"] == "[REDACTED]"
     assert {a.get("http.request.header.authorization") for a in clients} == {"[REDACTED]", None}
+
+
+def test_file_downloads(captured: list[dict[str, Any]]) -> None:
+    spans = _attrs(captured, "Server", "GET /download/<kind>")
+    by_type = {a["http.response.header.content-type"].split(";")[0]: a for a in spans}
+    text = by_type["text/plain"]
+    assert text["http.response.body"] == DOWNLOADS["text"][:4096].decode()
+    assert text["http.response.body.truncated"] == "true"  # Map(String, String) column
+    assert int(text["http.response.body.size"]) == len(DOWNLOADS["text"])
+    binary = by_type["application/octet-stream"]
+    assert "http.response.body" not in binary
+    assert int(binary["http.response.body.size"]) == len(DOWNLOADS["binary"])
 
 
 def test_no_secret_reaches_the_receiver(captured: list[dict[str, Any]]) -> None:
