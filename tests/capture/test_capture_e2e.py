@@ -134,3 +134,16 @@ def test_off_by_default_and_with_0_or_false(tmp_path: Path, flag: str | None) ->
     for row in rows:
         keys = [k for k in row["SpanAttributes"] if ".header." in k or ".body" in k]
         assert not keys, (row["SpanName"], keys)
+
+
+def test_new_semantic_conventions_get_http_url_and_redaction(tmp_path: Path) -> None:
+    """With OTEL_SEMCONV_STABILITY_OPT_IN=http only url.full/url.query are set upstream: we add
+    http.url (HyperDX's network panel needs it) and redact all of them."""
+    rows, _ = _run_app(tmp_path, "1", OTEL_SEMCONV_STABILITY_OPT_IN="http")
+    assert not [s for s in SECRETS if s in json.dumps(rows, default=str)]
+    [echo] = _attrs(rows, "Server", "POST /echo")
+    assert echo["http.url"].endswith("/echo?token=[REDACTED]&page=1")
+    assert echo["url.query"] == "token=[REDACTED]&page=1"
+    clients = [r["SpanAttributes"] for r in rows if r["SpanKind"] == "Client"]
+    assert clients and all(c["http.url"] == c["url.full"] for c in clients)
+    assert all(c["url.full"].endswith("api_key=[REDACTED]&view=full") for c in clients)
