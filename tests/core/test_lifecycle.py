@@ -37,7 +37,7 @@ def test_second_configure_keeps_one_of_everything(tmp_path: Path) -> None:
         time.sleep(0.3)
         assert [r["SpanName"] for r in sink.rows("otel_traces")] == ["only-once"]
     assert "same True" in proc.stdout
-    assert "span processors 2" in proc.stdout  # baggage copier + one batch exporter
+    assert "span processors 3" in proc.stdout  # baggage copier, hygiene, one batch exporter
     assert "Overriding" not in proc.stderr
 
 

@@ -75,7 +75,7 @@ def _exporter(settings: Settings, signal: str, **extra: Any) -> Any | None:
 def _build(settings: Settings) -> lifecycle.Pipeline:
     resource = build_resource(settings)
     tracer_provider = build_tracer_provider(settings, resource, _exporter(settings, "traces"))
-    logger_provider = logs.build_logger_provider(resource, _exporter(settings, "logs"))
+    logger_provider = logs.build_logger_provider(settings, resource, _exporter(settings, "logs"))
     meter_provider = build_meter_provider(
         settings, resource, _exporter(settings, "metrics", **exporter_arguments())
     )

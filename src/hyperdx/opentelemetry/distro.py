@@ -29,7 +29,11 @@ class HyperDXDistro(BaseDistro):
     def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
         if entry_point.name == "logging":
             kwargs.setdefault("enable_log_auto_instrumentation", False)
-        kwargs.update(_capture_kwargs(entry_point.name))
+        ours = _capture_kwargs(entry_point.name)
+        if ours:
+            from hyperdx.opentelemetry.capture import merge_kwargs
+
+            kwargs = merge_kwargs(kwargs, ours)  # the user's hooks run first, then ours
         super().load_instrumentor(entry_point, **kwargs)
         instrumentation.mark_loaded()
 

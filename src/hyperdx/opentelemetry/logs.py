@@ -28,6 +28,8 @@ from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 
 from hyperdx.opentelemetry import drops
+from hyperdx.opentelemetry.hygiene import LogHygieneProcessor, redactor_for
+from hyperdx.opentelemetry.options import Settings
 
 _SDK_PREFIXES = ("opentelemetry", "hyperdx.opentelemetry")
 
@@ -79,8 +81,12 @@ class CountingBatchLogRecordProcessor(BatchLogRecordProcessor):
         super().on_emit(log_record)
 
 
-def build_logger_provider(resource: Resource, exporter: Any | None) -> LoggerProvider:
+def build_logger_provider(
+    settings: Settings, resource: Resource, exporter: Any | None
+) -> LoggerProvider:
     provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
+    if settings.capture_redact.value:
+        provider.add_log_record_processor(LogHygieneProcessor(redactor_for(settings)))
     if exporter is not None:
         provider.add_log_record_processor(
             CountingBatchLogRecordProcessor(drops.counting(exporter, "logs"))

@@ -26,6 +26,7 @@ from opentelemetry.sdk.metrics.export import AggregationTemporality, PeriodicExp
 from opentelemetry.sdk.resources import Resource
 
 from hyperdx.opentelemetry import drops
+from hyperdx.opentelemetry.hygiene import exemplar_filter, metric_views
 from hyperdx.opentelemetry.options import Settings
 
 TEMPORALITY_VARIABLE = "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"
@@ -66,4 +67,10 @@ def build_meter_provider(
                 export_interval_millis=settings.metric_export_interval_ms.value,
             )
         )
-    return MeterProvider(metric_readers=readers, resource=resource, shutdown_on_exit=False)
+    return MeterProvider(
+        metric_readers=readers,
+        resource=resource,
+        shutdown_on_exit=False,
+        views=metric_views(),
+        exemplar_filter=exemplar_filter(),
+    )

@@ -12,6 +12,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
 
 from hyperdx.opentelemetry import drops
+from hyperdx.opentelemetry.hygiene import SpanHygieneProcessor, redactor_for
 from hyperdx.opentelemetry.options import Settings
 
 MAX_BAGGAGE_KEYS = 16
@@ -63,6 +64,7 @@ def build_tracer_provider(
         resource=resource, sampler=build_sampler(settings), shutdown_on_exit=False
     )
     provider.add_span_processor(BaggageSpanProcessor())
+    provider.add_span_processor(SpanHygieneProcessor(redactor_for(settings)))
     if exporter is not None:
         provider.add_span_processor(CountingBatchSpanProcessor(drops.counting(exporter, "traces")))
     return provider

@@ -65,8 +65,13 @@ class Redactor:
         self._has_user_patterns = bool(extra_patterns)
         # Linear-time scanners (a token is matched whole, then its name is tested): free-text
         # ``key=value`` / ``key: value`` and XML ``<key ...>value``.
-        self._text_kv = re.compile(
-            r"""(?<![\w.-])([\w.-]+)(["']?\s*[=:]\s*)("[^"]*"?|'[^']*'?|[^\s&,;<"']+)"""
+        # ``=`` pairs are scanned before ``:`` pairs, so the value of ``note: password=x``
+        # (``password=x``) is not swallowed as one opaque value before its own key is seen.
+        self._text_kv = tuple(
+            re.compile(
+                rf"""(?<![\w.-])([\w.-]+)(["']?\s*{sep}\s*)("[^"]*"?|'[^']*'?|[^\s&,;<"']+)"""
+            )
+            for sep in ("=", ":")
         )
         self._xml = re.compile(r"(<\s*([\w:.-]+)(?:\s[^>]*)?>)([^<]*)")
 
@@ -198,7 +203,10 @@ class Redactor:
                 return f"{m.group(1)}{m.group(2)}{REDACTED}"
             return m.group(0)
 
-        return self._text_kv.sub(kv, self._xml.sub(xml, text))
+        text = self._xml.sub(xml, text)
+        for scanner in self._text_kv:
+            text = scanner.sub(kv, text)
+        return text
 
 
 def _lower(text: str) -> str:

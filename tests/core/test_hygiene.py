@@ -1,0 +1,75 @@
+"""Secrets in URLs and access logs never leave the process, even with network capture off;
+HTTP server spans carry `http.url` (HyperDX's network panel needs it)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from scripts import run_script
+from support.otlp import running_receiver
+
+PROGRAM = """
+    import logging, threading, urllib.request
+    from flask import Flask
+    from werkzeug.serving import make_server
+    logging.basicConfig(level=logging.INFO)   # so werkzeug's access lines are exported too
+    app = Flask(__name__)
+
+    @app.get("/reset")
+    def reset():
+        logging.getLogger("app").warning("reset requested: password=hunter2 user=ada")
+        return "ok"
+
+    server = make_server("127.0.0.1", 0, app)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/reset?token=s3cr3t-tok&page=2"
+    print(urllib.request.urlopen(url).read().decode())
+    server.shutdown()
+"""
+SECRETS = ("s3cr3t-tok", "hunter2")
+
+
+def _everything(sink: object) -> str:
+    tables = sink.tables()  # type: ignore[attr-defined]
+    return json.dumps({t: sink.rows(t) for t in tables})  # type: ignore[attr-defined]
+
+
+def test_query_secrets_are_redacted_everywhere_with_capture_off(tmp_path: Path) -> None:
+    with running_receiver() as (receiver, sink):
+        proc = run_script(PROGRAM, receiver, tmp_path, OTEL_METRIC_EXPORT_INTERVAL="200")
+        assert "ok" in proc.stdout, proc.stderr
+        [server] = sink.wait_for("otel_traces", where=lambda r: r["SpanKind"] == "Server")
+        [client] = sink.wait_for("otel_traces", where=lambda r: r["SpanKind"] == "Client")
+        sink.wait_for("otel_logs", where=lambda r: "reset requested" in r["Body"])
+        sink.wait_for("otel_logs", where=lambda r: "GET /reset" in r["Body"])
+        sink.wait_for(
+            "otel_metrics_histogram", where=lambda r: r["MetricName"].startswith("http.client")
+        )
+        everything = _everything(sink)
+    for secret in SECRETS:
+        assert secret not in everything
+    url = server["SpanAttributes"]["http.url"]
+    assert url.endswith("/reset?token=[REDACTED]&page=2"), url
+    assert client["SpanAttributes"]["http.url"].endswith("?token=[REDACTED]&page=2")
+    assert "password=[REDACTED] user=ada" in everything  # the rest of the line is kept
+
+
+def test_explicit_opt_out_keeps_values(tmp_path: Path) -> None:
+    with running_receiver() as (receiver, sink):
+        run_script(PROGRAM, receiver, tmp_path, HYPERDX_CAPTURE_REDACT="false")
+        [server] = sink.wait_for("otel_traces", where=lambda r: r["SpanKind"] == "Server")
+    assert server["SpanAttributes"]["http.url"].endswith("/reset?token=s3cr3t-tok&page=2")
+
+
+def test_free_text_redaction_sees_pairs_inside_other_pairs() -> None:
+    from hyperdx.opentelemetry.capture.redact import get_redactor
+
+    redactor = get_redactor(True, ())
+    assert redactor.text("reset requested: password=hunter2 user=ada") == (
+        "reset requested: password=[REDACTED] user=ada"
+    )
+    assert redactor.text("token: abc, url: http://x/?a=1") == (
+        "token: [REDACTED], url: http://x/?a=1"
+    )
+    assert redactor.text("nothing secret here: a=1") == "nothing secret here: a=1"
