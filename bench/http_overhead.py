@@ -7,6 +7,7 @@ thread competes with the request thread for CPU 0 and the GIL, as it would in pr
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import statistics
@@ -224,9 +225,18 @@ def table(results: dict[tuple[str, str], Series]) -> list[dict[str, Any]]:
         p99 = series.median("p99_ms")
         cpu = series.median("cpu_us_per_req")
         base_cpu = base_series.median("cpu_us_per_req") if base_series else None
+        # Per-round ratios (each sample against the uninstrumented sample of the same round)
+        # cancel drift in the machine's load better than a ratio of two medians.
+        pair_rps = pair_cpu = None
+        if base_series and len(base_series.samples) == len(series.samples) and series.samples:
+            pairs = list(zip(base_series.samples, series.samples, strict=True))
+            pair_rps = statistics.median(x.rps / b.rps for b, x in pairs)
+            pair_cpu = statistics.median(b.cpu_us_per_req / x.cpu_us_per_req for b, x in pairs)
         rows.append(
             {
                 "framework": framework,
+                "pair_ratio": pair_rps,
+                "pair_cpu_ratio": pair_cpu,
                 "config": name,
                 "rps": rps,
                 "ratio": (rps / b) if rps and b else None,
@@ -238,6 +248,7 @@ def table(results: dict[tuple[str, str], Series]) -> list[dict[str, Any]]:
                 "cpu_ratio": (base_cpu / cpu) if cpu and base_cpu else None,
                 "n": len(series.samples),
                 "errors": series.errors,
+                "samples": [dataclasses.asdict(x) for x in series.samples],
             }
         )
     return rows

@@ -75,12 +75,18 @@ def cpu_per_item(base_url: str, rounds: int, n: int, python: str) -> dict[str, d
             last = samples[mode][-1] if samples[mode] else {}
             print(f"[bench] cpu round {r + 1}/{rounds} {mode:6s} {last}", file=sys.stderr)
     out: dict[str, dict[str, float]] = {}
+    plain = samples.get("plain", [])
     for mode, rows in samples.items():
         if rows:
             out[mode] = {
                 key: statistics.median(row[key] for row in rows)
                 for key in ("span_us", "log_us", "span_lost", "log_lost")
             }
+            if len(rows) == len(plain):  # per-round ratios against plain, then the median
+                for kind in ("span", "log"):
+                    out[mode][f"{kind}_x_round"] = statistics.median(
+                        r[f"{kind}_us"] / p[f"{kind}_us"] for r, p in zip(rows, plain, strict=True)
+                    )
     return out
 
 
@@ -99,15 +105,16 @@ def render(res: dict[str, Any]) -> str:  # noqa: C901 - one table after another
     lines = [f"Run {res['date']} on {res['machine']}; mode: {res['mode']}", ""]
     if "http" in res:
         lines += [
-            "| framework | configuration | req/s | ratio | CPU us/req | CPU ratio | p50 ms "
-            "| p99 ms | p99 x | RSS MB | n |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| framework | configuration | req/s | ratio | ratio/round | CPU us/req | CPU ratio "
+            "| CPU ratio/round | p50 ms | p99 ms | p99 x | RSS MB | n |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in res["http"]:
             lines.append(
                 f"| {r['framework']} | {r['config']} | {_f(r['rps'], '.0f')} | "
-                f"{_f(r['ratio'], '.2f')} | {_f(r['cpu_us'], '.0f')} | "
-                f"{_f(r['cpu_ratio'], '.2f')} | "
+                f"{_f(r['ratio'], '.2f')} | {_f(r.get('pair_ratio'), '.2f')} | "
+                f"{_f(r['cpu_us'], '.0f')} | {_f(r['cpu_ratio'], '.2f')} | "
+                f"{_f(r.get('pair_cpu_ratio'), '.2f')} | "
                 f"{_f(r['p50_ms'], '.2f')} | {_f(r['p99_ms'], '.1f')} | "
                 f"{_f(r['p99_x'], '.1f')} | {_f(r['rss_mb'], '.0f')} | {r['n']}"
                 + (f" (errors: {len(r['errors'])})" if r["errors"] else "")
@@ -117,15 +124,17 @@ def render(res: dict[str, Any]) -> str:  # noqa: C901 - one table after another
     if "cpu" in res:
         plain = res["cpu"].get("plain", {})
         lines += [
-            "| CPU per item (us) | span | x plain | log | x plain | lost spans/logs |",
-            "|---|---|---|---|---|---|",
+            "| CPU per item (us) | span | x plain | x plain/round | log | x plain | x plain/round "
+            "| lost spans/logs |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for mode, v in res["cpu"].items():
             sx = v["span_us"] / plain["span_us"] if plain.get("span_us") else None
             lx = v["log_us"] / plain["log_us"] if plain.get("log_us") else None
             lines.append(
-                f"| {mode} | {v['span_us']:.1f} | {_f(sx, '.2f')} | {v['log_us']:.1f} | "
-                f"{_f(lx, '.2f')} | {v['span_lost']:.0f}/{v['log_lost']:.0f} |"
+                f"| {mode} | {v['span_us']:.1f} | {_f(sx, '.2f')} | "
+                f"{_f(v.get('span_x_round'), '.2f')} | {v['log_us']:.1f} | {_f(lx, '.2f')} | "
+                f"{_f(v.get('log_x_round'), '.2f')} | {v['span_lost']:.0f}/{v['log_lost']:.0f} |"
             )
         lines.append("")
     if "gil" in res:
