@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/run.py            # full run (~25 min on 2 cores)
     .venv/bin/python bench/run.py --quick    # smoke run of everything (~5 min)
-    .venv/bin/python bench/run.py --quick --here --only cpu,gil,path   # CI smoke (~1 min,
-                                             # this interpreter, no peer venvs, no network)
+    .venv/bin/python bench/run.py --quick --here --only cpu,gil,components,path  # CI smoke
+                                # (~1 min: this interpreter, no peer venvs, no network)
 
 Peers get their own venvs under $HYPERDX_BENCH_HOME (default ~/.cache/hyperdx-bench), built
 on first use. All traffic stays on 127.0.0.1. Results also go to
@@ -150,6 +150,15 @@ def render(res: dict[str, Any]) -> str:  # noqa: C901 - one table after another
                 f"{_f(g['export_ms'], '.1f')} |"
             )
         lines.append("")
+    if "components" in res:
+        lines += ["| export-path component | stock us | ours us | ratio | note |"]
+        lines += ["|---|---|---|---|---|"]
+        for c in res["components"]:
+            lines.append(
+                f"| {c['what']} | {c['stock_us']:.2f} | {c['ours_us']:.2f} | "
+                f"{c['ours_us'] / c['stock_us']:.2f} | {c.get('note', '')} |"
+            )
+        lines.append("")
     if "path" in res:
         lines += ["| Flask request, in-process, layer by layer | CPU us/request | added |"]
         lines += ["|---|---|---|"]
@@ -193,8 +202,8 @@ def main() -> None:
     ap.add_argument("--duration", type=float, help="seconds of load per sample (10, quick 2)")
     ap.add_argument(
         "--only",
-        default="http,cpu,gil,path,startup,install",
-        help="comma-separated parts: http,cpu,gil,path,startup,install",
+        default="http,cpu,gil,components,path,startup,install",
+        help="comma-separated parts: http,cpu,gil,components,path,startup,install",
     )
     ap.add_argument(
         "--here",
@@ -211,7 +220,7 @@ def main() -> None:
         "mode": f"{'quick' if args.quick else 'full'}, {rounds} round(s), {duration:g} s/sample",
     }
     if args.here and parts & {"http", "startup"}:
-        ap.error("--here works with --only cpu,gil,path,install")
+        ap.error("--here works with --only cpu,gil,components,path,install")
     if not args.here:
         for venv in ("vanilla", "hdx040", "ours"):
             envs.ensure(venv)
@@ -228,6 +237,9 @@ def main() -> None:
             res["cpu"] = cpu_per_item(url, max(1, rounds), 2000 if args.quick else 10000, py)
         if "gil" in parts:
             res["gil"] = gil(url, 1.5 if args.quick else 5.0, py)
+        if "components" in parts:
+            cmd = [py, str(BENCH / "components.py"), "--endpoint", url]
+            res["components"] = _json_lines(pinned(cmd, APP_CPUS), clean_env({}))
         if "path" in parts:
             res["path"] = request_path.run_all(py, url, 1000 if args.quick else 3000)
         if "startup" in parts:
