@@ -29,16 +29,28 @@ def gunicorn(*extra: str, agent: bool = True, workers: int = 2):  # type: ignore
 
 
 @pytest.mark.parametrize(
-    "extra",
+    ("extra", "sig", "buffered"),
     [
-        pytest.param([], id="sync"),
-        pytest.param(["--preload"], id="sync-preload"),
-        pytest.param(["-k", "gthread", "--threads", "2"], id="gthread"),
-        pytest.param(["-k", "gthread", "--threads", "2", "--preload"], id="gthread-preload"),
+        pytest.param([], signal.SIGTERM, True, id="sync-SIGTERM"),
+        pytest.param(["--preload"], signal.SIGINT, True, id="sync-preload-SIGINT"),
+        pytest.param(
+            ["-k", "gthread", "--threads", "2"], signal.SIGQUIT, True, id="gthread-SIGQUIT"
+        ),
+        pytest.param(
+            ["-k", "gthread", "--threads", "2", "--preload"],
+            signal.SIGTERM,
+            False,
+            id="gthread-preload",
+        ),
     ],
 )
-def test_agent_without_hook(receiver, ping_url, extra: list[str]) -> None:
-    out = run_http(receiver, ping_url, f"gunicorn agent {' '.join(extra)}", gunicorn(*extra))
+def test_agent_without_hook(
+    receiver, ping_url, extra: list[str], sig: signal.Signals, buffered: bool
+) -> None:
+    """opentelemetry-instrument alone.  Buffered runs keep everything in the workers until the
+    stop (60 s export intervals), so what arrives was flushed by that stop signal."""
+    name = f"gunicorn agent {' '.join(extra)} {sig.name}{' buffered' if buffered else ''}"
+    out = run_http(receiver, ping_url, name, gunicorn(*extra), stop_signal=sig, buffered=buffered)
     assert_complete(out)
     assert out.stop_seconds is not None and out.stop_seconds < 10
 
@@ -57,18 +69,6 @@ def test_post_fork_hook(receiver, ping_url, agent: bool, extra: list[str]) -> No
     name = f"gunicorn {'hook+agent' if agent else 'hook'} {' '.join(extra)}"
     out = run_http(receiver, ping_url, name, gunicorn(*HOOK, *extra, agent=agent))
     assert_complete(out)
-
-
-@pytest.mark.parametrize(
-    "sig", [signal.SIGTERM, signal.SIGINT, signal.SIGQUIT], ids=lambda s: s.name
-)
-def test_stop_flushes_every_worker(receiver, ping_url, sig: signal.Signals) -> None:
-    """Nothing leaves before the stop (60 s intervals): all of it must leave during the stop."""
-    out = run_http(
-        receiver, ping_url, f"gunicorn stop {sig.name}", gunicorn(), stop_signal=sig, buffered=True
-    )
-    assert_complete(out)
-    assert out.stop_seconds is not None and out.stop_seconds < 10
 
 
 def test_max_requests_1_exports_every_request_once(receiver, ping_url) -> None:

@@ -1,0 +1,102 @@
+"""uWSGI: master + 2 processes, with and without lazy-apps / enable-threads, agent and hook.
+
+uWSGI forks without running Python's at-fork hooks (unless ``py-call-uwsgi-fork-hooks``), so
+these runs check that the export threads are restarted in every worker, that each worker has
+its own identity, and that stopping takes seconds, not the 30-60 s of a thread join timeout.
+Stop signals: SIGINT and SIGQUIT stop uWSGI; SIGTERM only with ``--die-on-term`` (otherwise
+uWSGI 2.0 reloads on SIGTERM).
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+from collections.abc import Sequence
+
+import pytest
+
+from prefork.harness import BIN, EXAMPLES
+from prefork.outcome import assert_complete
+from prefork.runner import AGENT, run_http
+
+UWSGI = shutil.which("uwsgi", path=str(BIN)) or shutil.which("uwsgi")
+pytestmark = pytest.mark.skipif(
+    UWSGI is None, reason="uwsgi is not installed: run `bash .ci/services.sh` (builds it with gcc)"
+)
+HOOK = ["--import", "uwsgi_postfork"]
+
+
+def uwsgi(*extra: str, agent: bool = True):  # type: ignore[no-untyped-def]
+    def argv(port: int) -> Sequence[str]:
+        base = [
+            str(UWSGI),
+            "--master",
+            "--processes",
+            "2",
+            "--http-socket",
+            f"127.0.0.1:{port}",
+            "--chdir",
+            str(EXAMPLES),
+            "--pythonpath",
+            str(EXAMPLES),
+            "--module",
+            "wsgi_app:application",
+            "--need-app",
+            "--disable-logging",
+            *extra,
+        ]
+        return [AGENT, *base] if agent else base
+
+    return argv
+
+
+@pytest.mark.parametrize(
+    ("extra", "sig", "buffered"),
+    [
+        pytest.param([], signal.SIGINT, True, id="default-SIGINT"),
+        pytest.param(["--lazy-apps"], signal.SIGQUIT, True, id="lazy-apps-SIGQUIT"),
+        pytest.param(
+            ["--enable-threads", "--die-on-term"], signal.SIGTERM, True, id="threads-SIGTERM"
+        ),
+        pytest.param(["--lazy-apps", "--enable-threads"], signal.SIGINT, False, id="lazy-threads"),
+    ],
+)
+def test_agent_without_hook(
+    receiver, ping_url, extra: list[str], sig: signal.Signals, buffered: bool
+) -> None:
+    name = f"uwsgi agent {' '.join(extra)} {sig.name}{' buffered' if buffered else ''}"
+    out = run_http(receiver, ping_url, name, uwsgi(*extra), stop_signal=sig, buffered=buffered)
+    assert_complete(out)
+    assert out.stop_seconds is not None and out.stop_seconds < 10
+
+
+@pytest.mark.parametrize(
+    ("agent", "extra"),
+    [
+        pytest.param(False, [], id="hook"),
+        pytest.param(False, ["--lazy-apps"], id="hook-lazy-apps"),
+        pytest.param(True, [], id="hook+agent"),
+    ],
+)
+def test_postfork_hook(receiver, ping_url, agent: bool, extra: list[str]) -> None:
+    """configure_opentelemetry() in a @postfork function (S6), alone or under the agent."""
+    name = f"uwsgi {'hook+agent' if agent else 'hook'} {' '.join(extra)}"
+    out = run_http(
+        receiver, ping_url, name, uwsgi(*HOOK, *extra, agent=agent), stop_signal=signal.SIGINT
+    )
+    assert_complete(out)
+    assert out.stop_seconds is not None and out.stop_seconds < 10
+
+
+def test_max_requests_recycling_loses_nothing(receiver, ping_url) -> None:
+    """Workers recycled after 4 requests: each old worker flushes on its way out."""
+    out = run_http(
+        receiver,
+        ping_url,
+        "uwsgi agent max-requests=4",
+        uwsgi("--max-requests", "4", "--min-worker-lifetime", "0"),
+        requests=40,
+        stop_signal=signal.SIGINT,
+    )
+    assert_complete(out)
+    assert len(out.worker_pids) >= 8
