@@ -8,7 +8,6 @@ command is picked up from ``hyperdx.opentelemetry.doctor`` when that module exis
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import json
 import sys
 import time
@@ -26,30 +25,23 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_PLUGGABLE = {"doctor": "hyperdx.opentelemetry.doctor:doctor"}
+# Commands imported only when used, so `hyperdx --help` stays fast.
+_LAZY = {"doctor": "hyperdx.opentelemetry.doctor:doctor"}
 _LOCAL_EXTRA_HINT = "install the local extra: pip install 'hyperdx-opentelemetry[local]'"
 
 
 class _Group(click.Group):
-    """A click group that also offers commands defined in optional modules (``doctor``)."""
+    """A click group whose `_LAZY` commands are imported on first use."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        names = set(super().list_commands(ctx))
-        names.update(name for name, target in _PLUGGABLE.items() if _module_exists(target))
-        return sorted(names)
+        return sorted({*super().list_commands(ctx), *_LAZY})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         command = super().get_command(ctx, cmd_name)
-        if command is None and cmd_name in _PLUGGABLE and _module_exists(_PLUGGABLE[cmd_name]):
-            module_name, _, attr = _PLUGGABLE[cmd_name].partition(":")
-            loaded = getattr(importlib.import_module(module_name), attr)
-            if isinstance(loaded, click.Command):
-                command = loaded
+        if command is None and cmd_name in _LAZY:
+            module_name, _, attr = _LAZY[cmd_name].partition(":")
+            command = getattr(importlib.import_module(module_name), attr)
         return command
-
-
-def _module_exists(target: str) -> bool:
-    return importlib.util.find_spec(target.partition(":")[0]) is not None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -20,7 +20,7 @@ from typing import Any
 from . import aiohttp_server as _aiohttp_server
 from . import wsgi as _wsgi
 from ._engine import Deferred, Engine, capture_errors, switch
-from .config import CaptureConfig, config_from_env
+from .config import CaptureConfig
 from .redact import REDACTED, Redactor
 
 __all__ = [
@@ -28,7 +28,6 @@ __all__ = [
     "CaptureConfig",
     "Redactor",
     "capture_errors",
-    "config_from_env",
     "install",
     "instrumentor_kwargs",
     "merge_kwargs",
