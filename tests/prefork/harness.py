@@ -92,7 +92,10 @@ class Server:
     log_path: Path = field(default_factory=lambda: Path(tempfile.mktemp(suffix=".log")))
     stop_seconds: float | None = None
 
-    def start(self, ready_path: str = "/health", timeout: float = 30.0) -> Server:
+    def start(
+        self, ready_path: str = "/health", timeout: float = 30.0, ready_log: str | None = None
+    ) -> Server:
+        """Start; ready when ``ready_path`` answers 200 (or ``ready_log`` appears in the log)."""
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             list(self.argv),
@@ -108,6 +111,11 @@ class Server:
                 raise RuntimeError(
                     f"server exited early ({self.proc.returncode}):\n{self.output()}"
                 )
+            if ready_log is not None:
+                if ready_log in self.output():
+                    return self
+                time.sleep(0.1)
+                continue
             try:
                 with urllib.request.urlopen(self.url(ready_path), timeout=2) as resp:
                     if resp.status == 200:

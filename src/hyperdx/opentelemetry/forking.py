@@ -110,6 +110,7 @@ def reinit_after_fork(*, sdk_hooks_ran: bool) -> None:
         ("identity", _refresh_identity),
         ("metrics_reset", _reset_inherited_metrics),
         ("exporter_connections", _drop_inherited_connections),
+        ("log_handler", _reattach_log_handler),
         ("exit_flush", lambda _p: _wrap_os_exit()),
     ]
     for name, step in steps:
@@ -206,6 +207,22 @@ def _set_holder_resource(holder: Any, resource: Resource) -> None:
         holder.resource = resource
     else:
         holder._resource = resource  # noqa: SLF001
+
+
+def _reattach_log_handler(pipeline: _Pipeline) -> None:
+    """Put our OTLP handler back on the root logger if the parent removed it before forking.
+
+    Celery's worker clears the root logger's handlers when it sets up logging
+    (``worker_hijack_root_logger``), before it forks the pool: without this, task logs from
+    the pool children would never be exported.
+    """
+    from hyperdx.opentelemetry import logs
+
+    handler = logs.current_handler()
+    if handler is None or handler in logging.getLogger().handlers:
+        return
+    level = getattr(getattr(pipeline.options, "log_level", None), "value", logging.NOTSET)
+    logs.attach_handler(pipeline.logger_provider, level)
 
 
 # --- metrics --------------------------------------------------------------------------------
