@@ -1,0 +1,88 @@
+"""Subprocess for the fork-safety tests (telemetry is process-global, so each run is fresh).
+
+    python fork_script.py inherit N     parent records before forking N multiprocessing children
+    python fork_script.py storm N       parent exports non-stop while forking N children
+
+Children leave through ``os._exit`` (multiprocessing's fork start method does), where atexit
+never runs. Prints one JSON line: child pids, exit codes and how long each child took to exit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import sys
+import threading
+import time
+
+from opentelemetry import metrics, trace
+
+from hyperdx.opentelemetry import configure_opentelemetry
+
+log = logging.getLogger("fork_script")
+
+
+def child(index: int, started: float) -> None:
+    tracer = trace.get_tracer("fork_script")
+    with tracer.start_as_current_span(f"child {index}"):
+        log.warning("child log %d", index)
+    metrics.get_meter("fork_script").create_counter("fork.events").add(1)
+
+
+def run_children(count: int, sequential: bool) -> list[dict[str, float | int]]:
+    ctx = multiprocessing.get_context("fork")
+    results = []
+    procs = []
+    for i in range(count):
+        proc = ctx.Process(target=child, args=(i, time.monotonic()))
+        started = time.monotonic()
+        proc.start()
+        procs.append((proc, started))
+        if sequential:
+            proc.join(30)
+            results.append(_result(proc, started))
+    if not sequential:
+        for proc, started in procs:
+            proc.join(30)
+            results.append(_result(proc, started))
+    return results
+
+
+def _result(proc: multiprocessing.process.BaseProcess, started: float) -> dict[str, float | int]:
+    alive = proc.is_alive()
+    if alive:
+        proc.kill()
+    return {
+        "pid": proc.pid or 0,
+        "exitcode": -999 if alive else (proc.exitcode or 0),
+        "seconds": round(time.monotonic() - started, 3),
+    }
+
+
+def main(mode: str, count: int) -> None:
+    configure_opentelemetry()
+    tracer = trace.get_tracer("fork_script")
+    counter = metrics.get_meter("fork_script").create_counter("fork.events")
+    with tracer.start_as_current_span("parent before fork"):
+        log.warning("parent log before fork")
+    counter.add(1)
+    stop = threading.Event()
+    if mode == "storm":  # keep the parent's exporter busy (and holding its locks) while forking
+
+        def flood() -> None:
+            while not stop.is_set():
+                with tracer.start_as_current_span("flood"):
+                    pass
+                time.sleep(0.0005)
+
+        flooder = threading.Thread(target=flood, daemon=True)
+        flooder.start()
+    children = run_children(count, sequential=mode == "storm")
+    stop.set()
+    print(json.dumps({"parent": os.getpid(), "children": children}), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]))
