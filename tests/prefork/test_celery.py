@@ -15,8 +15,10 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+import redis
 
 from prefork.harness import BIN, EXAMPLES, Server, free_port, record, server_env
 from prefork.outcome import instance_of, pid_of
@@ -39,18 +41,16 @@ def redis_url() -> Iterator[str]:
             stderr=subprocess.STDOUT,
         )
         try:
+            client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1)
             deadline = time.monotonic() + 10
-            while (
-                subprocess.run(
-                    [str(shutil.which("redis-cli") or "redis-cli"), "-p", str(port), "ping"],
-                    capture_output=True,
-                    check=False,
-                ).stdout.strip()
-                != b"PONG"
-            ):
-                assert proc.poll() is None, "redis-server exited"
-                assert time.monotonic() < deadline, "redis-server did not answer PING in 10 s"
-                time.sleep(0.1)
+            while True:
+                try:
+                    client.ping()
+                    break
+                except redis.ConnectionError:
+                    assert proc.poll() is None, "redis-server exited"
+                    assert time.monotonic() < deadline, "redis-server did not answer PING in 10 s"
+                    time.sleep(0.1)
             yield f"redis://127.0.0.1:{port}/0"
         finally:
             proc.terminate()
@@ -140,7 +140,7 @@ def test_prefork_pool_under_agent(receiver, ping_url, redis_url) -> None:
     assert stop_seconds < 15, summary
 
 
-def _runs(sink, trace_id: str) -> list[dict]:  # type: ignore[type-arg]
+def _runs(sink: Any, trace_id: str) -> list[dict[str, Any]]:
     return [
         r
         for r in sink.rows("otel_traces")
@@ -150,5 +150,5 @@ def _runs(sink, trace_id: str) -> list[dict]:  # type: ignore[type-arg]
     ]
 
 
-def _ids(rows: list[dict]) -> set[str]:  # type: ignore[type-arg]
+def _ids(rows: list[dict[str, Any]]) -> set[str]:
     return {r["SpanId"] for r in rows}

@@ -8,7 +8,7 @@ worker recycling.
 from __future__ import annotations
 
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 
@@ -20,7 +20,7 @@ GUNICORN = str(BIN / "gunicorn")
 HOOK = ["-c", str(EXAMPLES / "gunicorn.conf.py")]
 
 
-def gunicorn(*extra: str, agent: bool = True, workers: int = 2):  # type: ignore[no-untyped-def]
+def gunicorn(*extra: str, agent: bool = True, workers: int = 2) -> Callable[[int], Sequence[str]]:
     def argv(port: int) -> Sequence[str]:
         base = [GUNICORN, "-w", str(workers), "-b", f"127.0.0.1:{port}", *extra, "wsgi_app:app"]
         return [AGENT, *base] if agent else base

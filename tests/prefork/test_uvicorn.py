@@ -7,7 +7,7 @@ agent's sitecustomize reaches spawned workers, and each worker configures itself
 from __future__ import annotations
 
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 
@@ -18,7 +18,7 @@ from prefork.runner import AGENT, run_http
 UVICORN = str(BIN / "uvicorn")
 
 
-def uvicorn(*extra: str):  # type: ignore[no-untyped-def]
+def uvicorn(*extra: str) -> Callable[[int], Sequence[str]]:
     def argv(port: int) -> Sequence[str]:
         return [AGENT, UVICORN, "asgi_app:app", "--host", "127.0.0.1", "--port", str(port), *extra]
 

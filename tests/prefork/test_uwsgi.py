@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(
 HOOK = ["--import", "uwsgi_postfork"]
 
 
-def uwsgi(*extra: str, agent: bool = True):  # type: ignore[no-untyped-def]
+def uwsgi(*extra: str, agent: bool = True) -> Callable[[int], Sequence[str]]:
     def argv(port: int) -> Sequence[str]:
         base = [
             str(UWSGI),
