@@ -2,6 +2,7 @@
 
     python fork_script.py inherit N     parent records before forking N multiprocessing children
     python fork_script.py storm N       parent exports non-stop while forking N children
+    python fork_script.py identity 1    what every resource holder sees in a forked child
 
 Children leave through ``os._exit`` (multiprocessing's fork start method does), where atexit
 never runs. Prints one JSON line: child pids, exit codes and how long each child took to exit.
@@ -61,7 +62,44 @@ def _result(proc: multiprocessing.process.BaseProcess, started: float) -> dict[s
     }
 
 
+def identity() -> None:
+    """Tracers, loggers and meters made before the fork must carry the child's identity."""
+    from opentelemetry._logs import get_logger
+
+    pipeline = configure_opentelemetry()
+    assert pipeline is not None
+    configure_opentelemetry()  # idempotent: no second pipeline, no second at-fork hook
+    from hyperdx.opentelemetry import forking
+
+    forking.register(pipeline)  # registering again is harmless too
+    tracer = trace.get_tracer("before-fork")
+    otel_logger = get_logger("before-fork")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        span = tracer.start_span("in child")
+        seen = {
+            "shared": dict(pipeline.resource.attributes),
+            "span": dict(span.resource.attributes),  # type: ignore[attr-defined]
+            "tracer": dict(tracer.resource.attributes),  # type: ignore[attr-defined]
+            "logger": dict(otel_logger._resource.attributes),  # type: ignore[attr-defined]
+            "meters": dict(pipeline.meter_provider._sdk_config.resource.attributes),
+            "problems": forking.problems(),
+            "pid": os.getpid(),
+        }
+        os.write(write, json.dumps(seen, default=str).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = json.loads(pipe.read())
+    os.waitpid(pid, 0)
+    print(json.dumps({"parent": dict(pipeline.resource.attributes), "child": child}))
+
+
 def main(mode: str, count: int) -> None:
+    if mode == "identity":
+        identity()
+        return
     configure_opentelemetry()
     tracer = trace.get_tracer("fork_script")
     counter = metrics.get_meter("fork_script").create_counter("fork.events")

@@ -89,3 +89,19 @@ def test_forking_while_the_parent_exports_never_hangs(receiver) -> None:
     slowest = max(c["seconds"] for c in children)
     record("fork storm", children=20, slowest_child_seconds=slowest)
     assert slowest < 10
+
+
+def test_every_resource_holder_sees_the_childs_identity(receiver) -> None:
+    """The one shared Resource is updated in place and every holder made before the fork
+    (tracers, loggers, the meter provider, spans started in the child) sees it."""
+    result = run_script(receiver, "identity", 1)
+    parent, child = result["parent"], result["child"]
+    assert child["problems"] == {}
+    holders = ("shared", "span", "tracer", "logger", "meters")
+    for holder in holders:
+        attrs = child[holder]
+        assert attrs["process.pid"] == child["pid"], holder
+        assert attrs["service.instance.id"] != parent["service.instance.id"], holder
+        assert attrs["process.parent_pid"] == parent["process.pid"], holder
+        assert attrs["service.name"] == parent["service.name"], holder
+    assert len({child[h]["service.instance.id"] for h in holders}) == 1

@@ -59,6 +59,7 @@ def uwsgi(*extra: str, agent: bool = True) -> Callable[[int], Sequence[str]]:
             ["--enable-threads", "--die-on-term"], signal.SIGTERM, True, id="threads-SIGTERM"
         ),
         pytest.param(["--lazy-apps", "--enable-threads"], signal.SIGINT, False, id="lazy-threads"),
+        pytest.param(["--py-call-uwsgi-fork-hooks"], signal.SIGINT, False, id="fork-hooks"),
     ],
 )
 def test_agent_without_hook(
