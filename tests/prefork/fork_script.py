@@ -74,6 +74,9 @@ def identity() -> None:
     forking.register(pipeline)  # registering again is harmless too
     tracer = trace.get_tracer("before-fork")
     otel_logger = get_logger("before-fork")
+    adapters = _http_adapters(pipeline)
+    for adapter in adapters:  # marks the parent's pools (ids could be reused in the child)
+        adapter.inherited = True  # type: ignore[attr-defined]
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -85,6 +88,10 @@ def identity() -> None:
             "logger": dict(otel_logger._resource.attributes),  # type: ignore[attr-defined]
             "meters": dict(pipeline.meter_provider._sdk_config.resource.attributes),
             "problems": forking.problems(),
+            "adapters_kept": [
+                repr(a) for a in _http_adapters(pipeline) if getattr(a, "inherited", False)
+            ],
+            "adapters": len(adapters),
             "pid": os.getpid(),
         }
         os.write(write, json.dumps(seen, default=str).encode())
@@ -94,6 +101,18 @@ def identity() -> None:
         child = json.loads(pipe.read())
     os.waitpid(pid, 0)
     print(json.dumps({"parent": dict(pipeline.resource.attributes), "child": child}))
+
+
+def _http_adapters(pipeline: object) -> list[object]:
+    """The requests adapters (connection pools) of the three OTLP/HTTP exporters."""
+    from hyperdx.opentelemetry import forking
+
+    found = []
+    for exporter in forking._exporters(pipeline):  # type: ignore[arg-type]
+        session = forking._requests_session(exporter)
+        if session is not None:
+            found += list(session.adapters.values())
+    return found
 
 
 def main(mode: str, count: int) -> None:

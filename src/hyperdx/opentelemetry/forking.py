@@ -26,8 +26,6 @@ from typing import Any, NoReturn, Protocol
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.resources import Resource
 
-_logger = logging.getLogger(__name__)
-
 SERVICE_INSTANCE_ID = "service.instance.id"
 PROCESS_PID = "process.pid"
 PROCESS_PARENT_PID = "process.parent_pid"
@@ -76,15 +74,6 @@ def register(pipeline: _Pipeline) -> None:
     _install_uwsgi_postfork()
 
 
-def current_identity(pipeline: _Pipeline | None = None) -> dict[str, Any]:
-    """The identity attributes the given (or registered) pipeline exports right now."""
-    pipe = pipeline or _pipeline
-    if pipe is None:
-        return {}
-    attrs = pipe.resource.attributes
-    return {k: attrs.get(k) for k in (SERVICE_INSTANCE_ID, PROCESS_PID, PROCESS_PARENT_PID)}
-
-
 def _after_fork_in_child() -> None:
     """``os.register_at_fork`` hook: runs after the SDK's own at-fork hooks (registered earlier)."""
     reinit_after_fork(sdk_hooks_ran=True)
@@ -124,7 +113,9 @@ def _report(step: str, exc: BaseException) -> None:
     count = _problems.get(step, 0)
     _problems[step] = count + 1
     if count == 0:
-        _logger.warning("hyperdx: after-fork step %r failed in pid %d: %r", step, os.getpid(), exc)
+        from hyperdx.opentelemetry import diagnostics
+
+        diagnostics.warn("after-fork step %r failed in pid %d: %r", step, os.getpid(), exc)
 
 
 def problems() -> dict[str, int]:
