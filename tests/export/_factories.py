@@ -129,6 +129,7 @@ def varied_logs() -> list[Any]:
         logger.exception("with traceback")
     logger.error({"structured": {"nested": [1, "two"]}, "n": None})
     logger.critical(12345)
+    logger.warning("long body " + "x" * 130)  # lengths past one varint byte
     otel_logger = provider.get_logger("direct", "2.0")
     from opentelemetry._logs import LogRecord, SeverityNumber
 

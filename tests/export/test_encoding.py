@@ -46,7 +46,7 @@ def test_sliced_encoding_gives_the_same_bytes(slice_size: int) -> None:
 
 def test_logs_are_byte_identical_to_the_stock_encoder() -> None:
     records = varied_logs()
-    assert len(records) == 8
+    assert len(records) == 9
     assert encode_logs_bytes(records) == encode_logs(records).SerializeToString()
     assert encode_sliced(records, encode_log, 3, 0.0) == encode_logs_bytes(records)
 

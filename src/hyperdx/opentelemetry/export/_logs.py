@@ -12,10 +12,12 @@ from typing import Any
 from opentelemetry.sdk._logs import ReadableLogRecord, ReadWriteLogRecord
 
 from ._spans import assemble, group
-from ._wire import any_value, attributes, field_bytes, pack_fixed32, pack_fixed64, varint
+from ._wire import any_value, attributes_into, field_bytes, pack_fixed32, pack_fixed64, varint
 
 _SEVERITY = [b"\x10" + varint(n) for n in range(25)]
 _BODY_NONE = b"\x2a\x00"
+_SMALL = [bytes((i,)) for i in range(128)]
+_severity_text: dict[str, bytes] = {}  # "WARN" -> finished field; a handful of values
 
 
 def encode_log(readable: ReadableLogRecord | ReadWriteLogRecord) -> bytes:
@@ -27,26 +29,36 @@ def encode_log(readable: ReadableLogRecord | ReadWriteLogRecord) -> bytes:
         parts.append(b"\x09" + pack_fixed64(ts))
     sev = rec.severity_number
     if sev is not None:
-        n = sev.value
+        n = sev._value_
         if n:
             parts.append(_SEVERITY[n] if 0 < n < 25 else b"\x10" + varint(n))
     text = rec.severity_text
     if text:
-        parts.append(field_bytes(b"\x1a", text.encode("utf-8")))
+        field = _severity_text.get(text)
+        if field is None:
+            field = field_bytes(b"\x1a", text.encode("utf-8"))
+            if len(_severity_text) < 64:
+                _severity_text[text] = field
+        parts.append(field)
     body = rec.body
     if type(body) is str:
-        parts.append(field_bytes(b"\x2a", field_bytes(b"\x0a", body.encode("utf-8"))))
+        raw = body.encode("utf-8")
+        n = len(raw)
+        if n < 126:  # both lengths fit one byte: AnyValue{string_value} inside field 5
+            parts.append(b"\x2a" + _SMALL[n + 2] + b"\x0a" + _SMALL[n] + raw)
+        else:
+            parts.append(field_bytes(b"\x2a", field_bytes(b"\x0a", raw)))
     elif body is None:
         parts.append(_BODY_NONE)
     else:
         parts.append(field_bytes(b"\x2a", any_value(body)))
     attrs = rec.attributes
     if attrs:
-        parts.extend(attributes(b"\x32", attrs))
-    dropped = readable.dropped_attributes
+        attributes_into(parts, b"\x32", attrs)
+    dropped = getattr(attrs, "dropped", 0)
     if dropped:
         parts.append(b"\x38" + varint(dropped))
-    flags = int(rec.trace_flags) if rec.trace_flags is not None else 0
+    flags = rec.trace_flags
     if flags:
         parts.append(b"\x45" + pack_fixed32(flags))
     tid = rec.trace_id
