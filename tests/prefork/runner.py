@@ -51,7 +51,7 @@ def run_http(
             early = snapshot(sink, requests, worker_pids, srv.pid)
             assert not early.work_spans, "buffered scenario exported before the stop"
         else:
-            wait_complete(sink, requests, timeout=30)
+            wait_complete(sink, requests, timeout=15)
         before_stop = snapshot(sink, requests, worker_pids, srv.pid)
         try:
             stop_seconds = srv.stop(stop_signal, timeout=stop_timeout)
