@@ -80,6 +80,8 @@ _STATUS_UNSET = b"\x7a\x00"
 _IDS = struct.Struct(">2sQQ2sQ").pack  # trace_id (16 bytes as two halves) + span_id
 _TIMES = struct.Struct("<cQcQ").pack  # start + end, both fixed64
 _LOW64 = (1 << 64) - 1
+_NAMES_MAX = 1024
+_names: dict[str, bytes] = {}
 
 
 def encode_span(span: ReadableSpan) -> bytes:
@@ -118,7 +120,13 @@ def encode_span(span: ReadableSpan) -> bytes:
     if parent:
         parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
     if name:
-        parts.append(field_bytes(b"\x2a", name.encode("utf-8")))
+        field = _names.get(name)  # span names are low-cardinality ("GET /users/{id}")
+        if field is None:
+            field = field_bytes(b"\x2a", name.encode("utf-8"))
+            if len(_names) >= _NAMES_MAX:
+                _names.clear()
+            _names[name] = field
+        parts.append(field)
     parts.append(_KIND[kind._value_])
     if start and end:
         parts.append(_TIMES(b"\x39", start, b"\x41", end))

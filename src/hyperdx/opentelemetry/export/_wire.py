@@ -25,6 +25,7 @@ _pack_double = struct.Struct("<d").pack
 # Bounded caches of encoded KeyValue bytes: attribute keys and string values repeat a lot.
 _KV_CACHE_MAX = 8192
 _CACHE_VALUE_MAX_LEN = 64  # long values are usually unique (URLs with ids, messages)
+_CACHE_INT_MAX = 1024  # status codes and small enums repeat; ports and counters do not
 # One cache per field tag (attributes are field 1, 3, 4, 6 or 9 depending on the message), so
 # a hit is the finished field, tag included.
 _kv_caches: dict[bytes, dict[tuple[str, Any], bytes]] = {}
@@ -85,14 +86,19 @@ def any_value(value: Any) -> bytes:
     raise UnencodableValueError(f"Invalid type {type(value)} of value {value}")
 
 
+def _key_field(key: str) -> bytes:
+    kb = field_bytes(b"\x0a", key.encode("utf-8"))
+    if len(_key_cache) >= _KV_CACHE_MAX:
+        _key_cache.clear()
+    _key_cache[key] = kb
+    return kb
+
+
 def key_value(key: str, value: Any) -> bytes:
     """The body of a ``KeyValue`` message."""
     kb = _key_cache.get(key)
     if kb is None:
-        kb = field_bytes(b"\x0a", key.encode("utf-8"))
-        if len(_key_cache) >= _KV_CACHE_MAX:
-            _key_cache.clear()
-        _key_cache[key] = kb
+        kb = _key_field(key)
     return kb + field_bytes(b"\x12", any_value(value))
 
 
@@ -112,6 +118,16 @@ def attributes_into(out: list[bytes], tag: bytes, attrs: Mapping[str, Any]) -> N
         cache = _kv_caches[tag] = {}
     for key, value in attrs.items():
         vt = type(value)
+        if vt is int and not 0 <= value < _CACHE_INT_MAX:
+            # Ports, sizes, counters: mostly unique, so encode directly (no cache churn).
+            kb = _key_cache.get(key)
+            if kb is None:
+                kb = _key_field(key)
+            vb = b"\x18" + varint(value)  # AnyValue.int_value; at most 11 bytes
+            kv = kb + b"\x12" + _SMALL[len(vb)] + vb
+            n = len(kv)
+            out.append(tag + (_SMALL[n] if n < 128 else varint(n)) + kv)
+            continue
         if (vt is str and len(value) <= _CACHE_VALUE_MAX_LEN) or vt is int:
             # Exact types only: True == 1 and 1.0 == 1 must not share an entry.
             ck = (key, value)
