@@ -15,7 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -157,7 +157,12 @@ class Server:
         with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
             return list(pool.map(self.get, paths))
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> float:
+    def stop(
+        self,
+        sig: int = signal.SIGTERM,
+        timeout: float = 60.0,
+        trigger: Callable[[], object] | None = None,
+    ) -> float:
         """Signal the server's main process; time until the whole process group is gone.
 
         Workers that outlive the master are waited for (they may still be flushing), and
@@ -165,7 +170,10 @@ class Server:
         """
         assert self.proc is not None
         started = time.monotonic()
-        self.proc.send_signal(sig)
+        if trigger is not None:
+            trigger()  # e.g. a command on uWSGI's master FIFO instead of a signal
+        else:
+            self.proc.send_signal(sig)
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -31,6 +32,7 @@ def run_http(
     env: dict[str, str] | None = None,
     stop_timeout: float = 60.0,
     concurrency: int = 4,
+    settle: float = 0.0,
 ) -> Outcome:
     """Start the server, wait for every worker, send ``requests`` /work calls, stop it.
 
@@ -52,6 +54,7 @@ def run_http(
             assert not early.work_spans, "buffered scenario exported before the stop"
         else:
             wait_complete(sink, requests, timeout=15)
+        time.sleep(settle)  # let workers leave the request they just answered (see uWSGI)
         before_stop = snapshot(sink, requests, worker_pids, srv.pid)
         try:
             stop_seconds = srv.stop(stop_signal, timeout=stop_timeout)

@@ -4,26 +4,33 @@ uWSGI forks without running Python's at-fork hooks (unless ``py-call-uwsgi-fork-
 these runs check that the export threads are restarted in every worker, that each worker has
 its own identity, and that stopping takes seconds, not the 30-60 s of a thread join timeout.
 Stop signals: SIGINT and SIGQUIT stop uWSGI; SIGTERM only with ``--die-on-term`` (otherwise
-uWSGI 2.0 reloads on SIGTERM).
+uWSGI 2.0 reloads on SIGTERM).  All three kill the workers at once, and uWSGI skips Python's exit
+handlers in a worker that is still inside a request (it answers the client before it has
+finished the request), so those runs let the workers go idle first (``SETTLE``); the graceful
+shutdown (master FIFO ``q``) flushes even a worker that is busy when it is asked to stop.
 """
 
 from __future__ import annotations
 
 import shutil
 import signal
+import threading
+import time
 from collections.abc import Callable, Sequence
 
 import pytest
 
-from prefork.harness import BIN, EXAMPLES
-from prefork.outcome import assert_complete
-from prefork.runner import AGENT, run_http
+from prefork.harness import BIN, EXAMPLES, Server, free_port, record, server_env
+from prefork.outcome import assert_complete, snapshot, wait_complete
+from prefork.runner import AGENT, BUFFER_UNTIL_STOP, run_http
 
 UWSGI = shutil.which("uwsgi", path=str(BIN)) or shutil.which("uwsgi")
 pytestmark = pytest.mark.skipif(
     UWSGI is None, reason="uwsgi is not installed: run `bash .ci/services.sh` (builds it with gcc)"
 )
 HOOK = ["--import", "uwsgi_postfork"]
+SETTLE = 0.5
+REQUESTS = 20
 
 
 def uwsgi(*extra: str, agent: bool = True) -> Callable[[int], Sequence[str]]:
@@ -66,7 +73,15 @@ def test_agent_without_hook(
     receiver, ping_url, extra: list[str], sig: signal.Signals, buffered: bool
 ) -> None:
     name = f"uwsgi agent {' '.join(extra)} {sig.name}{' buffered' if buffered else ''}"
-    out = run_http(receiver, ping_url, name, uwsgi(*extra), stop_signal=sig, buffered=buffered)
+    out = run_http(
+        receiver,
+        ping_url,
+        name,
+        uwsgi(*extra),
+        stop_signal=sig,
+        buffered=buffered,
+        settle=SETTLE,
+    )
     assert_complete(out)
     assert out.stop_seconds is not None and out.stop_seconds < 10
 
@@ -83,7 +98,12 @@ def test_postfork_hook(receiver, ping_url, agent: bool, extra: list[str]) -> Non
     """configure_opentelemetry() in a @postfork function (S6), alone or under the agent."""
     name = f"uwsgi {'hook+agent' if agent else 'hook'} {' '.join(extra)}"
     out = run_http(
-        receiver, ping_url, name, uwsgi(*HOOK, *extra, agent=agent), stop_signal=signal.SIGINT
+        receiver,
+        ping_url,
+        name,
+        uwsgi(*HOOK, *extra, agent=agent),
+        stop_signal=signal.SIGINT,
+        settle=SETTLE,
     )
     assert_complete(out)
     assert out.stop_seconds is not None and out.stop_seconds < 10
@@ -98,6 +118,41 @@ def test_max_requests_recycling_loses_nothing(receiver, ping_url) -> None:
         uwsgi("--max-requests", "4", "--min-worker-lifetime", "0"),
         requests=40,
         stop_signal=signal.SIGINT,
+        settle=SETTLE,
     )
     assert_complete(out)
     assert len(out.worker_pids) >= 8
+
+
+def test_graceful_shutdown_flushes_a_busy_worker(receiver, ping_url, tmp_path) -> None:
+    """``q`` on the master FIFO: the worker finishes its request, then exits through Python's
+    exit handlers; everything it buffered (60 s intervals) arrives, the last request too."""
+    rec, sink = receiver
+    fifo = tmp_path / "master.fifo"
+    port = free_port()
+    argv = uwsgi("--master-fifo", str(fifo))(port)
+    env = server_env(rec, ping_url, "uwsgi-graceful", **BUFFER_UNTIL_STOP)
+    with Server(list(argv), env, port) as srv:
+        srv.start()
+        srv.wait_workers(2)
+        pids = {int(a["pid"]) for a in srv.drive([f"/work/{i}" for i in range(REQUESTS)])}
+        slow = threading.Thread(target=srv.get, args=("/health?sleep=1.5",), daemon=True)
+        slow.start()
+        time.sleep(0.5)  # the slow request is now inside a worker
+        stop_seconds = srv.stop(trigger=lambda: fifo.write_text("q"), timeout=30)
+        slow.join(5)
+        master = srv.pid
+    wait_complete(sink, REQUESTS, timeout=3)
+    out = snapshot(sink, REQUESTS, pids, master)
+    out.stop_seconds = stop_seconds
+    in_flight = [r for r in out.spans if "/health" in r["SpanName"] and r["SpanKind"] == "Server"]
+    record("uwsgi agent graceful q (busy worker)", **out.summary(), health_spans=len(in_flight))
+    assert_complete(out)
+    assert any(
+        r["SpanAttributes"]
+        .get("url.query", r["SpanAttributes"].get("http.target", ""))
+        .find("sleep=1.5")
+        >= 0
+        for r in in_flight
+    ), "the request in flight at the stop was not exported"
+    assert stop_seconds < 10
