@@ -127,5 +127,12 @@ def _install_capture(settings: Settings) -> None:
 
 
 def _activate_instrumentation(settings: Settings) -> None:
-    if settings.instrument.value:
-        instrumentation.activate()
+    if settings.instrument.value and instrumentation.activate():
+        # Apps created before this call (gunicorn --preload, uWSGI without lazy-apps,
+        # `app = Flask(...)` above configure_opentelemetry()) missed the class patch.
+        from hyperdx.opentelemetry import forking
+
+        try:
+            forking.instrument_preloaded_apps()
+        except Exception as exc:  # noqa: BLE001 - must not break the app; reported once
+            diagnostics.error("could not instrument apps created before configure: %r", exc)

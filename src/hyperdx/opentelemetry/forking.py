@@ -63,10 +63,6 @@ def register(pipeline: _Pipeline) -> None:
         _pipeline = pipeline
         install = not _hooks_installed
         _hooks_installed = True
-    try:
-        instrument_preloaded_apps()
-    except Exception as exc:  # noqa: BLE001 - telemetry setup must not break the app; reported once
-        _report("preloaded_apps", exc)
     if not install:
         return
     if hasattr(os, "register_at_fork"):

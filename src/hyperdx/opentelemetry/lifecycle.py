@@ -115,7 +115,7 @@ def _pending(provider: Any) -> int:
         inner = getattr(proc, "_batch_processor", None)
         total += len(getattr(inner, "_queue", ()))
         total += getattr(getattr(inner, "_exporter", None), "in_flight", 0)
-    for reader in getattr(getattr(provider, "_sdk_config", None), "metric_readers", ()):
+    for reader in getattr(provider, "_metric_readers", ()):
         total += getattr(getattr(reader, "_exporter", None), "in_flight", 0)
     return total
 
