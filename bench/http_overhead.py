@@ -227,16 +227,18 @@ def table(results: dict[tuple[str, str], Series]) -> list[dict[str, Any]]:
         base_cpu = base_series.median("cpu_us_per_req") if base_series else None
         # Per-round ratios (each sample against the uninstrumented sample of the same round)
         # cancel drift in the machine's load better than a ratio of two medians.
-        pair_rps = pair_cpu = None
+        pair_rps = pair_cpu = pair_p99 = None
         if base_series and len(base_series.samples) == len(series.samples) and series.samples:
             pairs = list(zip(base_series.samples, series.samples, strict=True))
             pair_rps = statistics.median(x.rps / b.rps for b, x in pairs)
             pair_cpu = statistics.median(b.cpu_us_per_req / x.cpu_us_per_req for b, x in pairs)
+            pair_p99 = statistics.median(x.p99_ms / b.p99_ms for b, x in pairs)
         rows.append(
             {
                 "framework": framework,
                 "pair_ratio": pair_rps,
                 "pair_cpu_ratio": pair_cpu,
+                "pair_p99_x": pair_p99,
                 "config": name,
                 "rps": rps,
                 "ratio": (rps / b) if rps and b else None,

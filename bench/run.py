@@ -106,8 +106,8 @@ def render(res: dict[str, Any]) -> str:  # noqa: C901 - one table after another
     if "http" in res:
         lines += [
             "| framework | configuration | req/s | ratio | ratio/round | CPU us/req | CPU ratio "
-            "| CPU ratio/round | p50 ms | p99 ms | p99 x | RSS MB | n |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| CPU ratio/round | p50 ms | p99 ms | p99 x | p99 x/round | RSS MB | n |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in res["http"]:
             lines.append(
@@ -116,7 +116,8 @@ def render(res: dict[str, Any]) -> str:  # noqa: C901 - one table after another
                 f"{_f(r['cpu_us'], '.0f')} | {_f(r['cpu_ratio'], '.2f')} | "
                 f"{_f(r.get('pair_cpu_ratio'), '.2f')} | "
                 f"{_f(r['p50_ms'], '.2f')} | {_f(r['p99_ms'], '.1f')} | "
-                f"{_f(r['p99_x'], '.1f')} | {_f(r['rss_mb'], '.0f')} | {r['n']}"
+                f"{_f(r['p99_x'], '.1f')} | {_f(r.get('pair_p99_x'), '.1f')} | "
+                f"{_f(r['rss_mb'], '.0f')} | {r['n']}"
                 + (f" (errors: {len(r['errors'])})" if r["errors"] else "")
                 + " |"
             )
