@@ -87,8 +87,7 @@ def ensure(name: str, *, quiet: bool = False) -> Path:
     vdir = venv_dir(name)
     stamp = vdir / ".recipe"
     if stamp.exists() and stamp.read_text() == recipe.digest():
-        if name == "ours":
-            _install_shim(vdir)
+        _remove_old_shim(vdir)
         return python_of(name)
     HOME.mkdir(parents=True, exist_ok=True)
     log = HOME / f"{name}.build.log"
@@ -106,20 +105,14 @@ def ensure(name: str, *, quiet: bool = False) -> Path:
         wanted = [line.strip() for line in reqs.splitlines() if line.strip()]
         if wanted:
             _run([*pip, "install", *wanted], log)
-    if name == "ours":
-        _install_shim(vdir)
     stamp.write_text(recipe.digest())
     return python_of(name)
 
 
-def _install_shim(vdir: Path) -> None:
-    """The bench-only fast-export shim (bench/shim), active only with HDX_BENCH_FAST_EXPORT=1."""
-    site = next((vdir / "lib").glob("python3*/site-packages"))
-    shim = REPO / "bench" / "shim"
-    (site / "hdx_bench_shim.pth").write_text(
-        f"{shim}\nimport os; os.environ.get('HDX_BENCH_FAST_EXPORT') == '1' and "
-        "__import__('hdx_bench_fastexport')\n"
-    )
+def _remove_old_shim(vdir: Path) -> None:
+    """Venvs built before the fast export path was wired in carry a bench-only .pth shim."""
+    for site in (vdir / "lib").glob("python3*/site-packages"):
+        (site / "hdx_bench_shim.pth").unlink(missing_ok=True)
 
 
 def versions(name: str) -> dict[str, str]:

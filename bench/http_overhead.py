@@ -49,12 +49,6 @@ CONFIGS = [
     Config("hyperdx 0.4.0", "hdx040", agent=True),
     Config("ours", "ours", agent=True),
     Config(
-        "ours + fast export (shim)",
-        "ours",
-        agent=True,
-        extra_env=(("HDX_BENCH_FAST_EXPORT", "1"),),
-    ),
-    Config(
         "ours + network capture",
         "ours",
         agent=True,

@@ -244,12 +244,12 @@ def test_flush_and_shutdown_respect_their_deadline_when_an_export_hangs() -> Non
         with provider.get_tracer("t").start_as_current_span(f"s{i}"):
             pass
     time.sleep(0.1)  # the worker is now stuck inside export()
-    before = dropped().get("spans_after_shutdown", 0)
+    before = dropped().get("spans_shutdown_deadline", 0)
     t0 = time.monotonic()
     assert processor.force_flush(200) is False
     processor.shutdown(timeout_millis=300)
     assert time.monotonic() - t0 < 2.0
-    assert dropped()["spans_after_shutdown"] - before == 15  # 5 are inside the stuck export
+    assert dropped()["spans_shutdown_deadline"] - before == 15  # 5 are inside the stuck export
     exporter.release.set()
 
 

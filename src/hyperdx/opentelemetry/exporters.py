@@ -12,8 +12,9 @@ from typing import Any
 from hyperdx.opentelemetry.options import ConfigurationError, SignalSettings
 
 _HTTP = {
-    "traces": ("opentelemetry.exporter.otlp.proto.http.trace_exporter", "OTLPSpanExporter"),
-    "logs": ("opentelemetry.exporter.otlp.proto.http._log_exporter", "OTLPLogExporter"),
+    # The stock OTLP/HTTP exporters with a byte-level encoder (identical bytes), see export/.
+    "traces": ("hyperdx.opentelemetry.export.exporters", "HyperDXSpanExporter"),
+    "logs": ("hyperdx.opentelemetry.export.exporters", "HyperDXLogExporter"),
     "metrics": ("opentelemetry.exporter.otlp.proto.http.metric_exporter", "OTLPMetricExporter"),
 }
 _GRPC = {

@@ -112,9 +112,9 @@ def _pending(provider: Any) -> int:
         getattr(multi, "_span_processors", ()) or getattr(multi, "_log_record_processors", ())
     )
     for proc in processors:
-        inner = getattr(proc, "_batch_processor", None)
-        total += len(getattr(inner, "_queue", ()))
-        total += getattr(getattr(inner, "_exporter", None), "in_flight", 0)
+        batcher = getattr(proc, "_batcher", None)
+        if batcher is not None:
+            total += batcher.queued() + batcher.in_flight
     for reader in getattr(provider, "_metric_readers", ()):
         total += getattr(getattr(reader, "_exporter", None), "in_flight", 0)
     return total

@@ -22,12 +22,12 @@ from typing import Any
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, get_value
 from opentelemetry.instrumentation.logging.handler import LoggingHandler
-from opentelemetry.sdk._logs import LoggerProvider, ReadWriteLogRecord
+from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs import LoggingHandler as SdkLoggingHandler
-from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 
 from hyperdx.opentelemetry import drops
+from hyperdx.opentelemetry.export import HyperDXBatchLogRecordProcessor
 from hyperdx.opentelemetry.hygiene import LogHygieneProcessor, redactor_for
 from hyperdx.opentelemetry.options import Settings
 
@@ -70,17 +70,6 @@ def is_otlp_handler(handler: logging.Handler) -> bool:
     return isinstance(handler, (LoggingHandler, SdkLoggingHandler))
 
 
-class CountingBatchLogRecordProcessor(BatchLogRecordProcessor):
-    """The SDK's batch processor, with queue-full drops counted instead of silently lost."""
-
-    def on_emit(self, log_record: ReadWriteLogRecord) -> None:
-        inner: Any = getattr(self, "_batch_processor", None)
-        queue = getattr(inner, "_queue", None)
-        if queue is not None and len(queue) >= inner._max_queue_size:
-            drops.record("logs", 1, "queue full (export slower than the app)")
-        super().on_emit(log_record)
-
-
 def build_logger_provider(
     settings: Settings, resource: Resource, exporter: Any | None
 ) -> LoggerProvider:
@@ -88,9 +77,7 @@ def build_logger_provider(
     if settings.capture_redact.value:
         provider.add_log_record_processor(LogHygieneProcessor(redactor_for(settings)))
     if exporter is not None:
-        provider.add_log_record_processor(
-            CountingBatchLogRecordProcessor(drops.counting(exporter, "logs"))
-        )
+        provider.add_log_record_processor(HyperDXBatchLogRecordProcessor(exporter))
     return provider
 
 

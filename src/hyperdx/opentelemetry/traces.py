@@ -7,11 +7,10 @@ from typing import Any
 from opentelemetry import baggage
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace import Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
 
-from hyperdx.opentelemetry import drops
+from hyperdx.opentelemetry.export import HyperDXBatchSpanProcessor
 from hyperdx.opentelemetry.hygiene import SpanHygieneProcessor, redactor_for
 from hyperdx.opentelemetry.options import Settings
 
@@ -32,17 +31,6 @@ class BaggageSpanProcessor(SpanProcessor):
             if count >= MAX_BAGGAGE_KEYS:
                 break
             span.set_attribute(key, str(value)[:MAX_BAGGAGE_VALUE_LENGTH])
-
-
-class CountingBatchSpanProcessor(BatchSpanProcessor):
-    """The SDK's batch processor, with queue-full drops counted instead of silently lost."""
-
-    def on_end(self, span: ReadableSpan) -> None:
-        inner: Any = getattr(self, "_batch_processor", None)
-        queue = getattr(inner, "_queue", None)
-        if queue is not None and len(queue) >= inner._max_queue_size:
-            drops.record("traces", 1, "queue full (export slower than the app)")
-        super().on_end(span)
 
 
 def build_sampler(settings: Settings) -> Sampler | None:
@@ -66,5 +54,7 @@ def build_tracer_provider(
     provider.add_span_processor(BaggageSpanProcessor())
     provider.add_span_processor(SpanHygieneProcessor(redactor_for(settings)))
     if exporter is not None:
-        provider.add_span_processor(CountingBatchSpanProcessor(drops.counting(exporter, "traces")))
+        # Encodes each span as it ends; the export thread only joins, compresses and posts.
+        # Drops (full queue, failed export, shutdown deadline) are counted in `drops`.
+        provider.add_span_processor(HyperDXBatchSpanProcessor(exporter))
     return provider

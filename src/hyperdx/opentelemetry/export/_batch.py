@@ -44,6 +44,7 @@ _REASONS = {
     "queue_full": "queue full (export slower than the app)",
     "export_failed": "export failed (endpoint unreachable or rejecting)",
     "after_shutdown": "emitted after shutdown",
+    "shutdown_deadline": "shutdown deadline reached",
     "unencodable": "could not be encoded",
 }
 
@@ -98,7 +99,14 @@ class Batcher(Generic[T]):
         self._warned_encode = False
         self._dropped_here = 0
         self._reported_to_distro = _report(signal, "queue_full", 0)
-        for key in ("queue_full", "export_failed", "after_shutdown", "unencodable"):
+        self.in_flight = 0  # items handed to the exporter and not yet answered
+        for key in (
+            "queue_full",
+            "export_failed",
+            "after_shutdown",
+            "shutdown_deadline",
+            "unencodable",
+        ):
             _count(f"{signal}_{key}", 0)
         self._on_fork = on_fork
         self._pid = os.getpid()
@@ -193,11 +201,14 @@ class Batcher(Generic[T]):
             self._export_lock.release()
 
     def _send(self, batch: list[T]) -> None:
+        self.in_flight = len(batch)
         try:
             ok = self._export(batch)
         except Exception as error:  # noqa: BLE001 - an exporter must never kill the worker
             ok = False
             _logger.exception("exporting %d %s failed: %s", len(batch), self.signal, error)
+        finally:
+            self.in_flight = 0
         if not ok:
             self._drop(len(batch), "export_failed")
 
@@ -220,7 +231,7 @@ class Batcher(Generic[T]):
         left = len(self._queue)
         if left:
             self._queue.clear()
-            self._drop(left, "after_shutdown")
+            self._drop(left, "shutdown_deadline")
         if self._dropped_here and not self._reported_to_distro:
             _logger.warning(
                 "%d %s were not delivered (queue full, failed exports or shutdown deadline)",
