@@ -45,6 +45,9 @@ CLIENT_METRIC_ATTRIBUTES = frozenset(
 )
 
 
+_HTTP_KINDS = frozenset({SpanKind.SERVER, SpanKind.CLIENT})
+
+
 def redactor_for(settings: Settings) -> Redactor:
     return get_redactor(settings.capture_redact.value, settings.capture_redact_patterns.value)
 
@@ -78,11 +81,15 @@ class SpanHygieneProcessor(SpanProcessor):
         self._redactor = redactor
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        if span.kind not in _HTTP_KINDS:  # URLs live on server and client spans only
+            return
         updates = self._updates(span)
         if updates:
             span.set_attributes(updates)
 
     def _on_ending(self, span: Span) -> None:
+        if span.kind not in _HTTP_KINDS:
+            return
         updates = self._updates(span)
         if not updates:
             return
