@@ -93,6 +93,19 @@ class _FastEncodingMixin:
     _shutdown: bool
     _max_request_size: int
 
+    def __init__(
+        self,
+        *args: Any,
+        slice_size: int = DEFAULT_SLICE_SIZE,
+        yield_seconds: float = DEFAULT_YIELD_SECONDS,
+        gzip_level: int = DEFAULT_GZIP_LEVEL,
+        **kwargs: Any,
+    ) -> None:
+        """The stock exporter's constructor arguments, plus the tuning knobs."""
+        super().__init__(*args, **kwargs)  # the stock exporter (next in the MRO)
+        own = kwargs.get("session") is None and kwargs.get("_transport") is None and len(args) < 8
+        self._setup_fast(slice_size, yield_seconds, gzip_level, own)
+
     def _setup_fast(
         self, slice_size: int, yield_seconds: float, gzip_level: int, own_transport: bool
     ) -> None:
@@ -176,18 +189,6 @@ class HyperDXSpanExporter(_FastEncodingMixin, OTLPSpanExporter):
     _kind_name = "span"
     encode_item = staticmethod(encode_span)
 
-    def __init__(
-        self,
-        *args: Any,
-        slice_size: int = DEFAULT_SLICE_SIZE,
-        yield_seconds: float = DEFAULT_YIELD_SECONDS,
-        gzip_level: int = DEFAULT_GZIP_LEVEL,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        own = kwargs.get("session") is None and kwargs.get("_transport") is None and len(args) < 8
-        self._setup_fast(slice_size, yield_seconds, gzip_level, own)
-
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if not self._fast:
             return super().export(spans)
@@ -203,18 +204,6 @@ class HyperDXLogExporter(_FastEncodingMixin, OTLPLogExporter):
 
     _kind_name = "log"
     encode_item = staticmethod(encode_log)
-
-    def __init__(
-        self,
-        *args: Any,
-        slice_size: int = DEFAULT_SLICE_SIZE,
-        yield_seconds: float = DEFAULT_YIELD_SECONDS,
-        gzip_level: int = DEFAULT_GZIP_LEVEL,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        own = kwargs.get("session") is None and kwargs.get("_transport") is None and len(args) < 8
-        self._setup_fast(slice_size, yield_seconds, gzip_level, own)
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
         if not self._fast:
