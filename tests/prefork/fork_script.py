@@ -104,14 +104,19 @@ def identity() -> None:
 
 
 def _http_adapters(pipeline: object) -> list[object]:
-    """The requests adapters (connection pools) of the three OTLP/HTTP exporters."""
+    """The connection pools of the three OTLP/HTTP exporters: requests adapters (metrics) and
+    urllib3 pool managers (the fast span and log exporters' transport)."""
     from hyperdx.opentelemetry import forking
 
-    found = []
+    found: list[object] = []
     for exporter in forking._exporters(pipeline):  # type: ignore[arg-type]
         session = forking._requests_session(exporter)
         if session is not None:
             found += list(session.adapters.values())
+        transport = getattr(getattr(exporter, "_client", None), "_transport", None)
+        pool = getattr(transport, "_pool", None)
+        if pool is not None:
+            found.append(pool)
     return found
 
 

@@ -106,4 +106,5 @@ def test_every_resource_holder_sees_the_childs_identity(receiver) -> None:
         assert attrs["service.name"] == parent["service.name"], holder
     assert len({child[h]["service.instance.id"] for h in holders}) == 1
     # the OTLP/HTTP exporters' connection pools are new in the child (never share a socket)
-    assert child["adapters"] >= 6 and child["adapters_kept"] == [], child
+    # metrics: requests' http and https adapters; spans and logs: one urllib3 pool each
+    assert child["adapters"] >= 4 and child["adapters_kept"] == [], child

@@ -212,7 +212,18 @@ def _cached(cache: dict[int, tuple[Any, bytes]], obj: Any, encode: Any) -> bytes
     return enc
 
 
+_resource_attrs: dict[int, Any] = {}
+
+
 def _cached_resource(resource: Any) -> bytes:
+    """A forked worker's identity replaces the shared Resource's attribute mapping in place
+    (forking.py), so an entry is valid only for the mapping it was encoded from."""
+    attrs = getattr(resource, "_attributes", None)
+    if _resource_attrs.get(id(resource)) is not attrs:
+        _resource_cache.pop(id(resource), None)
+        if len(_resource_attrs) >= _CACHE_MAX:
+            _resource_attrs.clear()
+        _resource_attrs[id(resource)] = attrs
     return _cached(_resource_cache, resource, encode_resource)
 
 
