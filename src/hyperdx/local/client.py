@@ -197,9 +197,7 @@ def logs(
     """Recent log records, oldest first; ``after`` (a Timestamp) keeps only newer-or-equal."""
     where: list[str] = []
     params: dict[str, Any] = {}
-    if service:
-        where.append("ServiceName = {service:String}")
-        params["service"] = service
+    _filter_service_since(where, params, service, since, "Timestamp >= now64(9)")
     min_level = parse_level(level)
     if min_level is not None:
         where.append("SeverityNumber >= {level:UInt8}")
@@ -207,10 +205,6 @@ def logs(
     if text:
         where.append("positionCaseInsensitiveUTF8(Body, {text:String}) > 0")
         params["text"] = text
-    seconds = parse_since(since)
-    if seconds is not None:
-        where.append("Timestamp >= now64(9) - toIntervalSecond({since:UInt32})")
-        params["since"] = seconds
     if after is not None:
         where.append("Timestamp >= toDateTime64({after:String}, 9)")
         params["after"] = after
@@ -228,10 +222,7 @@ def traces(
     """Recent traces, newest first: root span, its service, duration, status, span count."""
     where = ["TraceId != ''"]
     params: dict[str, Any] = {}
-    seconds = parse_since(since)
-    if seconds is not None:
-        where.append("Timestamp >= now64(9) - toIntervalSecond({since:UInt32})")
-        params["since"] = seconds
+    _filter_service_since(where, params, None, since, "Timestamp >= now64(9)")
     having = ""
     if service:
         having = " HAVING countIf(ServiceName = {service:String}) > 0"
@@ -296,6 +287,23 @@ _COUNT_EXPR = {
 }
 
 
+def _filter_service_since(
+    where: list[str],
+    params: dict[str, Any],
+    service: str | None,
+    since: str | None,
+    time_from_now: str,
+) -> None:
+    """Add the shared `--service` / `--since` conditions (bound as typed parameters)."""
+    if service:
+        where.append("ServiceName = {service:String}")
+        params["service"] = service
+    seconds = parse_since(since)
+    if seconds is not None:
+        where.append(f"{time_from_now} - toIntervalSecond({{since:UInt32}})")
+        params["since"] = seconds
+
+
 def metrics(
     reader: Reader, *, service: str | None = None, since: str | None = None
 ) -> list[dict[str, Any]]:
@@ -303,13 +311,7 @@ def metrics(
     attribute sets at the latest timestamp), sorted by name."""
     params: dict[str, Any] = {}
     where = ["1"]
-    if service:
-        where.append("ServiceName = {service:String}")
-        params["service"] = service
-    seconds = parse_since(since)
-    if seconds is not None:
-        where.append("TimeUnix >= now() - toIntervalSecond({since:UInt32})")
-        params["since"] = seconds
+    _filter_service_since(where, params, service, since, "TimeUnix >= now()")
     parts = [
         f"SELECT '{kind}' AS Kind, MetricName, MetricUnit, ServiceName, TimeUnix,"
         f" toFloat64({_VALUE_EXPR[table]}) AS V, toUInt64({_COUNT_EXPR[table]}) AS C"
@@ -341,13 +343,7 @@ def metric_series(
     """One metric over time: points per attribute set (value summed per timestamp)."""
     params: dict[str, Any] = {"name": name}
     where = ["MetricName = {name:String}"]
-    if service:
-        where.append("ServiceName = {service:String}")
-        params["service"] = service
-    seconds = parse_since(since)
-    if seconds is not None:
-        where.append("TimeUnix >= now() - toIntervalSecond({since:UInt32})")
-        params["since"] = seconds
+    _filter_service_since(where, params, service, since, "TimeUnix >= now()")
     for table, kind in METRIC_TABLES.items():
         sql = (
             f"SELECT TimeUnix, ServiceName, Attributes, sum(toFloat64({_VALUE_EXPR[table]})) AS"

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from .body import Tee, body_attributes, header_attributes
+from .body import Tee, body_attributes, content_length, find_header, header_attributes
 from .config import CaptureConfig
 from .redact import Redactor, get_redactor
 
@@ -289,3 +289,20 @@ def recording(span: Any) -> bool:
     except Exception as exc:  # a foreign span implementation
         record_error("is_recording", exc)
         return False
+
+
+def client_exchange(
+    engine: Engine, span: Any, url: str, items: list[tuple[Any, Any]], body: Any
+) -> Exchange:
+    """Start capturing a client request whose body is known up front (requests, urllib,
+    urllib3): URL, request headers, and the body when it is bytes or text (else its size)."""
+    ex = Exchange(engine, span, defer=False)
+    engine.set_url(span, url)
+    engine.headers(span, REQ_HEADER, items)
+    ex.request_type = find_header(items, "content-type")
+    if isinstance(body, (bytes, bytearray, str)):
+        ex.request.feed(body)
+        ex.request_seen = True
+    else:
+        ex.request_size = content_length(find_header(items, "content-length"))
+    return ex

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._engine import REQ_HEADER, RESP_HEADER, Engine, Exchange, guarded, recording
+from ._engine import RESP_HEADER, Engine, client_exchange, guarded, recording
 from .body import content_length
 from .urllib3 import tee_response
 
@@ -20,18 +20,8 @@ def hooks(engine: Engine) -> dict[str, Any]:
     def request_hook(span: Any, request: Any) -> None:
         if not recording(span) or engine.is_excluded(request.url):
             return
-        ex = Exchange(engine, span, defer=False)
-        headers = request.headers or {}
-        engine.set_url(span, request.url)
-        engine.headers(span, REQ_HEADER, headers.items())
-        ex.request_type = headers.get("Content-Type")
-        body = request.body
-        if isinstance(body, (bytes, str)):
-            ex.request.feed(body)
-            ex.request_seen = True
-        else:
-            ex.request_size = content_length(headers.get("Content-Length"))
-        span.__dict__[_KEY] = ex
+        items = list((request.headers or {}).items())
+        span.__dict__[_KEY] = client_exchange(engine, span, request.url, items, request.body)
 
     @guarded("requests.response_hook")
     def response_hook(span: Any, request: Any, response: Any) -> None:

@@ -10,7 +10,15 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-from ._engine import REQ_HEADER, RESP_HEADER, Engine, Exchange, guarded, record_error, recording
+from ._engine import (
+    RESP_HEADER,
+    Engine,
+    Exchange,
+    client_exchange,
+    guarded,
+    record_error,
+    recording,
+)
 from .body import content_length, find_header
 
 _KEY = "_hyperdx_capture"
@@ -87,18 +95,8 @@ def hooks(engine: Engine) -> dict[str, Any]:
         url = request.full_url
         if not recording(span) or engine.is_excluded(url):
             return
-        ex = Exchange(engine, span, defer=False)
         items = list(request.header_items())
-        engine.set_url(span, url)
-        engine.headers(span, REQ_HEADER, items)
-        ex.request_type = find_header(items, "content-type")
-        data = request.data
-        if isinstance(data, (bytes, bytearray, str)):
-            ex.request.feed(data)
-            ex.request_seen = True
-        else:
-            ex.request_size = content_length(find_header(items, "content-length"))
-        span.__dict__[_KEY] = ex
+        span.__dict__[_KEY] = client_exchange(engine, span, url, items, request.data)
 
     @guarded("urllib.response_hook")
     def response_hook(span: Any, request: Any, response: Any) -> None:

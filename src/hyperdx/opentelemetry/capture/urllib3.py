@@ -12,7 +12,15 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
-from ._engine import REQ_HEADER, RESP_HEADER, Engine, Exchange, guarded, record_error, recording
+from ._engine import (
+    RESP_HEADER,
+    Engine,
+    Exchange,
+    client_exchange,
+    guarded,
+    record_error,
+    recording,
+)
 from .body import content_length, find_header
 
 _KEY = "_hyperdx_capture"
@@ -108,18 +116,8 @@ def hooks(engine: Engine) -> dict[str, Any]:
     def request_hook(span: Any, pool: Any, info: Any) -> None:
         if not recording(span) or engine.is_excluded(info.url):
             return
-        ex = Exchange(engine, span, defer=False)
         items = list((info.headers or {}).items())
-        engine.set_url(span, info.url)
-        engine.headers(span, REQ_HEADER, items)
-        ex.request_type = find_header(items, "content-type")
-        body = info.body
-        if isinstance(body, (bytes, bytearray, str)):
-            ex.request.feed(body)
-            ex.request_seen = True
-        else:
-            ex.request_size = content_length(find_header(items, "content-length"))
-        span.__dict__[_KEY] = ex
+        span.__dict__[_KEY] = client_exchange(engine, span, info.url, items, info.body)
 
     @guarded("urllib3.response_hook")
     def response_hook(span: Any, pool: Any, response: Any) -> None:

@@ -235,27 +235,12 @@ def group(items: Sequence[Any], encoded: Sequence[bytes]) -> dict[Any, dict[Any,
     """Group encoded items by (resource, scope) in first-seen order, merging equal objects,
     exactly like the stock encoder's nested defaultdict, but hashing each distinct object once
     per batch instead of once per item."""
-    groups: dict[Any, dict[Any, list[bytes]]] = {}
-    scopes_by_id: dict[int, dict[Any, list[bytes]]] = {}
-    list_by_ids: dict[tuple[int, int], list[bytes]] = {}
-    for item, enc in zip(items, encoded, strict=True):
-        resource = item.resource
-        scope = item.instrumentation_scope or None
-        ids = (id(resource), id(scope))
-        lst = list_by_ids.get(ids)
-        if lst is None:
-            scopes = scopes_by_id.get(ids[0])
-            if scopes is None:
-                scopes = groups.get(resource)
-                if scopes is None:
-                    scopes = groups[resource] = {}
-                scopes_by_id[ids[0]] = scopes
-            lst = scopes.get(scope)
-            if lst is None:
-                lst = scopes[scope] = []
-            list_by_ids[ids] = lst
-        lst.append(enc)
-    return groups
+    return group_encoded(
+        [
+            (item.resource, item.instrumentation_scope or None, enc)
+            for item, enc in zip(items, encoded, strict=True)
+        ]
+    )
 
 
 def group_encoded(
