@@ -8,38 +8,31 @@ threads because uWSGI forks without running Python's at-fork hooks.
 
 ``register(pipeline)`` is called once by ``configure_opentelemetry()``; it installs (once per
 process) an ``os.register_at_fork`` child hook and, inside uWSGI, a ``uwsgidecorators.postfork``
-hook.  Both converge on :func:`reinit_after_fork`, which is idempotent per pid.
+hook (``uwsgi_fork``).  Both converge on :func:`reinit_after_fork`, which is idempotent per pid.
+The child's identity lives in ``child_identity``; apps created before configure are found by
+``preloaded_apps`` (re-exported here for ``configuration``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib.abc
 import logging
 import os
-import sys
 import threading
-import uuid
 from collections.abc import Callable
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn
 
-from opentelemetry.attributes import BoundedAttributes
-from opentelemetry.sdk.resources import Resource
+from hyperdx.opentelemetry import uwsgi_fork
+from hyperdx.opentelemetry.child_identity import refresh_identity
+from hyperdx.opentelemetry.pipeline_parts import Pipeline as _Pipeline
+from hyperdx.opentelemetry.pipeline_parts import exporters as _exporters
+from hyperdx.opentelemetry.pipeline_parts import metric_readers as _metric_readers
+from hyperdx.opentelemetry.pipeline_parts import run_sdk_fork_handlers as _run_sdk_fork_handlers
+from hyperdx.opentelemetry.preloaded_apps import instrument_preloaded_apps
 
-SERVICE_INSTANCE_ID = "service.instance.id"
-PROCESS_PID = "process.pid"
-PROCESS_PARENT_PID = "process.parent_pid"
+__all__ = ["instrument_preloaded_apps", "problems", "register", "reinit_after_fork"]
 
 #: Longest time a child leaving through ``os._exit`` waits for its telemetry to leave.
 EXIT_FLUSH_TIMEOUT_CAP = 3.0
-
-
-class _Pipeline(Protocol):
-    resource: Resource
-    tracer_provider: Any
-    logger_provider: Any
-    meter_provider: Any
-    options: Any
 
 
 _state_lock = threading.Lock()
@@ -67,7 +60,7 @@ def register(pipeline: _Pipeline) -> None:
         return
     if hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=_after_fork_in_child)
-    _install_uwsgi_postfork()
+    uwsgi_fork.install(lambda: _pipeline, lambda: reinit_after_fork(sdk_hooks_ran=False))
 
 
 def _after_fork_in_child() -> None:
@@ -92,7 +85,7 @@ def reinit_after_fork(*, sdk_hooks_ran: bool) -> None:
     if not sdk_hooks_ran:
         steps.append(("sdk_reinit", _run_sdk_fork_handlers))
     steps += [
-        ("identity", _refresh_identity),
+        ("identity", refresh_identity),
         ("metrics_reset", _reset_inherited_metrics),
         ("exporter_connections", _drop_inherited_connections),
         ("log_handler", _reattach_log_handler),
@@ -117,83 +110,6 @@ def _report(step: str, exc: BaseException) -> None:
 def problems() -> dict[str, int]:
     """Failed after-fork steps by name (for diagnostics and tests)."""
     return dict(_problems)
-
-
-# --- identity -------------------------------------------------------------------------------
-
-
-def _new_instance_id() -> str:
-    """The SDK regenerates ``service.instance.id`` per pid; reuse its value so all agree."""
-    try:
-        from opentelemetry.sdk.resources import ServiceInstanceIdResourceDetector
-
-        value = ServiceInstanceIdResourceDetector().detect().attributes.get(SERVICE_INSTANCE_ID)
-        if isinstance(value, str) and value:
-            return value
-    except ImportError:
-        pass
-    return str(uuid.uuid4())
-
-
-def _child_identity() -> dict[str, Any]:
-    return {
-        SERVICE_INSTANCE_ID: _new_instance_id(),
-        PROCESS_PID: os.getpid(),
-        PROCESS_PARENT_PID: os.getppid(),
-    }
-
-
-def _replace_attributes(resource: Resource, updates: dict[str, Any]) -> None:
-    """Update a Resource in place, so every holder of this very object sees the new identity."""
-    merged = dict(resource.attributes)
-    merged.update(updates)
-    resource._attributes = BoundedAttributes(attributes=merged, immutable=True)  # noqa: SLF001
-
-
-def _refresh_identity(pipeline: _Pipeline) -> None:
-    """Set the child's identity on the shared Resource and on every provider/tracer/logger.
-
-    The shared object is updated in place (holders that kept a reference see it); providers are
-    then pointed at it again, because the SDK's own at-fork hook (SDK >= 1.39) merges a *copy*
-    per provider and would otherwise leave the three signals on three objects.
-    """
-    identity = _child_identity()
-    shared = pipeline.resource
-    _replace_attributes(shared, identity)
-    _point_providers_at(pipeline, shared)
-
-
-def _point_providers_at(pipeline: _Pipeline, resource: Resource) -> None:
-    tp = pipeline.tracer_provider
-    if hasattr(tp, "_resource"):
-        lock = getattr(tp, "_tracers_lock", None) or threading.Lock()
-        with lock:
-            tp._resource = resource  # noqa: SLF001
-            for tracer in list(getattr(tp, "_tracers", {}).values()):
-                _set_holder_resource(tracer, resource)
-    lp = pipeline.logger_provider
-    if hasattr(lp, "_resource"):
-        lock = getattr(lp, "_active_loggers_lock", None) or threading.Lock()
-        with lock:
-            lp._resource = resource  # noqa: SLF001
-            for logger in list(getattr(lp, "_active_loggers", ())):
-                _set_holder_resource(logger, resource)
-            for logger in list(getattr(lp, "_logger_cache", {}).values()):
-                _set_holder_resource(logger, resource)
-    mp = pipeline.meter_provider
-    sdk_config = getattr(mp, "_sdk_config", None)
-    if sdk_config is not None:
-        sdk_config.resource = resource
-
-
-def _set_holder_resource(holder: Any, resource: Resource) -> None:
-    setter = getattr(holder, "_set_resource", None)
-    if callable(setter):
-        setter(resource)
-    elif hasattr(holder, "resource"):
-        holder.resource = resource
-    else:
-        holder._resource = resource  # noqa: SLF001
 
 
 def _reattach_log_handler(pipeline: _Pipeline) -> None:
@@ -239,12 +155,6 @@ def _reset_inherited_metrics(pipeline: _Pipeline) -> None:
 
 
 # --- exporters ------------------------------------------------------------------------------
-
-
-def _exporters(pipeline: _Pipeline) -> list[Any]:
-    found = [getattr(p, "_exporter", None) for p in _span_and_log_processors(pipeline)]
-    found += [getattr(r, "_exporter", None) for r in _metric_readers(pipeline)]
-    return [e for e in found if e is not None]
 
 
 def _drop_inherited_connections(pipeline: _Pipeline) -> None:
@@ -297,248 +207,6 @@ def _close_pooled_sockets(adapter: Any) -> None:
         for conn in list(idle):
             if conn is not None:
                 conn.close()
-
-
-# --- apps created before telemetry was configured ----------------------------------------------
-
-
-def instrument_preloaded_apps() -> int:
-    """Instrument web app objects that were created before auto-instrumentation was activated.
-
-    Flask and FastAPI instrumentors patch the *class*, so an app object created earlier (uWSGI
-    without ``lazy-apps``, Gunicorn ``--preload``, or ``app = Flask(...)`` above the
-    ``configure_opentelemetry()`` call) would never produce server spans.  Only frameworks whose
-    instrumentor is active are touched (so ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` holds), with
-    the options the instrumentor was activated with; instrumented apps are skipped.  Returns how
-    many apps were instrumented.
-    """
-    done = 0
-    for framework in ("flask", "fastapi"):
-        if framework not in sys.modules:
-            continue
-        found = _active_instrumentor(framework)
-        if found is None:
-            continue
-        instrumentor, app_cls, kwargs = found
-        for app in _module_level_instances(app_cls):
-            if not getattr(app, "_is_instrumented_by_opentelemetry", False):
-                instrumentor.instrument_app(app, **kwargs)
-                done += 1
-    return done
-
-
-def _active_instrumentor(framework: str) -> tuple[Any, type, dict[str, Any]] | None:
-    """(instrumentor, original app class, instrumentation kwargs) if that instrumentor is on."""
-    import importlib
-
-    module = importlib.import_module(f"opentelemetry.instrumentation.{framework}")
-    if framework == "flask":
-        instrumentor: Any = module.FlaskInstrumentor()
-        patched: Any = module._InstrumentedFlask  # noqa: SLF001
-        names = ("request_hook", "response_hook", "tracer_provider", "meter_provider")
-        kwargs = {n: getattr(patched, f"_{n}", None) for n in names}
-        kwargs["enable_commenter"] = getattr(patched, "_enable_commenter", True)
-        kwargs["commenter_options"] = getattr(patched, "_commenter_options", None)
-        original = getattr(instrumentor, "_original_flask", None)
-    else:
-        instrumentor = module.FastAPIInstrumentor()
-        patched = module._InstrumentedFastAPI  # noqa: SLF001
-        kwargs = dict(getattr(patched, "_instrument_kwargs", {}))
-        original = getattr(instrumentor, "_original_fastapi", None)
-    if not instrumentor.is_instrumented_by_opentelemetry or not isinstance(original, type):
-        return None
-    return instrumentor, original, {k: v for k, v in kwargs.items() if v is not None}
-
-
-def _module_level_instances(cls: type) -> list[Any]:
-    """Instances of ``cls`` bound to a module global (where WSGI/ASGI apps live)."""
-    seen: dict[int, Any] = {}
-    for module in list(sys.modules.values()):
-        namespace = getattr(module, "__dict__", None)
-        if not isinstance(namespace, dict):
-            continue
-        for value in list(namespace.values()):
-            if isinstance(value, cls):
-                seen[id(value)] = value
-    return list(seen.values())
-
-
-# --- SDK re-initialisation when Python's at-fork hooks did not run (uWSGI) --------------------
-
-
-def _run_sdk_fork_handlers(pipeline: _Pipeline) -> None:
-    """Do what the SDK's ``os.register_at_fork`` hooks would have done in this child."""
-    for provider in (pipeline.tracer_provider, pipeline.logger_provider, pipeline.meter_provider):
-        handle = getattr(provider, "_handle_fork", None)
-        if callable(handle):
-            handle()
-    _reinit_executors(pipeline)
-    for processor in _span_and_log_processors(pipeline):
-        reinit = getattr(processor, "_at_fork_reinit", None)
-        if callable(reinit):
-            reinit()
-    for reader in _metric_readers(pipeline):
-        # Without Python's at-fork hooks ``threading`` still believes the master's reader thread
-        # is alive in this child (and ``shutdown`` would wait out its whole timeout joining it),
-        # so always start a new one.
-        reinit = getattr(reader, "_at_fork_reinit", None)
-        if getattr(reader, "_daemon_thread", None) is not None and callable(reinit):
-            reinit()
-
-
-def _span_and_log_processors(pipeline: _Pipeline) -> list[Any]:
-    """The batch processors (unwrapped) of the tracer and logger providers."""
-    found: list[Any] = []
-    for multi, attr in _multi_processors(pipeline):
-        for proc in getattr(multi, attr, ()):
-            found.append(getattr(proc, "_batch_processor", proc))
-    return found
-
-
-def _multi_processors(pipeline: _Pipeline) -> list[tuple[Any, str]]:
-    return [
-        (getattr(pipeline.tracer_provider, "_active_span_processor", None), "_span_processors"),
-        (
-            getattr(pipeline.logger_provider, "_multi_log_record_processor", None),
-            "_log_record_processors",
-        ),
-    ]
-
-
-def _reinit_executors(pipeline: _Pipeline) -> None:
-    """Concurrent multi-processors own a thread pool whose threads did not survive the fork."""
-    for multi, _attr in _multi_processors(pipeline):
-        init_executor = getattr(multi, "_init_executor", None)
-        if callable(init_executor):
-            init_executor(getattr(getattr(multi, "_executor", None), "_max_workers", 2))
-
-
-def _metric_readers(pipeline: _Pipeline) -> list[Any]:
-    """Readers of the meter provider, including ones added after construction."""
-    mp = pipeline.meter_provider
-    readers = list(getattr(mp, "_metric_readers", ()))
-    storages = getattr(getattr(mp, "_measurement_consumer", None), "_reader_storages", {})
-    readers += [r for r in storages if r not in readers]
-    return readers
-
-
-def _install_uwsgi_postfork() -> None:
-    """Inside uWSGI, re-initialise from uWSGI's own post-fork hook (chained, not replaced).
-
-    Under ``opentelemetry-instrument`` we are configured from ``sitecustomize`` in the uWSGI
-    master, before uWSGI has created its ``uwsgi`` module.  uWSGI then forks from C without
-    taking the GIL (unless ``py-call-uwsgi-fork-hooks``): a worker forked while one of our
-    export threads held the GIL would hang forever.  So the master's export threads are
-    stopped here, and every worker starts its own; the hook is installed by the first import
-    that happens after the ``uwsgi`` module exists (the app's, in the master or, with
-    lazy-apps, in the worker).
-    """
-    if _hook_into_uwsgi() or not _inside_uwsgi():
-        return
-    _park_export_threads()
-    sys.meta_path.insert(0, _UwsgiModuleWatch())
-
-
-def _inside_uwsgi() -> bool:
-    return "uwsgi" in os.path.basename(sys.executable or "")
-
-
-def _hook_into_uwsgi() -> bool:
-    """Register the post-fork hook; False if the ``uwsgi`` module does not exist (yet)."""
-    try:
-        import uwsgi  # only exists inside uWSGI
-    except ImportError:
-        return False
-    if uwsgi.masterpid():
-        # uwsgidecorators keeps a chain that the app's own @postfork functions join.
-        from uwsgidecorators import postfork
-
-        postfork(_uwsgi_postfork)
-    else:  # no master: uwsgidecorators refuses to load; chain the raw hook ourselves
-        previous = getattr(uwsgi, "post_fork_hook", None)
-
-        def chained() -> None:
-            if callable(previous):
-                previous()
-            _uwsgi_postfork()
-
-        uwsgi.post_fork_hook = chained
-    if uwsgi.worker_id() > 0:  # already in a worker (lazy-apps, no master): post-fork has run
-        _uwsgi_postfork()
-    return True
-
-
-class _UwsgiModuleWatch(importlib.abc.MetaPathFinder):
-    """Finds nothing; on the first import after uWSGI created its module, installs the hook."""
-
-    def find_spec(self, fullname: str, path: Any, target: Any = None) -> None:
-        if "uwsgi" in sys.modules:
-            with contextlib.suppress(ValueError):
-                sys.meta_path.remove(self)
-            _hook_into_uwsgi()
-        return None
-
-
-_parked_pid: int | None = None  # the process whose export threads were stopped
-
-
-def _park_export_threads() -> None:
-    """Stop the export threads of this (uWSGI master) process; queues and providers stay.
-
-    Each thread exports what is queued and exits.  Telemetry the master emits later (while
-    importing the app) stays queued: workers start with empty queues (else every worker would
-    export it), and a master that serves requests itself (no ``master`` option) restarts its
-    threads in :func:`_uwsgi_postfork`.
-    """
-    global _parked_pid
-    pipeline = _pipeline
-    if pipeline is None:
-        return
-    _parked_pid = os.getpid()
-    for proc in _span_and_log_processors(pipeline):
-        thread = getattr(proc, "_worker_thread", None)
-        if thread is None or not hasattr(proc, "_shutdown"):
-            continue
-        proc._shutdown = True  # noqa: SLF001 - ends the worker loop after a final export
-        proc._worker_awaken.set()  # noqa: SLF001
-        thread.join(2.0)
-        proc._shutdown = False  # noqa: SLF001
-        proc._worker_awaken = threading.Event()  # noqa: SLF001
-    for reader in _metric_readers(pipeline):
-        thread = getattr(reader, "_daemon_thread", None)
-        if thread is None:
-            continue
-        reader._shutdown_event.set()  # noqa: SLF001 - the ticker collects once more and exits
-        thread.join(2.0)
-        reader._shutdown_event = threading.Event()  # noqa: SLF001
-
-
-def _uwsgi_postfork() -> None:
-    global _parked_pid
-    if _parked_pid == os.getpid():
-        # No master: this process forked nothing and serves requests itself.
-        _parked_pid = None
-        pipeline = _pipeline
-        if pipeline is not None:
-            _restart_export_threads(pipeline)
-        return
-    reinit_after_fork(sdk_hooks_ran=False)
-
-
-def _restart_export_threads(pipeline: _Pipeline) -> None:
-    """New export threads over the existing queues (nothing queued is dropped)."""
-    for proc in _span_and_log_processors(pipeline):
-        if hasattr(proc, "worker") and hasattr(proc, "_worker_thread"):
-            proc._worker_thread = threading.Thread(  # noqa: SLF001
-                name=proc._worker_thread.name,  # noqa: SLF001
-                target=proc.worker,
-                daemon=True,
-            )
-            proc._worker_thread.start()  # noqa: SLF001
-    for reader in _metric_readers(pipeline):
-        reinit = getattr(reader, "_at_fork_reinit", None)
-        if getattr(reader, "_daemon_thread", None) is not None and callable(reinit):
-            reinit()
 
 
 # --- os._exit -------------------------------------------------------------------------------
