@@ -20,7 +20,7 @@ pytest.importorskip("chdb")
 from click.testing import CliRunner  # noqa: E402
 from test_server_local import Running, otel_logger, start_local, stop_local  # noqa: E402
 
-from hyperdx.opentelemetry.cli import main  # noqa: E402
+from hyperdx.cli import main  # noqa: E402
 
 from support.apps import BIN, EXAMPLES, free_port, get, run, wait_http  # noqa: E402
 
@@ -251,7 +251,7 @@ def test_logs_follow(shop: dict[str, Any]) -> None:
         [
             sys.executable,
             "-m",
-            "hyperdx.opentelemetry.cli",
+            "hyperdx.cli",
             "logs",
             "-f",
             "--json",
@@ -293,7 +293,7 @@ def test_help_without_local_extra(tmp_path: Path) -> None:
     code = (
         "import sys\n"
         "sys.modules['chdb'] = None; sys.modules['rich'] = None\n"
-        "from hyperdx.opentelemetry.cli import main\n"
+        "from hyperdx.cli import main\n"
         "try:\n"
         "    main(['--help'])\n"
         "except SystemExit as e:\n"

@@ -70,7 +70,7 @@ def start_local(data_dir: Path, *extra: str, env: dict[str, str] | None = None) 
         [
             sys.executable,
             "-m",
-            "hyperdx.opentelemetry.cli",
+            "hyperdx.cli",
             "local",
             "--data-dir",
             str(data_dir),
@@ -284,7 +284,7 @@ def test_second_instance_fails_at_once_naming_the_owner(server: Running) -> None
         [
             sys.executable,
             "-m",
-            "hyperdx.opentelemetry.cli",
+            "hyperdx.cli",
             "local",
             "--data-dir",
             str(server.data_dir),
@@ -341,7 +341,7 @@ def test_kill_9_after_200_loses_nothing_then_clean_stop(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "hyperdx.opentelemetry.cli",
+            "hyperdx.cli",
             "sql",
             "--json",
             "--data-dir",

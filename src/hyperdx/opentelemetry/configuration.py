@@ -13,7 +13,7 @@ from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from hyperdx.opentelemetry import diagnostics, instrumentation, integrations, lifecycle, logs
-from hyperdx.opentelemetry.exporters import create_exporter
+from hyperdx.opentelemetry.exporter_factory import create_exporter
 from hyperdx.opentelemetry.metrics import build_meter_provider, exporter_arguments
 from hyperdx.opentelemetry.options import ConfigurationError, HyperDXOptions, Settings, resolve
 from hyperdx.opentelemetry.resource import build_resource
