@@ -66,7 +66,7 @@ def run_http(
         out.stop_seconds = stop_seconds
         out.notes["spans_before_stop"] = len(before_stop.work_spans)
         out.notes["signal"] = signal.Signals(stop_signal).name
-        out.notes["server_log"] = srv.log_path.name
+        out.notes["server_log"] = str(srv.log_path)
         record(scenario, **out.summary())
         print(scenario, out.summary())
         if out.requests != len(out.work_spans):

@@ -17,6 +17,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import pytest
 
@@ -156,3 +157,65 @@ def test_graceful_shutdown_flushes_a_busy_worker(receiver, ping_url, tmp_path) -
         for r in in_flight
     ), "the request in flight at the stop was not exported"
     assert stop_seconds < 10
+
+
+HOOK_APP = "uwsgi_hook_app.py"  # a @postfork hook calling configure_opentelemetry(), then Flask
+REPORTED = ["--enable-threads"]  # the reported command's threading option
+
+
+def reported_command(
+    *variant: str, threads: Sequence[str] = REPORTED
+) -> Callable[[int], Sequence[str]]:
+    """The reported command: the agent, uWSGI's ``--http`` router, the hook in the app file."""
+
+    def argv(port: int) -> Sequence[str]:
+        return [
+            AGENT,
+            str(UWSGI),
+            "--http",
+            f"127.0.0.1:{port}",
+            "--master",
+            "--processes",
+            "2",
+            "--wsgi-file",
+            HOOK_APP,
+            *threads,
+            "--die-on-term",
+            "--disable-logging",
+            *variant,
+        ]
+
+    return argv
+
+
+@pytest.mark.parametrize(
+    ("variant", "threads"),
+    [
+        pytest.param([], REPORTED, id="reported"),
+        pytest.param(["--lazy-apps"], REPORTED, id="lazy-apps"),
+        pytest.param([], [], id="no-enable-threads"),
+        pytest.param([], ["--threads", "4"], id="threads-4"),
+    ],
+)
+def test_agent_with_hook_in_app_file(
+    receiver, ping_url, variant: list[str], threads: list[str]
+) -> None:
+    """``opentelemetry-instrument uwsgi --http ... --wsgi-file app.py`` where app.py starts with
+    the documented ``@postfork`` hook: every request arrives once, while the workers run."""
+    requests = 90
+    out = run_http(
+        receiver,
+        ping_url,
+        f"uwsgi agent+hook-in-app {' '.join(threads + variant)}",
+        reported_command(*variant, threads=threads),
+        requests=requests,
+        stop_signal=signal.SIGTERM,
+        env={"PYTHONPATH": str(EXAMPLES)},
+        settle=SETTLE,
+    )
+    assert out.notes["spans_before_stop"] == requests, "exported only at the stop (or never)"
+    assert_complete(out)
+    log = Path(out.notes["server_log"]).read_text(errors="replace")
+    assert "conflicting metrics identities" not in log
+    assert "dropped" not in log and "dropping" not in log, log[-3000:]
+    assert out.stop_seconds is not None and out.stop_seconds < 10

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.abc
+import importlib.util
 import os
 import sys
 import threading
@@ -44,17 +45,28 @@ def _inside_uwsgi() -> bool:
     return "uwsgi" in os.path.basename(sys.executable or "")
 
 
-def _hook_into_uwsgi() -> bool:
-    """Register the post-fork hook; False if the ``uwsgi`` module does not exist (yet)."""
+_hooked = False
+
+
+def _hook_into_uwsgi(decorators: Any = None) -> bool:
+    """Register the post-fork hook once; False if the ``uwsgi`` module does not exist (yet).
+
+    ``decorators`` is the ``uwsgidecorators`` module when it has just been executed.
+    """
+    global _hooked
     try:
         import uwsgi  # only exists inside uWSGI
     except ImportError:
         return False
+    if _hooked:
+        return True
+    _hooked = True
     if uwsgi.masterpid():
-        # uwsgidecorators keeps a chain that the app's own @postfork functions join.
-        from uwsgidecorators import postfork
-
-        postfork(_uwsgi_postfork)
+        # uwsgidecorators keeps a chain that the app's own @postfork functions join; ours is
+        # first in it, so the pipeline is re-initialised before the app's hooks run.
+        if decorators is None:
+            decorators = importlib.import_module("uwsgidecorators")
+        decorators.postfork(_uwsgi_postfork)
     else:  # no master: uwsgidecorators refuses to load; chain the raw hook ourselves
         previous = getattr(uwsgi, "post_fork_hook", None)
 
@@ -70,14 +82,43 @@ def _hook_into_uwsgi() -> bool:
 
 
 class _UwsgiModuleWatch(importlib.abc.MetaPathFinder):
-    """Finds nothing; on the first import after uWSGI created its module, installs the hook."""
+    """Finds nothing; on the first import after uWSGI created its module, installs the hook.
 
-    def find_spec(self, fullname: str, path: Any, target: Any = None) -> None:
-        if "uwsgi" in sys.modules:
-            with contextlib.suppress(ValueError):
-                sys.meta_path.remove(self)
-            _hook_into_uwsgi()
+    When that first import is ``uwsgidecorators`` itself (an app starting with
+    ``from uwsgidecorators import postfork``), importing it from here would execute it twice:
+    the import in progress runs it again, which resets its hook chain and drops our hook.  So
+    that module is loaded normally and the hook joins its chain right after it has run.
+    """
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if "uwsgi" not in sys.modules:
+            return None
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(self)
+        if fullname == "uwsgidecorators":
+            spec = importlib.util.find_spec(fullname)
+            if spec is not None and spec.loader is not None:
+                spec.loader = _HookAfterExec(spec.loader)
+                return spec
+        _hook_into_uwsgi()
         return None
+
+
+class _HookAfterExec(importlib.abc.Loader):
+    """Loads ``uwsgidecorators`` with its own loader, then installs our post-fork hook."""
+
+    def __init__(self, loader: Any) -> None:
+        self._loader = loader
+
+    def create_module(self, spec: Any) -> Any:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        self._loader.exec_module(module)
+        _hook_into_uwsgi(module)
+
+    def __getattr__(self, name: str) -> Any:  # get_source, get_filename... (tracebacks)
+        return getattr(self._loader, name)
 
 
 _parked_pid: int | None = None  # the process whose export threads were stopped
@@ -97,6 +138,10 @@ def _park_export_threads() -> None:
         return
     _parked_pid = os.getpid()
     for proc in span_and_log_processors(pipeline):
+        batcher = getattr(proc, "_batcher", None)
+        if batcher is not None:
+            _park_batcher(batcher)
+            continue
         thread = getattr(proc, "_worker_thread", None)
         if thread is None or not hasattr(proc, "_shutdown"):
             continue
@@ -114,6 +159,18 @@ def _park_export_threads() -> None:
         reader._shutdown_event = threading.Event()  # noqa: SLF001
 
 
+def _park_batcher(batcher: Any) -> None:
+    """Stop the export thread of one of our batch processors (``export._batch.Batcher``),
+    then export what it had queued from this thread; the queue and the processor stay."""
+    thread = batcher._thread  # noqa: SLF001
+    batcher._shutdown = True  # noqa: SLF001 - the loop exits at its next wake-up
+    batcher._wake.set()  # noqa: SLF001
+    thread.join(2.0)
+    batcher._shutdown = False  # noqa: SLF001
+    batcher._wake.clear()  # noqa: SLF001
+    batcher.force_flush(2000)
+
+
 def _uwsgi_postfork() -> None:
     global _parked_pid
     if _parked_pid == os.getpid():
@@ -129,6 +186,11 @@ def _uwsgi_postfork() -> None:
 def _restart_export_threads(pipeline: Pipeline) -> None:
     """New export threads over the existing queues (nothing queued is dropped)."""
     for proc in span_and_log_processors(pipeline):
+        batcher = getattr(proc, "_batcher", None)
+        if batcher is not None:
+            if not batcher._thread.is_alive():  # noqa: SLF001
+                batcher._start()  # noqa: SLF001
+            continue
         if hasattr(proc, "worker") and hasattr(proc, "_worker_thread"):
             proc._worker_thread = threading.Thread(  # noqa: SLF001
                 name=proc._worker_thread.name,  # noqa: SLF001
