@@ -7,7 +7,8 @@ ids of the current span, and the same self-export protection as stdlib records.
   one sink at INFO (or HYPERDX_LOG_LEVEL). The app's own loguru sinks are untouched.
 - structlog configured over stdlib logging (`structlog.stdlib.LoggerFactory()`) needs nothing.
   With structlog's own loggers, add `hyperdx.opentelemetry.integrations.structlog_processor`
-  to the processor chain (before the renderer).
+  to the processor chain (before the renderer); over stdlib loggers it stands aside, so one
+  chain can serve both without exporting an event twice (see ``structlog_records``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import threading
 from collections.abc import MutableMapping
 from typing import Any
 
-from hyperdx.opentelemetry import logs
+from hyperdx.opentelemetry import logs, structlog_records
 
 _lock = threading.Lock()
 _loguru_sink_id: int | None = None
@@ -67,15 +68,16 @@ def install_loguru(level: int) -> bool:
         return True
 
 
-_STRUCTLOG_SKIP = frozenset(
-    {"event", "level", "timestamp", "logger", "exc_info", "_record", "_from_structlog"}
-)
-
-
 def structlog_processor(
     logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """A structlog processor that exports the event, then passes it on unchanged."""
+    """A structlog processor that exports the event, then passes it on unchanged.
+
+    Over stdlib loggers it does nothing: the rendered event reaches our root handler anyway,
+    and exporting it here too would send every event twice.
+    """
+    if structlog_records.is_stdlib_logger(logger):
+        return event_dict
     level_name = str(event_dict.get("level", method_name)).upper()
     level = logging.getLevelName("WARNING" if level_name == "WARN" else level_name)
     if not isinstance(level, int):
@@ -94,8 +96,6 @@ def structlog_processor(
         args=None,
         exc_info=exc_info if isinstance(exc_info, tuple) else None,
     )
-    for key, value in event_dict.items():
-        if key not in _STRUCTLOG_SKIP and isinstance(value, (str, int, float, bool)):
-            setattr(record, key, value)
+    structlog_records.add_fields(record, event_dict)
     _emit(record)
     return event_dict

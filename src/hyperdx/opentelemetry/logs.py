@@ -26,7 +26,7 @@ from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs import LoggingHandler as SdkLoggingHandler
 from opentelemetry.sdk.resources import Resource
 
-from hyperdx.opentelemetry import drops
+from hyperdx.opentelemetry import drops, structlog_records
 from hyperdx.opentelemetry.export import HyperDXBatchLogRecordProcessor
 from hyperdx.opentelemetry.hygiene import LogHygieneProcessor, redactor_for
 from hyperdx.opentelemetry.options import Settings
@@ -40,7 +40,7 @@ class HyperDXLoggingHandler(LoggingHandler):
     def emit(self, record: logging.LogRecord) -> None:
         if not (record.name.startswith(_SDK_PREFIXES) or get_value(_SUPPRESS_INSTRUMENTATION_KEY)):
             try:
-                super().emit(record)
+                super().emit(structlog_records.flatten(record))
             except Exception:  # noqa: BLE001 - never let telemetry break the app's logging call
                 drops.record("logs", 1, "could not convert a log record")
         _last_resort(record)
