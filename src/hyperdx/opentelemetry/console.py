@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import StatusCode
 
-from hyperdx.opentelemetry.metrics import DELTA
+from hyperdx.opentelemetry.temporality import DELTA
 
 _KEY_ATTRIBUTES = (
     "http.request.method",

@@ -60,7 +60,7 @@ class StderrDiagnostics(logging.Handler):
 
 def _app_handles(record: logging.LogRecord) -> bool:
     """True if a handler other than ours on the record's path would print it."""
-    from hyperdx.opentelemetry.logs import is_otlp_handler
+    from hyperdx.opentelemetry.log_handlers import is_otlp_handler
 
     current: logging.Logger | None = logging.getLogger(record.name)
     while current is not None:

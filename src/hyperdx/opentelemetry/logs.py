@@ -23,12 +23,12 @@ from typing import Any
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, get_value
 from opentelemetry.instrumentation.logging.handler import LoggingHandler
 from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs import LoggingHandler as SdkLoggingHandler
 from opentelemetry.sdk.resources import Resource
 
 from hyperdx.opentelemetry import drops, structlog_records
 from hyperdx.opentelemetry.export import HyperDXBatchLogRecordProcessor
 from hyperdx.opentelemetry.hygiene import LogHygieneProcessor, redactor_for
+from hyperdx.opentelemetry.log_handlers import is_otlp_handler
 from hyperdx.opentelemetry.options import Settings
 
 _SDK_PREFIXES = ("opentelemetry", "hyperdx.opentelemetry")
@@ -63,11 +63,6 @@ def _last_resort(record: logging.LogRecord) -> None:
                 return
         current = current.parent if current.propagate else None
     last.handle(record)
-
-
-def is_otlp_handler(handler: logging.Handler) -> bool:
-    """Any OpenTelemetry log handler: ours, the instrumentation's, or the SDK's deprecated one."""
-    return isinstance(handler, (LoggingHandler, SdkLoggingHandler))
 
 
 def build_logger_provider(

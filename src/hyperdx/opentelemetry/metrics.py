@@ -13,31 +13,16 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from opentelemetry.sdk.metrics import (
-    Counter,
-    Histogram,
-    MeterProvider,
-    ObservableCounter,
-    ObservableGauge,
-    ObservableUpDownCounter,
-    UpDownCounter,
-)
-from opentelemetry.sdk.metrics.export import AggregationTemporality, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 
 from hyperdx.opentelemetry import drops
 from hyperdx.opentelemetry.hygiene import exemplar_filter, metric_views
 from hyperdx.opentelemetry.options import Settings
+from hyperdx.opentelemetry.temporality import DELTA
 
 TEMPORALITY_VARIABLE = "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"
-DELTA: dict[type, AggregationTemporality] = {
-    Counter: AggregationTemporality.DELTA,
-    Histogram: AggregationTemporality.DELTA,
-    ObservableCounter: AggregationTemporality.DELTA,
-    UpDownCounter: AggregationTemporality.CUMULATIVE,
-    ObservableUpDownCounter: AggregationTemporality.CUMULATIVE,
-    ObservableGauge: AggregationTemporality.CUMULATIVE,
-}
 
 
 def exporter_arguments() -> dict[str, Any]:
