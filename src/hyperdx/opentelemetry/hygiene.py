@@ -10,7 +10,10 @@ The secret-name patterns live in one place, `capture.redact`; this module only a
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
+import weakref
 from typing import Any
 
 from opentelemetry.context import Context
@@ -158,4 +161,43 @@ def exemplar_filter() -> ExemplarFilter | None:
 
 def metric_views() -> list[View]:
     """HTTP client metrics keep bounded, URL-free attributes."""
-    return [View(instrument_name="http.client.*", attribute_keys=set(CLIENT_METRIC_ATTRIBUTES))]
+    views = [View(instrument_name="http.client.*", attribute_keys=set(CLIENT_METRIC_ATTRIBUTES))]
+    _OUR_VIEWS.update(views)
+    _quiet_cross_scope_view_warning()
+    return views
+
+
+_OUR_VIEWS: weakref.WeakSet[View] = weakref.WeakSet()
+_VIEW_CONFLICT = "Views %s and %s will cause conflicting metrics identities"
+
+
+class _CrossScopeViewConflicts(logging.Filter):
+    """Drops the SDK's "conflicting metrics identities" warning about our own views.
+
+    Each client library (requests, urllib, urllib3, httpx, aiohttp) records its own
+    ``http.client.duration`` from its own meter; the SDK compares every match of a view by
+    name only and warns once per worker and library pair, although the series are exported
+    under different instrumentation scopes and never mix.  The same warning about the app's
+    own views is kept.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != _VIEW_CONFLICT or not isinstance(record.args, tuple):
+            return True
+        return not all(arg in _OUR_VIEWS for arg in record.args)
+
+
+_quiet_lock = threading.Lock()
+_quieted = False
+
+
+def _quiet_cross_scope_view_warning() -> None:
+    global _quieted
+    with _quiet_lock:
+        if _quieted:
+            return
+        _quieted = True
+    logging.getLogger(_SDK_METRIC_STORAGE_LOGGER).addFilter(_CrossScopeViewConflicts())
+
+
+_SDK_METRIC_STORAGE_LOGGER = "opentelemetry.sdk.metrics._internal.metric_reader_storage"
