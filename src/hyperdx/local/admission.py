@@ -44,7 +44,7 @@ class Admission:
     def __init__(
         self,
         *,
-        wait_budget: float = 0.5,
+        wait_budget: float = 0.4,
         max_bytes: int = 64 << 20,
         initial_rate: float = 10_000.0,
         min_rate: float = 2_000.0,

@@ -30,7 +30,9 @@ from hyperdx.local.store import (
     ReadLimits,
     Store,
     StoreError,
+    data_dir_size,
     default_data_dir,
+    human_size,
 )
 
 MAX_QUERY_BODY = 1 << 20
@@ -227,7 +229,8 @@ def banner(server: LocalServer) -> str:
         key_note = f"Ingestion key: kept in {server.data_dir / KEY_FILE}."
     return "\n".join(
         [
-            f"hyperdx local: ClickStack tables in chDB at {server.data_dir} (pid {state.pid})",
+            f"hyperdx local: ClickStack tables in chDB at {server.data_dir} "
+            f"({human_size(data_dir_size(server.data_dir))} on disk, pid {state.pid})",
             f"  OTLP/HTTP  {endpoint}  (/v1/traces, /v1/logs, /v1/metrics)",
             f"  OTLP/gRPC  {host}:{state.grpc_port}",
             key_note,
