@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hyperdx.local.peers import is_loopback
-from hyperdx.local.sql_guard import GuardError, check_setting, vet
+from hyperdx.local.sql_guard import GuardError, check_setting, refuse_write_head, vet
 from hyperdx.local.store import ReadLimits, StoreError
 
 if TYPE_CHECKING:
@@ -220,8 +220,12 @@ class QueryEngine:
         from aiohttp import web
 
         params = request.query
-        body = await self._body(request)
         sql = params.get("query", "")
+        try:
+            refuse_write_head(sql)
+        except GuardError as exc:
+            raise ClickHouseError(exc.code, exc.name, str(exc)) from None
+        body = await self._body(request)
         if body.strip():
             sql = f"{sql}\n{body}" if sql else body
         if not sql.strip():
@@ -302,26 +306,44 @@ class QueryEngine:
         raw = await request.content.read(self.max_query_bytes + 1)
         if len(raw) > self.max_query_bytes:
             raise _too_large(None, self.max_query_bytes)
-        encoding = request.headers.get("Content-Encoding", "").lower()
-        try:
-            if encoding == "gzip":
-                raw = gzip.decompress(raw)
-            elif encoding == "deflate":
-                raw = zlib.decompress(raw)
-            elif encoding not in ("", "identity"):
-                raise ClickHouseError(
-                    638, "UNKNOWN_COMPRESSION_METHOD", f"Unknown Content-Encoding {encoding!r}"
-                )
-        except (OSError, zlib.error) as exc:
-            raise ClickHouseError(
-                432, "UNKNOWN_CODEC", f"Cannot decompress the request body: {exc}", 400
-            ) from None
-        if len(raw) > self.max_query_bytes:
-            raise _too_large(len(raw), self.max_query_bytes)
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ClickHouseError(62, "SYNTAX_ERROR", "The query is not valid UTF-8", 400) from None
+        encoding = request.headers.get("Content-Encoding", "").lower().strip()
+        if encoding not in ("", "identity"):
+            raw = _decompress(encoding, raw, self.max_query_bytes)
+        # Only the statement must be text: an insert's binary data after it still shows the
+        # INSERT head, which is then refused as a write.
+        return raw.decode("utf-8", errors="replace")
+
+
+def _decompress(encoding: str, raw: bytes, cap: int) -> bytes:
+    """The request body decoded (gzip/deflate always; lz4/zstd when their modules are
+    installed, as with clickhouse-connect), never more than ``cap`` bytes of it."""
+    try:
+        if encoding in ("gzip", "deflate"):
+            inflater = zlib.decompressobj(31 if encoding == "gzip" else 15)
+            out = inflater.decompress(raw, cap + 1)
+        elif encoding == "lz4":
+            import lz4.frame  # type: ignore[import-not-found,unused-ignore]
+
+            out = lz4.frame.LZ4FrameDecompressor().decompress(raw, max_length=cap + 1)
+        elif encoding == "zstd":
+            import io
+
+            import zstandard  # type: ignore[import-not-found,unused-ignore]
+
+            out = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw)).read(cap + 1)
+        else:
+            raise ImportError(encoding)
+    except ImportError:
+        raise ClickHouseError(
+            638, "UNKNOWN_COMPRESSION_METHOD", f"Unknown Content-Encoding {encoding!r}", 400
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - each codec has its own error class
+        raise ClickHouseError(
+            432, "UNKNOWN_CODEC", f"Cannot decompress the request body ({encoding}): {exc}", 400
+        ) from None
+    if len(out) > cap:
+        raise _too_large(None, cap)
+    return bytes(out)
 
 
 def _too_large(size: int | None, cap: int) -> ClickHouseError:

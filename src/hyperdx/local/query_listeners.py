@@ -14,9 +14,17 @@ from typing import Any
 from hyperdx.local import clickhouse_http, hyperdx_api
 from hyperdx.local.clickhouse_http import QueryEngine
 
+DEFAULT_CLICKHOUSE_PORT = 8123
+DEFAULT_UI_PORT = 8000
+
 
 class QueryListeners:
-    """``start`` returns once both ports listen (their real numbers in ``*_port``)."""
+    """``start`` returns once both ports listen (their real numbers in ``*_port``).
+
+    A port left as None means "the default, or any free port if that one is taken" (another
+    ClickHouse or HyperDX often owns 8123/8000; the banner prints the port in use and
+    ``notes`` says why it moved). A port given explicitly must be free.
+    """
 
     def __init__(
         self,
@@ -24,8 +32,8 @@ class QueryListeners:
         key: str,
         *,
         host: str,
-        clickhouse_port: int,
-        ui_port: int,
+        clickhouse_port: int | None,
+        ui_port: int | None,
         network: bool,
     ) -> None:
         self.engine = engine
@@ -34,6 +42,7 @@ class QueryListeners:
         self.clickhouse_port = clickhouse_port
         self.ui_port = ui_port
         self.network = network
+        self.notes: list[str] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runners: list[Any] = []
@@ -54,30 +63,40 @@ class QueryListeners:
         ready = threading.Event()
         failure: list[BaseException] = []
 
-        async def listen(app: web.Application, port: int, flag: str) -> int:
+        async def listen(app: web.Application, port: int | None, default: int, flag: str) -> int:
             runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=3.0)
             await runner.setup()
-            site = web.TCPSite(runner, self.host, port)
             try:
-                await site.start()
-            except OSError as exc:
+                try:
+                    await web.TCPSite(runner, self.host, default if port is None else port).start()
+                except OSError as exc:
+                    if port is not None:
+                        raise OSError(
+                            f"cannot listen on {self.host}:{port} ({flag}): {exc.strerror or exc}"
+                        ) from exc
+                    await web.TCPSite(runner, self.host, 0).start()
+                    self.notes.append(
+                        f"port {default} is taken ({exc.strerror or exc}); {flag} "
+                        f"{runner.addresses[0][1]} instead (pass {flag} to choose)"
+                    )
+            except OSError:
                 await runner.cleanup()
-                raise OSError(
-                    f"cannot listen on {self.host}:{port} ({flag}): {exc.strerror or exc}"
-                ) from exc
+                raise
             self._runners.append(runner)
             return int(runner.addresses[0][1])
 
         async def setup() -> None:
             ch_app = clickhouse_http.make_app(self.engine, self.key, network=self.network)
-            self.clickhouse_port = await listen(ch_app, self.clickhouse_port, "--clickhouse-port")
+            self.clickhouse_port = await listen(
+                ch_app, self.clickhouse_port, DEFAULT_CLICKHOUSE_PORT, "--clickhouse-port"
+            )
             ui_app = hyperdx_api.make_app(
                 self.engine,
                 self.key,
                 clickhouse_url=f"http://{self.url_host}:{self.clickhouse_port}",
                 network=self.network,
             )
-            self.ui_port = await listen(ui_app, self.ui_port, "--ui-port")
+            self.ui_port = await listen(ui_app, self.ui_port, DEFAULT_UI_PORT, "--ui-port")
 
         def run() -> None:
             asyncio.set_event_loop(loop)

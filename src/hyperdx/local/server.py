@@ -88,8 +88,8 @@ class LocalServer:
         http_port: int = 4318,
         grpc_port: int = 4317,
         api_key: str | None = None,
-        clickhouse_port: int = 8123,
-        ui_port: int = 8000,
+        clickhouse_port: int | None = None,
+        ui_port: int | None = None,
         query_limits: ReadLimits | None = None,
     ) -> None:
         self.data_dir = data_dir.expanduser().resolve()
@@ -274,8 +274,8 @@ def serve(
     http_port: int,
     grpc_port: int,
     api_key: str | None,
-    clickhouse_port: int = 8123,
-    ui_port: int = 8000,
+    clickhouse_port: int | None = None,
+    ui_port: int | None = None,
     query_limits: ReadLimits | None = None,
     out: TextIO | None = None,
     ready: Callable[[LocalServer], None] | None = None,
@@ -322,6 +322,8 @@ def serve(
             print(f"hyperdx local: {exc}", file=err)
             return 1
         print(banner(server), file=out, flush=True)
+        for note in server.listeners.notes if server.listeners else []:
+            print(f"hyperdx local: {note}", file=err, flush=True)
         if ready is not None:
             ready(server)
         while not stop.wait(0.5):

@@ -17,6 +17,14 @@ SYNTAX_ERROR = 62
 
 #: Statement heads that only read.
 _READ_HEADS = frozenset({"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS"})
+#: Statement heads that write or administer: ClickHouse's READONLY error.
+_WRITE_HEADS = frozenset(
+    re.split(
+        r"\s+",
+        "INSERT ALTER DROP CREATE TRUNCATE SYSTEM ATTACH DETACH RENAME OPTIMIZE GRANT REVOKE "
+        "KILL DELETE UPDATE SET USE BACKUP RESTORE EXCHANGE UNDROP MOVE REPLACE UPSERT",
+    )
+)
 #: Statement keywords that may follow a WITH list.
 _STATEMENT_WORDS = frozenset(
     {"SELECT", "INSERT", "ALTER", "DROP", "CREATE", "TRUNCATE", "SYSTEM", "DELETE", "UPDATE"}
@@ -138,6 +146,14 @@ def check_setting(name: str, value: str, limits: Mapping[str, int]) -> None:
             raise _readonly(f"Cannot raise '{name}' above {cap} (asked {value})")
 
 
+def refuse_write_head(sql: str) -> None:
+    """Refuse at once a statement whose head writes (``INSERT ...``), e.g. the ``query=``
+    part of an insert whose data follows in the body: the body is then never read."""
+    toks = tokens(sql)
+    if toks and toks[0].kind == "word" and toks[0].text.upper() in _WRITE_HEADS:
+        raise _readonly(f"Cannot execute {toks[0].text.upper()} query")
+
+
 def vet(sql: str, limits: Mapping[str, int] | None = None) -> Statement:
     """The statement if it only reads; else :class:`GuardError` with ClickHouse's code."""
     limits = limits or {}
@@ -156,8 +172,15 @@ def vet(sql: str, limits: Mapping[str, int] | None = None) -> Statement:
     head = toks[0].text.upper() if toks[0].kind == "word" else toks[0].text
     if head == "(":
         head = next((t.text.upper() for t in words), "")
+    if head in _WRITE_HEADS:
+        raise _readonly(f"Cannot execute {head} query")
     if head not in _READ_HEADS:
-        raise _readonly(f"Cannot execute {head or 'this'} query")
+        raise GuardError(
+            SYNTAX_ERROR,
+            "SYNTAX_ERROR",
+            f"Syntax error: failed at position {toks[0].start + 1} ({toks[0].text!r}): "
+            "not a statement hyperdx local runs (SELECT, WITH, SHOW, DESCRIBE, EXPLAIN, EXISTS)",
+        )
     if head == "WITH":
         top_words = [t.text.upper() for t in words if t.depth == 0]
         verb = next((w for w in top_words[1:] if w in _STATEMENT_WORDS), "SELECT")

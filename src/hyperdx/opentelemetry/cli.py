@@ -137,16 +137,14 @@ def _print_json(value: Any) -> None:
 @click.option(
     "--clickhouse-port",
     type=click.IntRange(min=0, max=65535),
-    default=8123,
-    show_default=True,
-    help="ClickHouse HTTP interface port (read-only; password = the key).",
+    help="ClickHouse HTTP interface port, read-only, password = the key "
+    "[default: 8123, or a free port if taken].",
 )
 @click.option(
     "--ui-port",
     type=click.IntRange(min=0, max=65535),
-    default=8000,
-    show_default=True,
-    help="HyperDX API port, for the hdx CLI (log in with the key).",
+    help="HyperDX API port for the hdx CLI, log in with the key "
+    "[default: 8000, or a free port if taken].",
 )
 @click.option(
     "--max-execution-time",
@@ -168,8 +166,8 @@ def local(
     http_port: int,
     grpc_port: int,
     api_key: str | None,
-    clickhouse_port: int,
-    ui_port: int,
+    clickhouse_port: int | None,
+    ui_port: int | None,
     max_execution_time: int,
     max_result_mb: int,
     data_dir: Path | None,
