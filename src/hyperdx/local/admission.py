@@ -6,10 +6,14 @@ stored twice when the client retries it. The collector's answer is backpressure:
 cannot be stored soon with a retryable status (HTTP 503 + ``Retry-After``, gRPC
 ``UNAVAILABLE`` + ``RetryInfo``), and the OpenTelemetry exporters retry it later.
 
-A request is admitted when the items already admitted (but not yet stored) plus its own can be
-stored within ``wait_budget`` seconds at the measured storage rate, and when the raw request
-bytes held in memory stay under ``max_bytes``. A request that waited longer than
-``wait_budget`` for a worker is refused too, so no request is held for long before its answer.
+A request is admitted while the items admitted but not yet stored, plus its own, stay under
+an adaptive limit, and while the raw request bytes held in memory stay under ``max_bytes``.
+The limit follows the latency of stored requests (arrival to stored): it grows while they
+finish within ``target_latency`` and shrinks when they take longer, the way adaptive
+concurrency limiters do. A fixed limit from the measured rate would not do: each chDB insert
+has a large fixed cost, so the fewer requests are admitted, the smaller the group commits and
+the lower the rate, which would admit fewer still. A request that waited longer than
+``target_latency`` for a worker is refused too, so none is held for long before its answer.
 """
 
 from __future__ import annotations
@@ -37,26 +41,31 @@ class Overloaded(Exception):
 class Admission:
     """Thread-safe counters of in-flight work, and the rule that admits or refuses more.
 
-    ``initial_rate`` (items/s) is the guess used until enough requests have completed to
-    measure; ``min_rate`` keeps a slow start from refusing everything.
+    ``initial_limit`` items may be in flight at first; the limit then moves between
+    ``min_limit`` and ``max_limit``. A lone request is always admitted.
     """
 
     def __init__(
         self,
         *,
-        wait_budget: float = 0.4,
+        target_latency: float = 0.5,
         max_bytes: int = 64 << 20,
-        initial_rate: float = 10_000.0,
-        min_rate: float = 2_000.0,
+        initial_limit: int = 8192,
+        min_limit: int = 2048,
+        max_limit: int = 65_536,
     ) -> None:
-        if wait_budget <= 0:
-            raise ValueError(f"wait_budget must be positive, got {wait_budget!r}")
+        if target_latency <= 0:
+            raise ValueError(f"target_latency must be positive, got {target_latency!r}")
         if max_bytes <= 0:
             raise ValueError(f"max_bytes must be positive, got {max_bytes!r}")
-        self.wait_budget = wait_budget
+        if not 0 < min_limit <= initial_limit <= max_limit:
+            raise ValueError("limits must satisfy 0 < min_limit <= initial_limit <= max_limit")
+        self.target_latency = target_latency
         self.max_bytes = max_bytes
-        self._min_rate = min_rate
-        self._rate = max(initial_rate, min_rate)
+        self.limit = float(initial_limit)
+        self._min_limit = min_limit
+        self._max_limit = max_limit
+        self._rate = 10_000.0  # items/s, for Retry-After only
         self._lock = threading.Lock()
         self._bytes = 0
         self._items = 0
@@ -88,32 +97,42 @@ class Admission:
     def admit(self, items: int, since: float) -> None:
         """Admit ``items`` from a request that started waiting at ``since`` (monotonic).
 
-        Raises :class:`Overloaded` when the request already waited past the budget, or when the
-        items ahead of it plus its own would take longer than the budget to store.
+        Raises :class:`Overloaded` when the request already waited past the target latency,
+        or when the items ahead of it plus its own exceed the current limit.
         """
         now = time.monotonic()
         with self._lock:
             waited = now - since
-            if waited > self.wait_budget:
+            if waited > self.target_latency:
                 self.refused += 1
                 raise Overloaded(f"waited {waited:.2f}s for a worker", self._retry_after_locked())
-            rate = self._measured_rate(now)
-            if self._items and (self._items + items) / rate > self.wait_budget:
+            if self._items and self._items + items > self.limit:
                 self.refused += 1
                 raise Overloaded(
-                    f"{self._items} items queued ahead (~{self._items / rate:.2f}s to store)",
+                    f"{self._items} items queued ahead (limit {int(self.limit)})",
                     self._retry_after_locked(),
                 )
             self._items += items
 
-    def done(self, items: int, stored: bool) -> None:
-        """Release admitted ``items``; ``stored`` ones count toward the measured rate."""
+    def done(self, items: int, stored: bool, since: float) -> None:
+        """Release admitted ``items`` of a request that arrived at ``since``; a stored one
+        moves the limit by how its latency compares with the target."""
         now = time.monotonic()
         with self._lock:
             self._items = max(0, self._items - items)
-            if stored and items:
+            if not stored:
+                # refused after admission (deadline): the store is behind
+                self.limit = max(self._min_limit, self.limit * 0.7)
+                return
+            latency = now - since
+            if latency > self.target_latency:
+                self.limit = max(self._min_limit, self.limit * 0.9)
+            elif self._items + items >= 0.5 * self.limit:  # grow only when the limit binds
+                self.limit = min(self._max_limit, self.limit + max(items, 1) * 0.25)
+            if items:
                 self._window.append((now, items))
                 self._window_items += items
+                self._measured_rate(now)
 
     @property
     def queued_items(self) -> int:
@@ -130,7 +149,7 @@ class Admission:
         if len(window) >= 4:
             span = now - window[0][0]
             if span >= 0.25:
-                self._rate = max(self._min_rate, self._window_items / span)
+                self._rate = max(1.0, self._window_items / span)
         return self._rate
 
     def _retry_after_locked(self) -> int:

@@ -333,6 +333,14 @@ class Store:
         if table not in WRITABLE_TABLES:
             raise StoreError(f"table: {table!r} is not a table hyperdx local writes")
         payload, count = encode_rows(table, rows)
+        return self.insert_encoded(table, payload, count, deadline=deadline)
+
+    def insert_encoded(
+        self, table: str, payload: bytes, count: int, *, deadline: float | None = None
+    ) -> int:
+        """:meth:`insert` for rows already encoded by :func:`encode_rows`."""
+        if table not in WRITABLE_TABLES:
+            raise StoreError(f"table: {table!r} is not a table hyperdx local writes")
         if not count:
             return 0
         self._commits.submit(table, payload, deadline)
@@ -495,7 +503,11 @@ class ChdbSink:
         self.store = store
 
     def write(self, table: str, rows: list[dict[str, Any]]) -> None:
-        self.store.insert(table, rows, deadline=commit_deadline())
+        """Encode, then empty ``rows`` (freeing the dicts while the insert waits its turn:
+        under load that is most of the receiver's memory), then store."""
+        payload, count = encode_rows(table, rows)
+        rows.clear()
+        self.store.insert_encoded(table, payload, count, deadline=commit_deadline())
 
 
 @dataclass(frozen=True)

@@ -323,6 +323,10 @@ def status_response(status: int, message: str, content_type: str) -> tuple[int, 
 
 _log = logging.getLogger("hyperdx.local.receiver")
 
+# Mapping is pure Python (GIL-bound): more than two threads at it gain nothing and make the
+# event loop wait its turn for the GIL behind all of them, which delays every answer.
+_MAPPING = threading.BoundedSemaphore(2)
+
 
 class SinkErrors:
     """Counts sink failures; logs the first of each exception type with its traceback."""
@@ -372,7 +376,7 @@ def ingest(
         store(sink, signal, message, errors, deadline=since + COMMIT_START_BUDGET)
         stored = True
     finally:
-        admission.done(items, stored)
+        admission.done(items, stored, since)
     return items
 
 
@@ -385,9 +389,9 @@ def store(
     so the listener answers instead of dying. ``deadline`` is handed to the sink as
     :func:`~hyperdx.local.sinks.commit_deadline`.
     """
-    tables = [
-        (table, table_rows) for table, table_rows in signal.to_rows(message).items() if table_rows
-    ]
+    with _MAPPING:
+        mapped = signal.to_rows(message)
+    tables = [(table, table_rows) for table, table_rows in mapped.items() if table_rows]
     for index, (table, table_rows) in enumerate(tables):
         # Only the first table may be refused: once some rows are stored, refusing the rest
         # would make the client's retry store those twice.
