@@ -355,6 +355,42 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def components(signal: str, batch: int, rounds: int = 32) -> dict[str, float]:
+    """CPU microseconds per item of each server stage, in process (process CPU time, so
+    chDB's own threads count; other load on the machine inflates it less than wall time).
+    Inserts are grouped 8 requests at a time, as the writer does under load."""
+    from hyperdx.local import wire
+    from hyperdx.local.store import Store, encode_rows
+
+    signal_info = wire.SIGNALS[f"/v1/{signal}"]
+    body = gzip.compress((log_request if signal == "logs" else span_request)(batch, 1), 6)
+    costs: dict[str, float] = {}
+
+    def timed(name: str, action: Any) -> Any:
+        start = time.process_time()
+        for _ in range(rounds):
+            value = action()
+        costs[name] = (time.process_time() - start) / rounds / batch * 1e6
+        return value
+
+    data = timed("gunzip", lambda: wire.decompress(body, "gzip", 20 << 20))
+    message = timed(
+        "protobuf decode", lambda: wire.decode(data, wire.PROTOBUF, signal_info.request_type)
+    )
+    tables = timed("row mapping", lambda: signal_info.to_rows(message))
+    table, mapped = next((t, r) for t, r in tables.items() if r)
+    payload, _ = timed("JSON encode", lambda: encode_rows(table, mapped))
+    with tempfile.TemporaryDirectory() as data_dir, Store.open(data_dir) as store:
+        start = time.process_time()
+        for _ in range(rounds // 8):
+            store._stream(table, [payload] * 8)
+        costs["chDB insert (8 per insert)"] = (
+            (time.process_time() - start) / (rounds // 8 * 8) / batch * 1e6
+        )
+    costs["total"] = sum(costs.values())
+    return {name: round(value, 1) for name, value in costs.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--protocol", choices=("http", "grpc"), default="http")
@@ -365,7 +401,17 @@ def main() -> None:
     parser.add_argument("--distinct", type=int, default=8, help="distinct request bodies")
     parser.add_argument("--probe-queries", action="store_true")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--components", action="store_true", help="only the per-stage CPU cost, in process"
+    )
     args = parser.parse_args()
+    if args.components:
+        print(
+            json.dumps(
+                {"signal": args.signal, "cpu_us_per_item": components(args.signal, args.batch)}
+            )
+        )
+        return
     result = run(args)
     if args.json:
         print(json.dumps(result))
