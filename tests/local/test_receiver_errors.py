@@ -428,7 +428,7 @@ def test_expect_100_continue_is_answered_after_the_header_checks(
 
 def test_deeply_nested_json_is_400_not_a_crash(served: tuple[Receiver, MemorySink]) -> None:
     receiver, sink = served
-    deep = b"{\"resourceSpans\":" + b"[" * 30_000 + b"]" * 30_000 + b"}"  # under LIMIT
+    deep = b'{"resourceSpans":' + b"[" * 30_000 + b"]" * 30_000 + b"}"  # under LIMIT
     reply = http_request(receiver, "/v1/traces", deep, [JS, AUTH])
     assert reply.status == 400 and _json_status(reply)["code"] == 3
     _still_serving(receiver, sink)
