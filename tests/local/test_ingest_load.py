@@ -472,11 +472,27 @@ def test_rows_past_their_commit_deadline_are_refused_and_not_stored(tmp_path: Pa
     request = ExportLogsServiceRequest()
     record = request.resource_logs.add().scope_logs.add().log_records.add()
     record.time_unix_nano, record.severity_number = time.time_ns(), 9
+    slow_started = threading.Event()
+
     with Store.open(tmp_path) as store:
-        with pytest.raises(SinkUnavailable):
-            store.insert("otel_logs", rows.log_rows(request), deadline=time.monotonic() - 1)
-        assert store.insert("otel_logs", rows.log_rows(request), deadline=None) == 1
-        assert store.query("SELECT count() AS n FROM otel_logs").rows[0]["n"] == 1
+        real_stream = store._commits._stream
+
+        def slow_stream(table: str, payloads: list[bytes]) -> None:
+            slow_started.set()
+            time.sleep(0.5)  # an insert in progress: the next payload queues behind it
+            real_stream(table, payloads)
+
+        store._commits._stream = slow_stream
+        # a lone late payload (writer idle) is written: refusing it would gain nothing
+        assert store.insert("otel_logs", rows.log_rows(request), deadline=time.monotonic() - 1)
+        slow_started.clear()
+        ahead = threading.Thread(target=store.insert, args=("otel_logs", rows.log_rows(request)))
+        ahead.start()
+        slow_started.wait(10)
+        with pytest.raises(SinkUnavailable):  # queued behind it and past its deadline
+            store.insert("otel_logs", rows.log_rows(request), deadline=time.monotonic() + 0.1)
+        ahead.join()
+        assert store.query("SELECT count() AS n FROM otel_logs").rows[0]["n"] == 2
 
 
 def test_data_directory_size_is_printed_at_start(server: Running) -> None:

@@ -103,7 +103,7 @@ class Admission:
         now = time.monotonic()
         with self._lock:
             waited = now - since
-            if waited > self.target_latency:
+            if waited > self.target_latency and self._items:  # slow because of a backlog
                 self.refused += 1
                 raise Overloaded(f"waited {waited:.2f}s for a worker", self._retry_after_locked())
             if self._items and self._items + items > self.limit:

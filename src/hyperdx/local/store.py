@@ -388,12 +388,13 @@ def encode_rows(table: str, rows: Iterable[Mapping[str, Any]]) -> tuple[bytes, i
 
 
 class _Pending:
-    __slots__ = ("deadline", "done", "error", "payload", "table")
+    __slots__ = ("behind", "deadline", "done", "error", "payload", "table")
 
     def __init__(self, table: str, payload: bytes, deadline: float | None) -> None:
         self.table = table
         self.payload = payload
         self.deadline = deadline
+        self.behind = False  # queued while the writer was busy: only then can it be late
         self.done = False
         self.error: BaseException | None = None
 
@@ -415,6 +416,7 @@ class _GroupCommit:
         self._queue: deque[_Pending] = deque()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._busy = False
 
     def submit(self, table: str, payload: bytes, deadline: float | None = None) -> None:
         item = _Pending(table, payload, deadline)
@@ -426,6 +428,7 @@ class _GroupCommit:
                     target=self._run, name="hyperdx-local-writer", daemon=True
                 )
                 self._thread.start()
+            item.behind = self._busy or bool(self._queue)
             self._queue.append(item)
             self._cond.notify_all()
             while not item.done:
@@ -449,6 +452,7 @@ class _GroupCommit:
                     self._cond.wait()
                 if not self._queue:
                     return
+                self._busy = True
                 batch = [self._queue.popleft()]
                 size = len(batch[0].payload)
                 while self._queue and size + len(self._queue[0].payload) <= self._max_bytes:
@@ -465,13 +469,16 @@ class _GroupCommit:
                         if not finished and item.error is None:  # never report success
                             item.error = StoreError(f"insert into {item.table} was not performed")
                         item.done = True
+                    self._busy = False
                     self._cond.notify_all()
 
     def _round(self, batch: list[_Pending]) -> None:
         now = time.monotonic()
         by_table: dict[str, list[_Pending]] = {}
         for item in batch:
-            if item.deadline is not None and now > item.deadline:
+            # Late only if it waited behind other inserts: a lone request on a slow machine
+            # is written at once (refusing it would only make the client resend it).
+            if item.behind and item.deadline is not None and now > item.deadline:
                 item.error = SinkUnavailable(
                     f"the store fell {now - item.deadline:.2f}s behind; nothing stored"
                 )
