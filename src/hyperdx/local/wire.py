@@ -67,8 +67,8 @@ _CODE_FOR_STATUS = {
 TOO_LARGE = "http: request body too large"
 # Once admitted, a request's rows must be going into chDB within this many seconds of its
 # arrival, else it is refused (nothing stored): with one insert of at most ~0.5 s after
-# that, no request is held for much more than 1.5 s, far below exporters' 10 s timeout.
-COMMIT_START_BUDGET = 0.8
+# that, no request is held for much more than 2 s, far below exporters' 10 s timeout.
+COMMIT_START_BUDGET = 1.2
 
 # The collector's own fallback when it cannot encode a Status for the request's media type:
 # a literal (note the spaces) with status 500.
