@@ -15,6 +15,7 @@ log exports (sequential, one in flight) and of a light query on each read path:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -68,38 +69,45 @@ def log_body(i: int) -> bytes:
 
 
 def sample(info: dict[str, Any], seconds: float) -> dict[str, list[float]]:
-    """Alternate an ingest, a ClickHouse-port light query and a CLI-endpoint light query."""
-    out: dict[str, list[float]] = {"ingest": [], "clickhouse": [], "cli": []}
+    """Each path sampled by its own thread (one request in flight per path), so a path that
+    waits does not hold back the others' samples."""
     key = info["key"]
+    paths: dict[str, tuple[str, Any, dict[str, str]]] = {
+        "ingest": (
+            f"{info['otlp']}/v1/logs",
+            log_body,
+            {"Content-Type": "application/json", "authorization": key},
+        ),
+        "clickhouse": (
+            info["ch"] + "/",
+            lambda i: b"SELECT count() FROM otel_logs",
+            {"X-ClickHouse-Key": key},
+        ),
+        "cli": (
+            info["query"],
+            lambda i: json.dumps({"sql": "SELECT count() AS n FROM otel_logs"}).encode(),
+            {"Content-Type": "application/json", "authorization": key},
+        ),
+    }
+    out: dict[str, list[float]] = {name: [] for name in paths}
     deadline = time.monotonic() + seconds
-    i = 0
-    while time.monotonic() < deadline:
-        for name, url, body, headers in (
-            (
-                "ingest",
-                f"{info['otlp']}/v1/logs",
-                log_body(i),
-                {"Content-Type": "application/json", "authorization": key},
-            ),
-            (
-                "clickhouse",
-                info["ch"] + "/",
-                b"SELECT count() FROM otel_logs",
-                {"X-ClickHouse-Key": key},
-            ),
-            (
-                "cli",
-                info["query"],
-                json.dumps({"sql": "SELECT count() AS n FROM otel_logs"}).encode(),
-                {"Content-Type": "application/json", "authorization": key},
-            ),
-        ):
+
+    def loop(name: str) -> None:
+        url, body, headers = paths[name]
+        i = 0
+        while time.monotonic() < deadline:
             t0 = time.monotonic()
-            status, text = call(url, body, headers)
+            status, text = call(url, body(i), headers)
             assert status == 200, (name, status, text[:200])
             out[name].append((time.monotonic() - t0) * 1000)
-        i += 1
-        time.sleep(0.02)
+            i += 1
+            time.sleep(0.05)
+
+    threads = [threading.Thread(target=loop, args=(name,)) for name in paths]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     return out
 
 
@@ -120,10 +128,49 @@ def summary(values: list[float]) -> str:
     return f"n={len(values):3d} p50={p50:6.1f} p95={p95:7.1f} max={values[-1]:7.1f}"
 
 
+def raw_chdb(seconds: int) -> None:
+    """The engine alone: one-row streaming inserts on one session while a heavy query runs
+    on another session of the same directory (as Store does), no HTTP in between."""
+    from chdb.session import Session
+
+    with tempfile.TemporaryDirectory() as tmp:
+        reader = Session(f"{tmp}?readonly=2&max_threads={max(1, (os.cpu_count() or 2) // 2)}")
+        writer = Session(tmp)
+        writer.query("CREATE TABLE t (x String) ENGINE = MergeTree ORDER BY x", "CSV")
+
+        def insert() -> float:
+            t0 = time.monotonic()
+            with writer.send_insert("INSERT INTO t", "JSONEachRow") as ins:
+                ins.append('{"x": "a"}\n')
+                ins.finish()
+            return (time.monotonic() - t0) * 1000
+
+        idle = [insert() for _ in range(30)]
+        done = threading.Event()
+
+        def run_heavy() -> None:
+            with contextlib.suppress(RuntimeError):  # TIMEOUT_EXCEEDED, as intended
+                reader.query(f"{HEAVY} SETTINGS max_execution_time={seconds}", "CSV")
+            done.set()
+
+        threading.Thread(target=run_heavy).start()
+        time.sleep(0.3)
+        during = []
+        while not done.is_set():
+            during.append(insert())
+            time.sleep(0.05)
+        print("raw chDB one-row insert, ms")
+        print(f"  idle          {summary(idle)}")
+        print(f"  during heavy  {summary(during)}")
+        writer.close()
+        reader.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=8)
     args = parser.parse_args()
+    raw_chdb(args.seconds)
     with tempfile.TemporaryDirectory() as tmp:
         proc, info = start(Path(tmp))
         try:

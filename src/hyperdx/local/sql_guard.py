@@ -46,7 +46,13 @@ _OUTSIDE_FUNCTIONS = frozenset(
 _OUTSIDE_WORDS = frozenset({"OUTFILE", "INFILE"})
 #: Settings that bound a query: a client may lower them, never lift or unset them.
 LIMIT_SETTINGS = frozenset(
-    {"max_execution_time", "max_result_rows", "max_result_bytes", "max_memory_usage"}
+    {
+        "max_execution_time",
+        "max_result_rows",
+        "max_result_bytes",
+        "max_memory_usage",
+        "max_threads",
+    }
 )
 #: Settings a client may not change at all (they switch the limits or write protection).
 _LOCKED_SETTINGS = frozenset(

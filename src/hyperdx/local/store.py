@@ -524,11 +524,14 @@ class ReadLimits:
     max_execution_time: int = 30
     max_result_bytes: int = 64 << 20
     sessions: int = 2
+    # Half the cores per query: a heavy query leaves the receiver's inserts a core to run on.
+    max_threads: int = field(default_factory=lambda: max(1, (os.cpu_count() or 2) // 2))
 
     def as_settings(self) -> dict[str, int]:
         return {
             "max_execution_time": self.max_execution_time,
             "max_result_bytes": self.max_result_bytes,
+            "max_threads": self.max_threads,
         }
 
 
