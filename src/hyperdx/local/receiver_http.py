@@ -120,6 +120,9 @@ class HttpListener:
             return await fail(_plain(405, _NOT_ALLOWED, "text/plain", headers))
         if media not in (wire.JSON, wire.PROTOBUF):
             return await fail(_plain(415, _UNSUPPORTED_MEDIA, "text/plain", headers))
+        if request.content_length is not None and request.content_length > self._limit:
+            # too large is final (413), whatever the load: check it before admission
+            return await fail(_status(413, wire.TOO_LARGE, media, headers), wire.TOO_LARGE)
         reserved = request.content_length or 0
         try:
             self._admission.reserve_bytes(reserved)
