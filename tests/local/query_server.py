@@ -131,7 +131,7 @@ def shop_server(tmp: Path, *extra: str) -> Iterator[QueryServer]:
             str(EXAMPLES / "flask_app.py"),
         ]
         with run(argv, env, tmp) as app:
-            wait_http(f"http://127.0.0.1:{port}/", app)
+            wait_http(f"http://127.0.0.1:{port}/", app, timeout=90)  # a loaded CI box is slow
             for path in ("/checkout", "/checkout", "/fail"):
                 get(f"http://127.0.0.1:{port}{path}")
             wait_sql(
