@@ -352,3 +352,39 @@ def test_node_clickhouse_client_json_and_jsoneachrow(server: QueryServer) -> Non
     assert counts["GET /checkout"] == "2" and counts["GET /fail"] == "1"
     assert doc["rows"] == [{"Body": "payment provider unreachable"}]
     assert doc["refused"] == {"code": "164", "type": "READONLY"}
+
+
+def test_guard_reads_formats_and_settings_clauses() -> None:
+    from hyperdx.local.sql_guard import GuardError, vet
+
+    caps = {"max_execution_time": 30, "max_threads": 2}
+    statement = vet(
+        "SELECT format('{} x', 1) AS f FROM system.settings WHERE name = 'settings'"
+        " SETTINGS max_threads = 1, max_execution_time = 5 FORMAT JSONCompact;",
+        caps,
+    )
+    assert statement.output_format == "JSONCompact"
+    assert statement.settings == {"max_threads": "1", "max_execution_time": "5"}
+    assert not statement.sql.rstrip().endswith(";")
+    assert vet("SELECT * FROM `file` AS url").output_format is None  # names, not calls
+    for refused in (
+        "SELECT 1 SETTINGS max_execution_time = -1",
+        "SELECT 1 SETTINGS max_threads = 64",
+        "(SELECT 1) UNION ALL (SELECT * FROM file('x'))",
+        "SELECT 'unterminated",
+    ):
+        with pytest.raises(GuardError):
+            vet(refused, caps)
+
+
+def test_engine_errors_are_unnested() -> None:
+    from hyperdx.local.clickhouse_http import ClickHouseError
+
+    error = ClickHouseError.from_engine(
+        "Code: 73. DB::Exception: Code: 73. DB::Exception: Code: 73. DB::Exception: Unknown"
+        " format Nope. (UNKNOWN_FORMAT) (version 26.9.2.1). (UNKNOWN_FORMAT) (version 26.9.2.1)"
+    )
+    assert (error.code, error.name, error.status) == (73, "UNKNOWN_FORMAT", 400)
+    assert error.body == (
+        "Code: 73. DB::Exception: Unknown format Nope. (UNKNOWN_FORMAT) (version 26.9.2.1)\n"
+    )
