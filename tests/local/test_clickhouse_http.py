@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import os
 import subprocess
 import threading
 import time
@@ -176,6 +177,7 @@ def test_headers_formats_params_and_query_id(server: QueryServer) -> None:
     assert headers["X-ClickHouse-Timezone"] == "UTC"
     summary = json.loads(headers["X-ClickHouse-Summary"])
     assert int(summary["read_rows"]) >= 1 and summary["written_rows"] == "0"
+    assert summary["result_rows"] == "1" and summary["result_bytes"] == str(len(body))
     # A FORMAT clause wins over default_format; `database` selects the database.
     status, body, headers = post(
         server, "SELECT name FROM tables WHERE name = 'otel_logs' FORMAT JSON", "database=system"
@@ -336,7 +338,7 @@ def test_node_clickhouse_client_json_and_jsoneachrow(server: QueryServer) -> Non
     result = subprocess.run(
         ["node", "-e", NODE_CLIENT],
         cwd=NPM_DIR,
-        env={"PATH": "/usr/bin:/bin", "CH_URL": server.clickhouse_url, "CH_KEY": server.key},
+        env={"PATH": os.environ["PATH"], "CH_URL": server.clickhouse_url, "CH_KEY": server.key},
         capture_output=True,
         text=True,
         timeout=60,

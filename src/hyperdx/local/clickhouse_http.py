@@ -283,7 +283,7 @@ class QueryEngine:
                     "written_rows": "0",
                     "written_bytes": "0",
                     "total_rows_to_read": str(result.rows_read),
-                    "result_rows": "0",
+                    "result_rows": str(result.result_rows),
                     "result_bytes": str(len(data)),
                     "elapsed_ns": str(int(result.elapsed_s * 1e9)),
                 },

@@ -540,7 +540,8 @@ class ReadResult:
     """A statement's output bytes plus the counters ClickHouse reports in its summary."""
 
     data: bytes
-    rows_read: int
+    result_rows: int
+    rows_read: int  # from storage
     bytes_read: int
     elapsed_s: float
 
@@ -584,8 +585,9 @@ class _ReadSession:
                 res = self.session.query(sql, fmt, params=params)
                 return ReadResult(
                     data=res.bytes(),
-                    rows_read=int(res.rows_read()),
-                    bytes_read=int(res.bytes_read()),
+                    result_rows=int(res.rows_read()),  # chDB's rows_read counts the result
+                    rows_read=int(res.storage_rows_read()),
+                    bytes_read=int(res.storage_bytes_read()),
                     elapsed_s=float(res.elapsed()),
                 )
             except RuntimeError as exc:
