@@ -3,6 +3,10 @@ endpoint for the `hyperdx` CLI (chDB lets only this process open the data direct
 
 The query endpoint, ``POST /hyperdx/v1/query`` with ``{"sql": "...", "params": {...}}``,
 requires the same ingestion key as OTLP and answers ``{"columns": [...], "rows": [...]}``.
+
+Two read-only interfaces for other tools listen beside it (see :mod:`query_listeners`):
+ClickHouse's HTTP interface (``--clickhouse-port``) and HyperDX's API for `hdx`
+(``--ui-port``); both take the same key.
 """
 
 from __future__ import annotations
