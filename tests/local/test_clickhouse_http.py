@@ -390,3 +390,26 @@ def test_engine_errors_are_unnested() -> None:
     assert error.body == (
         "Code: 73. DB::Exception: Unknown format Nope. (UNKNOWN_FORMAT) (version 26.9.2.1)\n"
     )
+
+
+def test_a_taken_explicit_port_is_a_clear_startup_error(tmp_path: Path) -> None:
+    import socket
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "hyperdx.opentelemetry.cli", "local"]
+            + ["--data-dir", str(tmp_path), "--http-port", "0", "--grpc-port", "0"]
+            + ["--clickhouse-port", str(port), "--ui-port", "0"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"cannot listen on 127.0.0.1:{port} (--clickhouse-port)" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "hyperdx-local.json").exists()
