@@ -94,16 +94,17 @@ class Admission:
 
     # -- items: checked once the request is decoded ------------------------------------------
 
-    def admit(self, items: int, since: float) -> None:
+    def admit(self, items: int, since: float, queued: bool = False) -> None:
         """Admit ``items`` from a request that started waiting at ``since`` (monotonic).
 
-        Raises :class:`Overloaded` when the request already waited past the target latency,
-        or when the items ahead of it plus its own exceed the current limit.
+        Raises :class:`Overloaded` when the request ``queued`` for a worker (all were busy)
+        and that wait passed the target latency, or when the items ahead of it plus its own
+        exceed the current limit. A slow machine alone refuses nothing.
         """
         now = time.monotonic()
         with self._lock:
             waited = now - since
-            if waited > self.target_latency and self._items:  # slow because of a backlog
+            if queued and waited > self.target_latency:
                 self.refused += 1
                 raise Overloaded(f"waited {waited:.2f}s for a worker", self._retry_after_locked())
             if self._items and self._items + items > self.limit:

@@ -126,6 +126,7 @@ class Receiver:
             record=self._record,
             errors=self.sink_errors,
             admission=self.admission,
+            workers=_WORKERS,
         )
         self._grpc = (
             GrpcListener(

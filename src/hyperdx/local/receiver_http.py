@@ -58,9 +58,12 @@ class HttpListener:
         record: Record,
         errors: wire.SinkErrors,
         admission: Admission,
+        workers: int,
     ) -> None:
         self._sink = sink
         self._admission = admission
+        self._workers = workers
+        self._in_pool = 0  # requests handed to the executor and not back (event loop only)
         self._keys = None if api_keys is None else list(api_keys)
         self._limit = max_body_bytes
         self._executor = executor
@@ -135,9 +138,21 @@ class HttpListener:
                 self._admission.reserve_bytes(len(body))
                 reserved = len(body)
             loop = asyncio.get_running_loop()
-            items = await loop.run_in_executor(
-                self._executor, self._ingest, signal, body, encoding, media, time.monotonic()
-            )
+            queued = self._in_pool >= self._workers  # it will wait for a worker
+            self._in_pool += 1
+            try:
+                items = await loop.run_in_executor(
+                    self._executor,
+                    self._ingest,
+                    signal,
+                    body,
+                    encoding,
+                    media,
+                    time.monotonic(),
+                    queued,
+                )
+            finally:
+                self._in_pool -= 1
         except Overloaded as refusal:
             message = f"overloaded, retry later: {refusal.reason}"
             return await fail(_unavailable(message, refusal.retry_after, media, headers), message)
@@ -160,12 +175,20 @@ class HttpListener:
         return _cors(ok, headers)
 
     def _ingest(
-        self, signal: wire.Signal, body: bytes, encoding: str, media: str, since: float
+        self,
+        signal: wire.Signal,
+        body: bytes,
+        encoding: str,
+        media: str,
+        since: float,
+        queued: bool,
     ) -> int:
         data = wire.decompress(body, encoding, self._limit)
         message = wire.decode(data, media, signal.request_type)
         del data  # only the decoded message is needed from here on
-        return wire.ingest(self._admission, self._sink, signal, message, self._errors, since)
+        return wire.ingest(
+            self._admission, self._sink, signal, message, self._errors, since, queued
+        )
 
 
 def _first_values(request: web.BaseRequest) -> dict[str, str]:

@@ -358,6 +358,7 @@ def ingest(
     message: Any,
     errors: SinkErrors,
     since: float,
+    queued: bool = False,
 ) -> int:
     """Admit a decoded request that arrived at ``since`` (monotonic), then store it.
 
@@ -366,7 +367,7 @@ def ingest(
     """
     items = signal.count(message)
     try:
-        admission.admit(items, since)
+        admission.admit(items, since, queued)
     except Overloaded as error:
         raise WireError(
             503, f"overloaded, retry later: {error.reason}", error.retry_after
