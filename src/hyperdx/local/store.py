@@ -64,6 +64,12 @@ _INSERT_CHUNK_BYTES = 4 << 20
 # row last), so retrying the requests of a failed combined insert one by one never
 # duplicates rows.
 _GROUP_COMMIT_BYTES = 4 << 20
+# Inserts leave the skip indexes (ClickStack's 8 text indexes on otel_logs, the bloom filters
+# of the metric tables) to the background merges, which build them for every part they
+# write anyway: building them at insert too cost ~40 % of an insert's CPU (measured
+# 2026-11-29, BENCHMARKS.md "Local ingest"). A part not merged yet is read without its
+# indexes: same answers, a scan of that (small, recent) part instead of a lookup.
+_INSERT_SETTINGS = "SETTINGS materialize_skip_indexes_on_insert = 0"
 
 
 class StoreError(RuntimeError):
@@ -354,7 +360,7 @@ class Store:
                 raise StoreError("store is closed")
             try:
                 with self._insert_session.send_insert(
-                    f"INSERT INTO {DATABASE}.{table}", "JSONEachRow"
+                    f"INSERT INTO {DATABASE}.{table} {_INSERT_SETTINGS}", "JSONEachRow"
                 ) as ins:
                     for index, payload in enumerate(payloads):
                         if index:
