@@ -329,7 +329,7 @@ class Store:
 
         chDB writes the part files before the insert returns, so a ``kill -9`` afterwards
         loses nothing. Inserts are group-committed by one writer thread: each chDB insert
-        costs a fixed ~30-50 ms (new part, text indexes, rollup view) whatever its size, so
+        costs a fixed ~30-50 ms (new part, rollup view) whatever its size, so
         the rows of every request queued while one insert runs go into the next one.
 
         ``deadline`` (monotonic seconds): if the writer has not started the insert holding
