@@ -148,4 +148,25 @@ say "hyperdx metrics"
 say "the same data with ClickStack's SQL"
 "$VENV/hyperdx" sql "SELECT SpanName, count() AS spans, round(avg(Duration) / 1e6, 2) AS avg_ms, countIf(StatusCode = 'Error') AS errors FROM otel_traces GROUP BY SpanName ORDER BY SpanName"
 
+CH_URL=$(sed -n 's/^ *ClickHouse HTTP *\(http[^ ]*\).*/\1/p' "$WORK/local.log")
+if [ -n "$CH_URL" ]; then
+  say "the same data over ClickHouse's HTTP interface ($CH_URL, read-only, password = the key)"
+  py 'import sys, urllib.request
+req = urllib.request.Request(sys.argv[1] + "/?default_format=PrettyCompactMonoBlock",
+    data=b"SELECT ServiceName, SeverityText, count() AS records FROM otel_logs GROUP BY ALL ORDER BY ALL",
+    headers={"X-ClickHouse-User": "default", "X-ClickHouse-Key": sys.argv[2]})
+print(urllib.request.urlopen(req, timeout=30).read().decode(), end="")' "$CH_URL" "$API_KEY"
+fi
+
 say "done: stopping hyperdx local"
+if [ "${KEEP_DATA:-0}" = "1" ]; then
+  START="$VENV/hyperdx local --data-dir $DATA"
+  KEY_ARG="$API_KEY"
+else
+  START="$VENV/hyperdx local        # KEEP_DATA=1 ./demo.sh keeps this demo's data to browse"
+  KEY_ARG='"$(cat ~/.local/share/hyperdx/local/api-key)"'
+fi
+say "try it with HyperDX's own terminal UI (hdx): start hyperdx local, point your app at it, then"
+echo "  $START"
+echo "  npx -y @hyperdx/cli@0.6.3 auth login -a http://127.0.0.1:8000 -e you@localhost -p $KEY_ARG"
+echo "  npx -y @hyperdx/cli@0.6.3 tui          (the port is the 'HyperDX API' one hyperdx local prints)"

@@ -134,18 +134,55 @@ def _print_json(value: Any) -> None:
     show_envvar=True,
     help="Ingestion key to require [default: generated on first start, kept in the data dir].",
 )
+@click.option(
+    "--clickhouse-port",
+    type=click.IntRange(min=0, max=65535),
+    help="ClickHouse HTTP interface port, read-only, password = the key "
+    "[default: 8123, or a free port if taken].",
+)
+@click.option(
+    "--ui-port",
+    type=click.IntRange(min=0, max=65535),
+    help="HyperDX API port for the hdx CLI, log in with the key "
+    "[default: 8000, or a free port if taken].",
+)
+@click.option(
+    "--max-execution-time",
+    type=click.IntRange(min=1),
+    default=30,
+    show_default=True,
+    help="Seconds a query on the ClickHouse/HyperDX ports may run.",
+)
+@click.option(
+    "--max-result-mb",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Largest query result those ports return, in MiB.",
+)
 @_data_dir_option
 def local(
-    host: str, http_port: int, grpc_port: int, api_key: str | None, data_dir: Path | None
+    host: str,
+    http_port: int,
+    grpc_port: int,
+    api_key: str | None,
+    clickhouse_port: int | None,
+    ui_port: int | None,
+    max_execution_time: int,
+    max_result_mb: int,
+    data_dir: Path | None,
 ) -> None:
     """Run an embedded ClickStack-compatible backend (OTLP in, chDB storage).
 
     Receives OTLP over HTTP (protobuf and JSON) and gRPC, checks the ingestion key sent as
     `authorization: <key>`, and stores into ClickStack's tables (otel_logs, otel_traces,
-    otel_metrics_*) so the same SQL works here and on ClickStack. Stops on Ctrl-C / SIGTERM.
+    otel_metrics_*) so the same SQL works here and on ClickStack. Serves the data read-only
+    over ClickHouse's HTTP interface (--clickhouse-port) and the part of HyperDX's API the
+    `hdx` CLI uses (--ui-port). Stops on Ctrl-C / SIGTERM.
     """
     try:
         from hyperdx.local import server
+        from hyperdx.local.store import ReadLimits
     except ImportError as exc:
         raise click.ClickException(f"{exc}; {_LOCAL_EXTRA_HINT}") from None
     code = server.serve(
@@ -154,6 +191,11 @@ def local(
         http_port=http_port,
         grpc_port=grpc_port,
         api_key=api_key,
+        clickhouse_port=clickhouse_port,
+        ui_port=ui_port,
+        query_limits=ReadLimits(
+            max_execution_time=max_execution_time, max_result_bytes=max_result_mb << 20
+        ),
     )
     sys.exit(code)
 

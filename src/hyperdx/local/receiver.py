@@ -25,6 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from hyperdx.local import wire
+from hyperdx.local.admission import Admission
 from hyperdx.local.receiver_grpc import GrpcListener
 from hyperdx.local.receiver_http import HttpListener, RouteHandler, make_server
 from hyperdx.local.sinks import Sink
@@ -32,6 +33,7 @@ from hyperdx.local.sinks import Sink
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "ReceivedRequest", "Receiver", "RouteHandler"]
 
 DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
+_WORKERS = 32
 _SECRET_HEADERS = ("authorization", "cookie", "x-api-key", "proxy-authorization")
 
 
@@ -75,8 +77,10 @@ class Receiver:
 
     ``api_keys=None`` disables authentication (tests); otherwise the first ``authorization``
     value must equal one key exactly (no ``Bearer``). Port 0 binds an ephemeral port; None
-    turns that listener off. ``max_body_bytes`` caps every body, raw and decompressed;
-    ``keep_requests`` bounds :attr:`requests` (the oldest are dropped first).
+    turns that listener off. ``max_body_bytes`` caps every body, raw and decompressed
+    (413 beyond it); ``keep_requests`` bounds :attr:`requests` (the oldest are dropped
+    first). ``admission`` decides when to answer 503 / UNAVAILABLE "retry later" instead of
+    queueing (see :mod:`hyperdx.local.admission`).
     """
 
     def __init__(
@@ -89,6 +93,7 @@ class Receiver:
         api_keys: Sequence[str] | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         keep_requests: int = 10_000,
+        admission: Admission | None = None,
     ) -> None:
         if api_keys is not None and not all(isinstance(k, str) and k for k in api_keys):
             raise ValueError("api_keys: every key must be a non-empty string")
@@ -104,10 +109,15 @@ class Receiver:
         self.items_received: dict[str, int] = {"traces": 0, "logs": 0, "metrics": 0}
         self._keep_requests = max(1, keep_requests)
         self.sink_errors = wire.SinkErrors()
+        self.admission = admission or Admission()
         self._want_http = http_port is not None
         self._want_grpc = grpc_port is not None
         self._lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hyperdx-receiver")
+        # Workers mostly wait for the store's writer (GIL released); admission bounds how many
+        # requests are in flight, so this only needs to exceed the usual exporter concurrency.
+        self._executor = ThreadPoolExecutor(
+            max_workers=_WORKERS, thread_name_prefix="hyperdx-receiver"
+        )
         self._http = HttpListener(
             sink=sink,
             api_keys=api_keys,
@@ -115,6 +125,8 @@ class Receiver:
             executor=self._executor,
             record=self._record,
             errors=self.sink_errors,
+            admission=self.admission,
+            workers=_WORKERS,
         )
         self._grpc = (
             GrpcListener(
@@ -123,6 +135,7 @@ class Receiver:
                 max_body_bytes=max_body_bytes,
                 record=self._record,
                 errors=self.sink_errors,
+                admission=self.admission,
             )
             if self._want_grpc
             else None

@@ -4,20 +4,29 @@ The methods are registered under the service names of opentelemetry-proto's coll
 descriptors, but take the raw request bytes, so that authentication happens before decoding
 and an undecodable message is answered INVALID_ARGUMENT (and recorded) like the collector
 does, instead of grpcio's own generic error.
+
+Overload is answered ``UNAVAILABLE`` with a ``google.rpc.RetryInfo`` delay in the trailing
+metadata (which the OpenTelemetry exporters honour); calls beyond ``max_concurrent`` in flight
+get grpcio's immediate ``RESOURCE_EXHAUSTED``, also retryable, so none queue unboundedly.
 """
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Callable, Sequence
 from concurrent import futures
 from typing import Any
 
 import grpc
+from google.protobuf.duration_pb2 import Duration
+from google.rpc.error_details_pb2 import RetryInfo
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from hyperdx.local import wire
+from hyperdx.local.admission import Admission, Overloaded
 from hyperdx.local.sinks import Sink
 
 __all__ = ["GrpcListener", "HTTP_STATUS_FOR_GRPC"]
@@ -32,12 +41,14 @@ _SERVICES = {
 _GRPC_FOR_HTTP = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
     401: grpc.StatusCode.UNAUTHENTICATED,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
     500: grpc.StatusCode.INTERNAL,
     503: grpc.StatusCode.UNAVAILABLE,
 }
 # ReceivedRequest.status for gRPC is the HTTP equivalent of the gRPC code sent back.
 HTTP_STATUS_FOR_GRPC = {code: status for status, code in _GRPC_FOR_HTTP.items()}
 _EMPTY_RESPONSE = b"\x0a\x00"  # Export*ServiceResponse with an empty partial_success
+RETRY_INFO_KEY = "google.rpc.retryinfo-bin"
 
 
 class GrpcListener:
@@ -51,9 +62,12 @@ class GrpcListener:
         max_body_bytes: int,
         record: Record,
         errors: wire.SinkErrors,
-        workers: int = 4,
+        admission: Admission,
+        workers: int = 16,
+        max_concurrent: int = 48,
     ) -> None:
         self._sink = sink
+        self._admission = admission
         self._keys = None if api_keys is None else list(api_keys)
         self._record = record
         self._errors = errors
@@ -64,6 +78,7 @@ class GrpcListener:
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hyperdx-grpc"),
             options=options,
+            maximum_concurrent_rpcs=max_concurrent,
         )
         signals = {signal.name: signal for signal in wire.SIGNALS.values()}
         for name, service in _SERVICES.items():
@@ -118,20 +133,42 @@ class GrpcListener:
                     )
                     reply(401, recorded)
                     context.abort(grpc.StatusCode.UNAUTHENTICATED, problem)
-            failure: tuple[int, str] | None = None
+            failure: tuple[int, str, int | None] | None = None
+            since = time.monotonic()
+            items = 0
             try:
-                message = wire.decode(raw, wire.PROTOBUF, signal.request_type)
-                wire.store(self._sink, signal, message, self._errors)
-            except wire.WireError as error:
-                failure = (error.status, error.message)
-            except Exception as error:  # a mapping bug fails this call, not the server
-                self._errors.report(f"{signal.name} request", error)
-                failure = (500, f"internal error: {type(error).__name__}")
+                self._admission.reserve_bytes(len(raw))
+            except Overloaded as refusal:
+                failure = (503, f"overloaded, retry later: {refusal.reason}", refusal.retry_after)
+            else:
+                try:
+                    message = wire.decode(raw, wire.PROTOBUF, signal.request_type)
+                    items = wire.ingest(
+                        self._admission, self._sink, signal, message, self._errors, since
+                    )
+                except wire.WireError as error:
+                    failure = (error.status, error.message, error.retry_after)
+                except Exception as error:  # a mapping bug fails this call, not the server
+                    self._errors.report(f"{signal.name} request", error)
+                    failure = (500, f"internal error: {type(error).__name__}", None)
+                finally:
+                    self._admission.release_bytes(len(raw))
             if failure is not None:
-                status, text = failure
+                status, text, retry_after = failure
                 reply(status, text)
+                if retry_after is not None:
+                    context.set_trailing_metadata(((RETRY_INFO_KEY, _retry_info(retry_after)),))
                 context.abort(_GRPC_FOR_HTTP.get(status, grpc.StatusCode.INTERNAL), text)
-            reply(200, items=signal.count(message))
+            reply(200, items=items)
             return _EMPTY_RESPONSE
 
         return export
+
+
+def _retry_info(seconds: int) -> bytes:
+    """RetryInfo for ``seconds`` with +-25% jitter, so refused exporters do not all come
+    back in the same instant (gRPC delays, unlike Retry-After, can be fractional)."""
+    delay = seconds * random.uniform(0.75, 1.25)
+    whole = int(delay)
+    duration = Duration(seconds=whole, nanos=int((delay - whole) * 1e9))
+    return RetryInfo(retry_delay=duration).SerializeToString()

@@ -2,15 +2,18 @@
 
 The low-level server hands every request to one coroutine, so the check order is ours and
 matches the collector's handler chain (REFERENCE.md 1.3): CORS preflight, auth (401),
-Content-Encoding (400), path (404), method (405), media type (415), body size (400), decode
-(400), store (200 / 503 / 500). aiohttp reads chunked bodies; its own request decompression is
-off so that the 20 MiB cap also bounds the decompressed size. Decoding, mapping and the
-blocking ``Sink.write`` run in a thread pool so the event loop keeps serving.
+Content-Encoding (400), path (404), method (405), media type (415), body size (413), queued
+bytes (503), decode (400), admission (503), store (200 / 503 / 500). aiohttp reads chunked
+bodies; its own request decompression is off so that the 20 MiB cap also bounds the
+decompressed size (a small gzip bomb is refused without inflating it all). Decoding, mapping
+and the blocking ``Sink.write`` run in a thread pool so the event loop keeps serving. Every
+503 carries ``Retry-After`` (whole seconds), which the OTLP exporters honour.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -20,6 +23,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from hyperdx.local import wire
+from hyperdx.local.admission import Admission, Overloaded
 from hyperdx.local.sinks import Sink
 
 __all__ = ["HttpListener", "RouteHandler"]
@@ -53,8 +57,13 @@ class HttpListener:
         executor: Executor,
         record: Record,
         errors: wire.SinkErrors,
+        admission: Admission,
+        workers: int,
     ) -> None:
         self._sink = sink
+        self._admission = admission
+        self._workers = workers
+        self._in_pool = 0  # requests handed to the executor and not back (event loop only)
         self._keys = None if api_keys is None else list(api_keys)
         self._limit = max_body_bytes
         self._executor = executor
@@ -114,29 +123,72 @@ class HttpListener:
             return await fail(_plain(405, _NOT_ALLOWED, "text/plain", headers))
         if media not in (wire.JSON, wire.PROTOBUF):
             return await fail(_plain(415, _UNSUPPORTED_MEDIA, "text/plain", headers))
+        if request.content_length is not None and request.content_length > self._limit:
+            # too large is final (413), whatever the load: check it before admission
+            return await fail(_status(413, wire.TOO_LARGE, media, headers), wire.TOO_LARGE)
+        reserved = request.content_length or 0
+        try:
+            self._admission.reserve_bytes(reserved)
+        except Overloaded as refusal:
+            message = f"overloaded, retry later: {refusal.reason}"
+            return await fail(_unavailable(message, refusal.retry_after, media, headers), message)
         try:
             body = await _read_body(request, self._limit)
+            if request.content_length is None:  # chunked: known only now
+                self._admission.reserve_bytes(len(body))
+                reserved = len(body)
             loop = asyncio.get_running_loop()
-            items = await loop.run_in_executor(
-                self._executor, self._ingest, signal, body, encoding, media
-            )
+            queued = self._in_pool >= self._workers  # it will wait for a worker
+            self._in_pool += 1
+            try:
+                items = await loop.run_in_executor(
+                    self._executor,
+                    self._ingest,
+                    signal,
+                    body,
+                    encoding,
+                    media,
+                    time.monotonic(),
+                    queued,
+                )
+            finally:
+                self._in_pool -= 1
+        except Overloaded as refusal:
+            message = f"overloaded, retry later: {refusal.reason}"
+            return await fail(_unavailable(message, refusal.retry_after, media, headers), message)
         except wire.WireError as error:
-            return await fail(_status(error.status, error.message, media, headers), error.message)
+            if error.retry_after is not None:
+                response = _unavailable(error.message, error.retry_after, media, headers)
+            else:
+                response = _status(error.status, error.message, media, headers)
+            return await fail(response, error.message)
         except Exception as error:  # a bug in mapping must fail this request, not the server
             self._errors.report(f"{signal_name} request", error)
             message = f"internal error: {type(error).__name__}"
             return await fail(_status(500, message, media, headers), message)
+        finally:
+            self._admission.release_bytes(reserved)
         ok = web.Response(
             status=200, body=wire.success_body(media), headers={"Content-Type": media}
         )
         reply(ok, items=items)
         return _cors(ok, headers)
 
-    def _ingest(self, signal: wire.Signal, body: bytes, encoding: str, media: str) -> int:
+    def _ingest(
+        self,
+        signal: wire.Signal,
+        body: bytes,
+        encoding: str,
+        media: str,
+        since: float,
+        queued: bool,
+    ) -> int:
         data = wire.decompress(body, encoding, self._limit)
         message = wire.decode(data, media, signal.request_type)
-        wire.store(self._sink, signal, message, self._errors)
-        return signal.count(message)
+        del data  # only the decoded message is needed from here on
+        return wire.ingest(
+            self._admission, self._sink, signal, message, self._errors, since, queued
+        )
 
 
 def _first_values(request: web.BaseRequest) -> dict[str, str]:
@@ -154,7 +206,7 @@ async def _read_body(request: web.BaseRequest, limit: int) -> bytes:
     go ahead only now, after every header check passed.
     """
     if request.content_length is not None and request.content_length > limit:
-        raise wire.WireError(400, "http: request body too large")
+        raise wire.WireError(413, wire.TOO_LARGE)
     if _expects_continue(request):
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         request.writer.output_size = 0
@@ -170,7 +222,7 @@ async def _read_body(request: web.BaseRequest, limit: int) -> bytes:
             return b"".join(chunks)
         size += len(chunk)
         if size > limit:
-            raise wire.WireError(400, "http: request body too large")
+            raise wire.WireError(413, wire.TOO_LARGE)
         chunks.append(chunk)
 
 
@@ -206,6 +258,15 @@ def _status(status: int, message: str, media: str, headers: dict[str, str]) -> w
     return _cors(
         web.Response(status=code, body=body, headers={"Content-Type": content_type}), headers
     )
+
+
+def _unavailable(
+    message: str, retry_after: int, media: str, headers: dict[str, str]
+) -> web.Response:
+    """503 with ``Retry-After``: the OTLP spec's retryable answer to "too much right now"."""
+    response = _status(503, message, media, headers)
+    response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 def _plain(status: int, body: bytes, content_type: str, headers: dict[str, str]) -> web.Response:

@@ -20,6 +20,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Exemplar, Metric
 
 from hyperdx.local.logtransform import transform_log
@@ -139,6 +140,34 @@ def log_rows_by_table(request: ExportLogsServiceRequest) -> dict[str, list[dict[
             scope = scope_logs.scope
             scope_attrs = attribute_map(scope.attributes)
             for record in scope_logs.log_records:
+                plain = _plain_log_attributes(record)
+                if plain is not None:  # the transform would only stringify: skip it
+                    body_kind = record.body.WhichOneof("value")
+                    tables[LOGS_TABLE].append(
+                        {
+                            "Timestamp": datetime64(
+                                record.time_unix_nano or record.observed_time_unix_nano
+                            ),
+                            "TraceId": hex_id(record.trace_id),
+                            "SpanId": hex_id(record.span_id),
+                            "TraceFlags": record.flags & 0xFF,
+                            "ServiceName": service,
+                            "Body": ""
+                            if body_kind is None
+                            else stringify(getattr(record.body, body_kind)),
+                            "ResourceSchemaUrl": resource_logs.schema_url,
+                            "ResourceAttributes": dict(resource_attrs),
+                            "ScopeSchemaUrl": scope_logs.schema_url,
+                            "ScopeName": scope.name,
+                            "ScopeVersion": scope.version,
+                            "ScopeAttributes": dict(scope_attrs),
+                            "SeverityText": record.severity_text.lower(),
+                            "SeverityNumber": record.severity_number & 0xFF,
+                            "LogAttributes": plain,
+                            "EventName": record.event_name,
+                        }
+                    )
+                    continue
                 attributes = attributes_of(record.attributes)
                 common: dict[str, Any] = {
                     "Timestamp": datetime64(
@@ -169,6 +198,41 @@ def log_rows_by_table(request: ExportLogsServiceRequest) -> dict[str, list[dict[
                 common["EventName"] = record.event_name
                 tables[LOGS_TABLE].append(common)
     return tables
+
+
+def _plain_log_attributes(record: LogRecord) -> dict[str, str] | None:
+    """The ``LogAttributes`` of a record the log transform would only stringify, else None.
+
+    That is: severity already set (nothing to promote or infer), a scalar body with no ``{``
+    (no JSON to parse, no map to merge), scalar attributes (nothing to flatten) and no
+    session-replay marker. Most SDK logs are like this; the transform costs ~3x more.
+    """
+    if record.severity_number == 0 and record.severity_text == "":
+        return None
+    body = record.body
+    kind = body.WhichOneof("value")
+    if kind == "string_value":
+        if "{" in body.string_value:
+            return None
+    elif kind in ("array_value", "kvlist_value"):
+        return None
+    out: dict[str, str] = {}
+    for pair in record.attributes:
+        value = pair.value
+        kind = value.WhichOneof("value")
+        if kind == "string_value":
+            out[pair.key] = value.string_value
+        elif kind == "int_value":
+            out[pair.key] = str(value.int_value)
+        elif kind is None:
+            out[pair.key] = ""
+        elif kind in ("array_value", "kvlist_value"):
+            return None
+        else:
+            out[pair.key] = stringify(getattr(value, kind))
+    if RRWEB_ATTRIBUTE in out:
+        return None
+    return out
 
 
 def log_rows(request: ExportLogsServiceRequest) -> list[dict[str, Any]]:

@@ -3,11 +3,14 @@ endpoint for the `hyperdx` CLI (chDB lets only this process open the data direct
 
 The query endpoint, ``POST /hyperdx/v1/query`` with ``{"sql": "...", "params": {...}}``,
 requires the same ingestion key as OTLP and answers ``{"columns": [...], "rows": [...]}``.
+
+Two read-only interfaces for other tools listen beside it (see :mod:`query_listeners`):
+ClickHouse's HTTP interface (``--clickhouse-port``) and HyperDX's API for `hdx`
+(``--ui-port``); both take the same key.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import signal
@@ -19,15 +22,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from hyperdx.local.clickhouse_http import QueryEngine
 from hyperdx.local.client import QUERY_PATH, ServerState
+from hyperdx.local.peers import is_loopback
+from hyperdx.local.query_listeners import QueryListeners
 from hyperdx.local.store import (
     KEY_FILE,
     STATE_FILE,
     ChdbSink,
     DataDirInUse,
+    ReadLimits,
     Store,
     StoreError,
+    data_dir_size,
     default_data_dir,
+    human_size,
 )
 
 MAX_QUERY_BODY = 1 << 20
@@ -36,19 +45,6 @@ REQUEST_LOG_KEEP = 1000
 
 class ServerError(RuntimeError):
     """`hyperdx local` cannot start as configured (message says which option to change)."""
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost``, 127.0.0.0/8, ``::1`` and IPv4-mapped loopback addresses."""
-    if host == "localhost":
-        return True
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped.is_loopback
-    return address.is_loopback
 
 
 @dataclass(frozen=True)
@@ -96,8 +92,14 @@ class LocalServer:
         http_port: int = 4318,
         grpc_port: int = 4317,
         api_key: str | None = None,
+        clickhouse_port: int | None = None,
+        ui_port: int | None = None,
+        query_limits: ReadLimits | None = None,
     ) -> None:
         self.data_dir = data_dir.expanduser().resolve()
+        self.query_ports = (clickhouse_port, ui_port)
+        self.query_limits = query_limits or ReadLimits()
+        self.listeners: QueryListeners | None = None
         self.host = host
         self.requested_ports = (http_port, grpc_port)
         self.api_key_option = api_key
@@ -121,6 +123,14 @@ class LocalServer:
             )
             self.receiver.add_route("POST", QUERY_PATH, self._query_handler)
             self.receiver.start()
+            self.listeners = QueryListeners(
+                QueryEngine(lambda: self.store, self.query_limits),
+                self.key.value,
+                host=self.host,
+                clickhouse_port=self.query_ports[0],
+                ui_port=self.query_ports[1],
+                network=not is_loopback(self.host),
+            ).start()
             _write_private(
                 self.data_dir / STATE_FILE, json.dumps(self.state.to_json(), indent=2) + "\n"
             )
@@ -146,6 +156,9 @@ class LocalServer:
         if self.receiver is not None:
             self.receiver.stop()
             self.receiver = None
+        if self.listeners is not None:
+            self.listeners.stop()
+            self.listeners = None
         if self._wrote_state:  # never touch the state of the instance that owns the dir
             (self.data_dir / STATE_FILE).unlink(missing_ok=True)
             self._wrote_state = False
@@ -220,7 +233,8 @@ def banner(server: LocalServer) -> str:
         key_note = f"Ingestion key: kept in {server.data_dir / KEY_FILE}."
     return "\n".join(
         [
-            f"hyperdx local: ClickStack tables in chDB at {server.data_dir} (pid {state.pid})",
+            f"hyperdx local: ClickStack tables in chDB at {server.data_dir} "
+            f"({human_size(data_dir_size(server.data_dir))} on disk, pid {state.pid})",
             f"  OTLP/HTTP  {endpoint}  (/v1/traces, /v1/logs, /v1/metrics)",
             f"  OTLP/gRPC  {host}:{state.grpc_port}",
             key_note,
@@ -230,8 +244,31 @@ def banner(server: LocalServer) -> str:
             "  export OTEL_SERVICE_NAME=my-service",
             "Then: hyperdx logs -f | hyperdx traces | hyperdx trace <id> | hyperdx metrics"
             ' | hyperdx sql "..."      (Ctrl-C stops)',
+            *connect_lines(server),
         ]
     )
+
+
+def connect_lines(server: LocalServer) -> list[str]:
+    """How to read the data with HyperDX's `hdx` and with ClickHouse clients (the key comes
+    from $HYPERDX_API_KEY, exported as the lines above say)."""
+    listeners = server.listeners
+    if listeners is None:
+        return []
+    host = listeners.url_host
+    ui = f"http://{host}:{listeners.ui_port}"
+    clickhouse = f"http://{host}:{listeners.clickhouse_port}"
+    bare_host = host.strip("[]")
+    return [
+        f"  ClickHouse HTTP  {clickhouse}  (read-only; user default, password = the key)",
+        f"  HyperDX API      {ui}  (for the hdx CLI)",
+        "Read it with HyperDX's CLI (npm i -g @hyperdx/cli):",
+        f'  hdx auth login -a {ui} -e you@localhost -p "$HYPERDX_API_KEY"',
+        "  hdx tui",
+        "or any ClickHouse client, e.g. clickhouse-connect:",
+        f"  client = clickhouse_connect.get_client(host='{bare_host}', "
+        f"port={listeners.clickhouse_port}, password=os.environ['HYPERDX_API_KEY'])",
+    ]
 
 
 def serve(
@@ -241,6 +278,9 @@ def serve(
     http_port: int,
     grpc_port: int,
     api_key: str | None,
+    clickhouse_port: int | None = None,
+    ui_port: int | None = None,
+    query_limits: ReadLimits | None = None,
     out: TextIO | None = None,
     ready: Callable[[LocalServer], None] | None = None,
 ) -> int:
@@ -260,6 +300,9 @@ def serve(
         http_port=http_port,
         grpc_port=grpc_port,
         api_key=api_key,
+        clickhouse_port=clickhouse_port,
+        ui_port=ui_port,
+        query_limits=query_limits,
     )
     stop = threading.Event()
     previous = {
@@ -275,7 +318,7 @@ def serve(
             print(f"hyperdx local: {exc}", file=err)
             print(
                 "  (another collector or hyperdx local on that port? pick others with "
-                "--http-port / --grpc-port, 0 = any free port)",
+                "--http-port / --grpc-port / --clickhouse-port / --ui-port, 0 = any free port)",
                 file=err,
             )
             return 1
@@ -283,6 +326,8 @@ def serve(
             print(f"hyperdx local: {exc}", file=err)
             return 1
         print(banner(server), file=out, flush=True)
+        for note in server.listeners.notes if server.listeners else []:
+            print(f"hyperdx local: {note}", file=err, flush=True)
         if ready is not None:
             ready(server)
         while not stop.wait(0.5):

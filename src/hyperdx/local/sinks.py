@@ -4,16 +4,22 @@ The receiver calls ``Sink.write`` from worker threads (never on its event loop) 
 the client only after ``write`` returns, so a 200 means the rows are stored. A sink signals a
 temporary refusal (client should retry: HTTP 503 / gRPC UNAVAILABLE) by raising
 :class:`SinkUnavailable`; any other exception is answered with 500 / INTERNAL.
+
+While ``write`` runs, :func:`commit_deadline` gives the monotonic time after which the client
+may have given up: a sink that queues work should refuse (SinkUnavailable, nothing stored)
+rather than start storing rows after it.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, Protocol
 
-__all__ = ["MemorySink", "Sink", "SinkUnavailable"]
+__all__ = ["MemorySink", "Sink", "SinkUnavailable", "commit_deadline", "deadline_scope"]
 
 Row = dict[str, Any]
 
@@ -26,6 +32,24 @@ class Sink(Protocol):
 
 class SinkUnavailable(Exception):
     """A transient refusal (overloaded, store busy): the client is told to retry (503)."""
+
+
+_DEADLINE: ContextVar[float | None] = ContextVar("hyperdx_local_commit_deadline", default=None)
+
+
+def commit_deadline() -> float | None:
+    """Monotonic time by which the current ``Sink.write`` must have started storing, if any."""
+    return _DEADLINE.get()
+
+
+@contextmanager
+def deadline_scope(deadline: float | None) -> Iterator[None]:
+    """Make ``deadline`` the :func:`commit_deadline` of the writes inside the block."""
+    token = _DEADLINE.set(deadline)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
 
 
 class MemorySink:

@@ -20,11 +20,20 @@ import json
 import os
 import re
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import IO, Any
+
+from hyperdx.local.sinks import SinkUnavailable, commit_deadline
+
+try:  # part of the `local` extra; the stdlib encoder is the fallback
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - depends on the install
+    _orjson = None  # type: ignore[assignment]
 
 DATABASE = "default"
 LOCK_FILE = "hyperdx-local.lock"
@@ -50,10 +59,17 @@ WRITABLE_TABLES = frozenset(
 # 64-bit integers (Duration, counts) so readers need no string-to-int dance.
 _SESSION_SETTINGS = "session_timezone=UTC&output_format_json_quote_64bit_integers=0"
 _INSERT_CHUNK_BYTES = 4 << 20
-# Cap on one combined insert (~30k log rows): bounds the latency a request can wait behind
-# others. A failed insert commits nothing (measured up to 35 MiB with the bad row last), so
-# retrying the requests of a failed combined insert one by one never duplicates rows.
-_GROUP_COMMIT_BYTES = 8 << 20
+# Cap on one combined insert (~6k log rows, ~0.1-0.3 s): bounds the latency a request can
+# wait behind others. A failed insert commits nothing (measured up to 35 MiB with the bad
+# row last), so retrying the requests of a failed combined insert one by one never
+# duplicates rows.
+_GROUP_COMMIT_BYTES = 4 << 20
+# Inserts leave the skip indexes (ClickStack's 8 text indexes on otel_logs, the bloom filters
+# of the metric tables) to the background merges, which build them for every part they
+# write anyway: building them at insert too cost ~40 % of an insert's CPU (measured
+# 2026-11-29, BENCHMARKS.md "Local ingest"). A part not merged yet is read without its
+# indexes: same answers, a scan of that (small, recent) part instead of a lookup.
+_INSERT_SETTINGS = "SETTINGS materialize_skip_indexes_on_insert = 0"
 
 
 class StoreError(RuntimeError):
@@ -83,6 +99,28 @@ def default_data_dir() -> Path:
     xdg = os.environ.get("XDG_DATA_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
     return base / "hyperdx" / "local"
+
+
+def data_dir_size(data_dir: Path) -> int:
+    """Bytes the files under ``data_dir`` take on disk (allocated blocks, not apparent size)."""
+    total = 0
+    for root, _dirs, files in os.walk(data_dir):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+            except OSError:  # a part removed by a merge meanwhile
+                continue
+    return total
+
+
+def human_size(size: int) -> str:
+    """``1536`` -> ``1.5 KiB``: what a person reads in the startup banner."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"  # pragma: no cover - loop always returns
 
 
 def schema_statements() -> list[str]:
@@ -203,12 +241,17 @@ class Store:
             raise
 
     def close(self) -> None:
-        """Close both sessions and give up the directory. Safe to call twice."""
+        """Store what is queued, close both sessions and give up the directory. Safe to call
+        twice."""
+        self._commits.close()
         with self._insert_lock, self._query_lock:
             for session in (self._insert_session, self._query_session):
                 if session is not None:
                     session.close()
             self._insert_session = self._query_session = None
+        readers, self._readers = self._readers, None
+        if readers is not None:
+            readers.close()
         self._lock.release()
 
     def __enter__(self) -> Store:
@@ -247,34 +290,81 @@ class Store:
             rows=doc.get("data", []),
         )
 
-    def insert(self, table: str, rows: Iterable[Mapping[str, Any]]) -> int:
+    _readers: _ReadPool | None = None  # the read sessions, opened by the first read()
+
+    def read(
+        self,
+        sql: str,
+        fmt: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        settings: Mapping[str, str] | None = None,
+        database: str | None = None,
+        limits: ReadLimits | None = None,
+    ) -> ReadResult:
+        """Run one statement on a read-only session (``readonly=2``, ``limits`` as session
+        settings) and return its output in ``fmt`` (a FORMAT clause in ``sql`` wins).
+
+        Reads use their own small pool of sessions, so a heavy query blocks neither the
+        inserts nor :meth:`query` (the CLI's session); chDB releases the GIL while it works.
+        ``settings`` and ``database`` apply to this statement only. The caller vets ``sql``
+        and ``settings`` (see :mod:`hyperdx.local.sql_guard`).
+        """
+        if self._query_session is None:
+            raise StoreError("store is closed")
+        with self._query_lock:
+            if self._readers is None:
+                self._readers = _ReadPool(self.data_dir, limits or ReadLimits())
+            pool = self._readers
+        return pool.run(sql, fmt, dict(params or {}), dict(settings or {}), database)
+
+    def insert(
+        self,
+        table: str,
+        rows: Iterable[Mapping[str, Any]],
+        *,
+        deadline: float | None = None,
+    ) -> int:
         """Store ``rows`` (JSONEachRow-ready dicts) in ``table``; committed on return.
 
         chDB writes the part files before the insert returns, so a ``kill -9`` afterwards
-        loses nothing. Concurrent callers are group-committed: each chDB insert costs a fixed
-        ~15-30 ms (new part, text indexes, rollup view) whatever its size, so requests that
-        arrive while one insert runs are written together by the next one, and each caller
-        returns once the insert holding its rows has finished.
+        loses nothing. Inserts are group-committed by one writer thread: each chDB insert
+        costs a fixed ~30-50 ms (new part, rollup view) whatever its size, so
+        the rows of every request queued while one insert runs go into the next one.
+
+        ``deadline`` (monotonic seconds): if the writer has not started the insert holding
+        these rows by then, nothing is stored and :class:`SinkUnavailable` is raised, so a
+        client that gave up and retries never gets its rows stored twice.
         """
         if table not in WRITABLE_TABLES:
             raise StoreError(f"table: {table!r} is not a table hyperdx local writes")
-        lines = [json.dumps(row, separators=(",", ":")) for row in rows]
-        if not lines:
+        payload, count = encode_rows(table, rows)
+        return self.insert_encoded(table, payload, count, deadline=deadline)
+
+    def insert_encoded(
+        self, table: str, payload: bytes, count: int, *, deadline: float | None = None
+    ) -> int:
+        """:meth:`insert` for rows already encoded by :func:`encode_rows`."""
+        if table not in WRITABLE_TABLES:
+            raise StoreError(f"table: {table!r} is not a table hyperdx local writes")
+        if not count:
             return 0
-        self._commits.submit(table, ("\n".join(lines) + "\n").encode("utf-8"))
+        self._commits.submit(table, payload, deadline)
         # chDB's rows_written also counts the rollup views' rows, so report our own count.
-        return len(lines)
+        return count
 
     def _stream(self, table: str, payloads: list[bytes]) -> None:
-        """One chDB streaming insert of ``payloads`` into ``table`` (the group-commit leader)."""
+        """One chDB streaming insert of ``payloads`` into ``table`` (on the writer thread)."""
         with self._insert_lock:
             if self._insert_session is None:
                 raise StoreError("store is closed")
             try:
                 with self._insert_session.send_insert(
-                    f"INSERT INTO {DATABASE}.{table}", "JSONEachRow"
+                    f"INSERT INTO {DATABASE}.{table} {_INSERT_SETTINGS}", "JSONEachRow"
                 ) as ins:
-                    for payload in payloads:
+                    for index, payload in enumerate(payloads):
+                        if index:
+                            ins.append(b"\n")
                         for start in range(0, len(payload), _INSERT_CHUNK_BYTES):
                             ins.append(payload[start : start + _INSERT_CHUNK_BYTES])
                     ins.finish()
@@ -282,73 +372,126 @@ class Store:
                 raise StoreError(f"insert into {table} failed: {exc}") from exc
 
 
-class _Pending:
-    __slots__ = ("done", "error", "payload", "table")
+# Tables whose rows hold only strings, integers and lists/maps of them: orjson encodes them
+# ~20x faster than the stdlib. Metric rows keep the stdlib, which writes NaN/Infinity as
+# ClickHouse reads them (orjson would write null, i.e. 0).
+_ORJSON_TABLES = frozenset({"otel_logs", "otel_traces", "hyperdx_sessions"})
 
-    def __init__(self, table: str, payload: bytes) -> None:
+
+def encode_rows(table: str, rows: Iterable[Mapping[str, Any]]) -> tuple[bytes, int]:
+    """Rows -> (JSONEachRow body, row count). The body is JSON objects separated by commas
+    or newlines, both of which ClickHouse's JSONEachRow reads; bodies join with a newline."""
+    items = rows if isinstance(rows, list) else list(rows)
+    if not items:
+        return b"", 0
+    if table in _ORJSON_TABLES and _orjson is not None:
+        try:
+            return _orjson.dumps(items)[1:-1], len(items)
+        except TypeError:  # e.g. a lone surrogate: the stdlib escapes what orjson refuses
+            pass
+    lines = [json.dumps(row, separators=(",", ":")) for row in items]
+    return "\n".join(lines).encode("utf-8"), len(items)
+
+
+class _Pending:
+    __slots__ = ("behind", "deadline", "done", "error", "payload", "table")
+
+    def __init__(self, table: str, payload: bytes, deadline: float | None) -> None:
         self.table = table
         self.payload = payload
+        self.deadline = deadline
+        self.behind = False  # queued while the writer was busy: only then can it be late
         self.done = False
         self.error: BaseException | None = None
 
 
 class _GroupCommit:
-    """Leader-based group commit: the first caller to find no insert running becomes the
-    leader and writes everything queued (one insert per table) until the queue is empty;
-    the others wait for the insert that holds their payload. If a combined insert fails,
-    its payloads are retried one by one so a bad request fails alone."""
+    """One writer thread drains a queue of payloads: each round takes what is queued (up to
+    ``max_bytes``), drops the payloads whose deadline passed (their callers get
+    SinkUnavailable: nothing stored), and writes the rest with one insert per table. If a
+    combined insert fails, its payloads are retried one by one so a bad request fails alone.
+
+    A dedicated writer (rather than a caller leading) bounds every caller's wait to the
+    rounds ahead of it: a leader would keep writing other callers' rows while its own caller
+    waits."""
 
     def __init__(self, stream: Callable[[str, list[bytes]], None], max_bytes: int) -> None:
         self._stream = stream
         self._max_bytes = max_bytes
         self._cond = threading.Condition()
-        self._queue: list[_Pending] = []
-        self._leading = False
+        self._queue: deque[_Pending] = deque()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._busy = False
 
-    def submit(self, table: str, payload: bytes) -> None:
-        item = _Pending(table, payload)
+    def submit(self, table: str, payload: bytes, deadline: float | None = None) -> None:
+        item = _Pending(table, payload, deadline)
         with self._cond:
+            if self._closed:
+                raise StoreError("store is closed")
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="hyperdx-local-writer", daemon=True
+                )
+                self._thread.start()
+            item.behind = self._busy or bool(self._queue)
             self._queue.append(item)
-            while not item.done and self._leading:
+            self._cond.notify_all()
+            while not item.done:
                 self._cond.wait()
-            if not item.done:
-                self._leading = True
-        if not item.done:
-            try:
-                self._lead()
-            finally:
-                with self._cond:
-                    self._leading = False
-                    self._cond.notify_all()
         if item.error is not None:
             raise item.error
-        if not item.done:  # cannot happen unless the leader died mid-way; never report success
-            raise StoreError(f"insert into {table} was not performed")
 
-    def _lead(self) -> None:
+    def close(self) -> None:
+        """Write what is queued, then stop the writer. Safe to call twice."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+
+    def _run(self) -> None:
         while True:
             with self._cond:
-                batch: list[_Pending] = []
-                rest: list[_Pending] = []
-                size = 0
-                for item in self._queue:
-                    if size + len(item.payload) <= self._max_bytes or not batch:
-                        batch.append(item)
-                        size += len(item.payload)
-                    else:
-                        rest.append(item)
-                self._queue = rest
-            if not batch:
-                return
-            by_table: dict[str, list[_Pending]] = {}
-            for item in batch:
-                by_table.setdefault(item.table, []).append(item)
-            for table, items in by_table.items():
-                self._write(table, items)
-            with self._cond:
-                for item in batch:
-                    item.done = True
-                self._cond.notify_all()
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                self._busy = True
+                batch = [self._queue.popleft()]
+                size = len(batch[0].payload)
+                while self._queue and size + len(self._queue[0].payload) <= self._max_bytes:
+                    item = self._queue.popleft()
+                    size += len(item.payload)
+                    batch.append(item)
+            finished = False
+            try:
+                self._round(batch)
+                finished = True
+            finally:
+                with self._cond:
+                    for item in batch:
+                        if not finished and item.error is None:  # never report success
+                            item.error = StoreError(f"insert into {item.table} was not performed")
+                        item.done = True
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _round(self, batch: list[_Pending]) -> None:
+        now = time.monotonic()
+        by_table: dict[str, list[_Pending]] = {}
+        for item in batch:
+            # Late only if it waited behind other inserts: a lone request on a slow machine
+            # is written at once (refusing it would only make the client resend it).
+            if item.behind and item.deadline is not None and now > item.deadline:
+                item.error = SinkUnavailable(
+                    f"the store fell {now - item.deadline:.2f}s behind; nothing stored"
+                )
+                continue
+            by_table.setdefault(item.table, []).append(item)
+        for table, items in by_table.items():
+            self._write(table, items)
 
     def _write(self, table: str, items: list[_Pending]) -> None:
         # Any failure is handed to the callers whose rows it concerns (each re-raises it).
@@ -373,4 +516,160 @@ class ChdbSink:
         self.store = store
 
     def write(self, table: str, rows: list[dict[str, Any]]) -> None:
-        self.store.insert(table, rows)
+        """Encode, then empty ``rows`` (freeing the dicts while the insert waits its turn:
+        under load that is most of the receiver's memory), then store."""
+        payload, count = encode_rows(table, rows)
+        rows.clear()
+        self.store.insert_encoded(table, payload, count, deadline=commit_deadline())
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """Per-statement bounds of the read sessions (ClickHouse setting names)."""
+
+    max_execution_time: int = 30
+    max_result_bytes: int = 64 << 20
+    sessions: int = 2
+    # Half the cores per query: a heavy query leaves the receiver's inserts a core to run on.
+    max_threads: int = field(default_factory=lambda: max(1, (os.cpu_count() or 2) // 2))
+
+    def as_settings(self) -> dict[str, int]:
+        return {
+            "max_execution_time": self.max_execution_time,
+            "max_result_bytes": self.max_result_bytes,
+            "max_threads": self.max_threads,
+        }
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    """A statement's output bytes plus the counters ClickHouse reports in its summary."""
+
+    data: bytes
+    result_rows: int
+    rows_read: int  # from storage
+    bytes_read: int
+    elapsed_s: float
+
+
+class _ReadSession:
+    def __init__(self, url: str) -> None:
+        from chdb.session import Session
+
+        self.session = Session(url)
+        self.lock = threading.Lock()
+        self.changed: dict[str, str] = {}  # setting -> value to restore after the statement
+        self.database = DATABASE
+
+    def _set(self, name: str, value: str) -> None:
+        literal = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        self.session.query(f"SET {_identifier(name)} = {literal}", "CSV")
+
+    def run(
+        self,
+        sql: str,
+        fmt: str,
+        params: dict[str, Any],
+        settings: dict[str, str],
+        database: str | None,
+    ) -> ReadResult:
+        with self.lock:
+            try:
+                if settings:
+                    names = ", ".join("'" + n.replace("'", "") + "'" for n in settings)
+                    before = self.session.query(
+                        f"SELECT name, value FROM system.settings WHERE name IN ({names})",
+                        "JSONEachRow",
+                    ).bytes()
+                    known = {d["name"]: d["value"] for d in map(json.loads, before.splitlines())}
+                    for name, value in settings.items():
+                        self._set(name, value)  # chDB names an unknown setting itself
+                        self.changed.setdefault(name, known.get(name, ""))
+                if database and database != self.database:
+                    self.session.query(f"USE {_identifier(database)}", "CSV")
+                    self.database = database
+                res = self.session.query(sql, fmt, params=params)
+                return ReadResult(
+                    data=res.bytes(),
+                    result_rows=int(res.rows_read()),  # chDB's rows_read counts the result
+                    rows_read=int(res.storage_rows_read()),
+                    bytes_read=int(res.storage_bytes_read()),
+                    elapsed_s=float(res.elapsed()),
+                )
+            except RuntimeError as exc:
+                raise StoreError(str(exc)) from exc
+            finally:
+                self._restore()
+
+    def _restore(self) -> None:
+        try:
+            for name, value in list(self.changed.items()):
+                self._set(name, value)
+                del self.changed[name]
+            if self.database != DATABASE:
+                self.session.query(f"USE {DATABASE}", "CSV")
+                self.database = DATABASE
+        except RuntimeError:
+            pass  # left dirty: _ReadPool replaces a session whose state it cannot restore
+
+    def close(self) -> None:
+        with self.lock:
+            self.session.close()
+
+
+def _identifier(name: str) -> str:
+    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
+class _ReadPool:
+    """A few read-only sessions on the store's directory, handed out one statement at a time."""
+
+    def __init__(self, data_dir: Path, limits: ReadLimits) -> None:
+        from urllib.parse import urlencode
+
+        query = urlencode(
+            {
+                "session_timezone": "UTC",
+                "output_format_json_quote_64bit_integers": 1,
+                "readonly": 2,
+                **limits.as_settings(),
+            }
+        )
+        self._url = f"{data_dir}?{query}"
+        self._sessions = [_ReadSession(self._url) for _ in range(max(1, limits.sessions))]
+        self._free = list(self._sessions)
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def run(
+        self,
+        sql: str,
+        fmt: str,
+        params: dict[str, Any],
+        settings: dict[str, str],
+        database: str | None,
+    ) -> ReadResult:
+        with self._cond:
+            while not self._free and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                raise StoreError("store is closed")
+            reader = self._free.pop()
+        try:
+            return reader.run(sql, fmt, params, settings, database)
+        finally:
+            if reader.changed or reader.database != DATABASE:
+                reader.close()
+                self._sessions.remove(reader)
+                reader = _ReadSession(self._url)
+                self._sessions.append(reader)
+            with self._cond:
+                self._free.append(reader)
+                self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        for reader in self._sessions:
+            reader.close()

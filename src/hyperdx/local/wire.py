@@ -29,7 +29,8 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from hyperdx.local import rows
-from hyperdx.local.sinks import Sink, SinkUnavailable
+from hyperdx.local.admission import Admission, Overloaded
+from hyperdx.local.sinks import Sink, SinkUnavailable, deadline_scope
 
 __all__ = [
     "JSON",
@@ -40,6 +41,7 @@ __all__ = [
     "check_authorization",
     "decode",
     "decompress",
+    "ingest",
     "media_type",
     "status_response",
     "success_body",
@@ -50,10 +52,23 @@ JSON = "application/json"
 
 # google.rpc.Code numbers used by the receiver.
 INVALID_ARGUMENT = 3
+RESOURCE_EXHAUSTED = 8
 INTERNAL = 13
 UNAVAILABLE = 14
 UNAUTHENTICATED = 16
-_CODE_FOR_STATUS = {400: INVALID_ARGUMENT, 401: UNAUTHENTICATED, 500: INTERNAL, 503: UNAVAILABLE}
+_CODE_FOR_STATUS = {
+    400: INVALID_ARGUMENT,
+    401: UNAUTHENTICATED,
+    413: RESOURCE_EXHAUSTED,
+    500: INTERNAL,
+    503: UNAVAILABLE,
+}
+
+TOO_LARGE = "http: request body too large"
+# Once admitted, a request's rows must be going into chDB within this many seconds of its
+# arrival, else it is refused (nothing stored): with one insert of at most ~0.5 s after
+# that, no request is held for much more than 2 s, far below exporters' 10 s timeout.
+COMMIT_START_BUDGET = 1.2
 
 # The collector's own fallback when it cannot encode a Status for the request's media type:
 # a literal (note the spaces) with status 500.
@@ -64,12 +79,14 @@ BAD_AUTH = "scheme or token does not match: "
 
 
 class WireError(Exception):
-    """A request rejected before storage: HTTP status plus the Status message."""
+    """A request rejected before storage: HTTP status plus the Status message, and for a
+    retryable refusal (503) the seconds the client should wait before retrying."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -180,7 +197,7 @@ def decompress(body: bytes, content_encoding: str, limit: int) -> bytes:
     except (zlib.error, EOFError, OSError) as error:
         raise WireError(400, f"failed to decompress {encoding} body: {error}") from error
     if len(data) > limit:
-        raise WireError(400, "http: request body too large")
+        raise WireError(413, TOO_LARGE)
     return data
 
 
@@ -306,6 +323,10 @@ def status_response(status: int, message: str, content_type: str) -> tuple[int, 
 
 _log = logging.getLogger("hyperdx.local.receiver")
 
+# Mapping is pure Python (GIL-bound): more than two threads at it gain nothing and make the
+# event loop wait its turn for the GIL behind all of them, which delays every answer.
+_MAPPING = threading.BoundedSemaphore(2)
+
 
 class SinkErrors:
     """Counts sink failures; logs the first of each exception type with its traceback."""
@@ -330,20 +351,61 @@ class SinkErrors:
             )
 
 
-def store(sink: Sink, signal: Signal, message: Any, errors: SinkErrors) -> None:
+def ingest(
+    admission: Admission,
+    sink: Sink,
+    signal: Signal,
+    message: Any,
+    errors: SinkErrors,
+    since: float,
+    queued: bool = False,
+) -> int:
+    """Admit a decoded request that arrived at ``since`` (monotonic), then store it.
+
+    Returns the items stored. A refusal is WireError 503 with a retry delay, and nothing of
+    the request is stored.
+    """
+    items = signal.count(message)
+    try:
+        admission.admit(items, since, queued)
+    except Overloaded as error:
+        raise WireError(
+            503, f"overloaded, retry later: {error.reason}", error.retry_after
+        ) from None
+    stored = False
+    try:
+        store(sink, signal, message, errors, deadline=since + COMMIT_START_BUDGET)
+        stored = True
+    finally:
+        admission.done(items, stored, since)
+    return items
+
+
+def store(
+    sink: Sink, signal: Signal, message: Any, errors: SinkErrors, deadline: float | None = None
+) -> None:
     """Map a decoded request to rows and write every non-empty table before returning.
 
     Sink failures become WireError 503 (SinkUnavailable: retry later) or 500 (anything else),
-    so the listener answers instead of dying.
+    so the listener answers instead of dying. ``deadline`` is handed to the sink as
+    :func:`~hyperdx.local.sinks.commit_deadline`.
     """
-    for table, table_rows in signal.to_rows(message).items():
-        if not table_rows:
-            continue
-        try:
-            sink.write(table, table_rows)
-        except SinkUnavailable as error:
-            errors.report(f"storing {table} rows", error)
-            raise WireError(503, f"storage unavailable, retry later: {error}") from error
-        except Exception as error:  # any sink bug must fail this request, not the server
-            errors.report(f"storing {table} rows", error)
-            raise WireError(500, f"storing {table} rows failed: {type(error).__name__}") from error
+    with _MAPPING:
+        mapped = signal.to_rows(message)
+    tables = [(table, table_rows) for table, table_rows in mapped.items() if table_rows]
+    for index, (table, table_rows) in enumerate(tables):
+        # Only the first table may be refused: once some rows are stored, refusing the rest
+        # would make the client's retry store those twice.
+        with deadline_scope(deadline if index == 0 else None):
+            _write(sink, table, table_rows, errors)
+
+
+def _write(sink: Sink, table: str, table_rows: list[dict[str, Any]], errors: SinkErrors) -> None:
+    try:
+        sink.write(table, table_rows)
+    except SinkUnavailable as error:
+        errors.report(f"storing {table} rows", error)
+        raise WireError(503, f"storage unavailable, retry later: {error}", 1) from error
+    except Exception as error:  # any sink bug must fail this request, not the server
+        errors.report(f"storing {table} rows", error)
+        raise WireError(500, f"storing {table} rows failed: {type(error).__name__}") from error

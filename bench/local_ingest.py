@@ -1,0 +1,434 @@
+"""Load benchmark of `hyperdx local`'s ingestion: OTLP exporters posting as fast as they can.
+
+Starts ``hyperdx local`` (a subprocess, fresh data directory), then runs ``--concurrency``
+exporters for ``--seconds``, each posting ``--batch``-item requests (protobuf + gzip, the
+OTLP/HTTP exporters' default; or gRPC with gzip) back to back. A 503 / UNAVAILABLE is
+retried after the delay the server names (Retry-After / RetryInfo), as the OpenTelemetry
+exporters do. While it runs, the server's RSS is sampled and, with ``--probe-queries``, a
+query is timed every second through the query endpoint (what ``hyperdx sql`` uses).
+
+Reports acknowledged items/s, latency p50/p99/max of accepted requests and of all answers,
+answers by status, peak RSS, and table rows versus acknowledged items (must be equal).
+``--json`` prints the result as one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+TABLES = {"logs": "otel_logs", "traces": "otel_traces"}
+GRPC_METHODS = {
+    "logs": "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+    "traces": "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+}
+
+
+def _kv(key: str, value: str | int) -> KeyValue:
+    if isinstance(value, int):
+        return KeyValue(key=key, value=AnyValue(int_value=value))
+    return KeyValue(key=key, value=AnyValue(string_value=value))
+
+
+_RESOURCE = [
+    _kv("service.name", "ingest-bench"),
+    _kv("telemetry.sdk.language", "python"),
+    _kv("telemetry.sdk.name", "opentelemetry"),
+    _kv("telemetry.sdk.version", "1.38.0"),
+    _kv("host.name", "bench-host"),
+    _kv("process.pid", 4242),
+]
+
+
+def log_request(count: int, seed: int) -> bytes:
+    """A request like the Python SDK's logging handler sends (severity set, scalar attrs)."""
+    rng = random.Random(seed)
+    request = ExportLogsServiceRequest()
+    resource_logs = request.resource_logs.add()
+    resource_logs.resource.attributes.extend(_RESOURCE)
+    scope_logs = resource_logs.scope_logs.add()
+    scope_logs.scope.name = "app.views"
+    now = time.time_ns()
+    for index in range(count):
+        record = scope_logs.log_records.add()
+        record.time_unix_nano = record.observed_time_unix_nano = now + index
+        record.severity_number, record.severity_text = rng.choice(
+            [(9, "INFO"), (9, "INFO"), (13, "WARN"), (17, "ERROR")]
+        )
+        record.body.string_value = (
+            f"GET /api/items/{rng.randrange(10_000)} {rng.choice([200, 200, 404, 500])} "
+            f"in {rng.randrange(300)} ms user=u{rng.randrange(500)}"
+        )
+        record.trace_id = rng.randbytes(16)
+        record.span_id = rng.randbytes(8)
+        record.attributes.extend(
+            [
+                _kv("code.filepath", "app/views.py"),
+                _kv("code.function", "list_items"),
+                _kv("code.lineno", 40 + index % 20),
+                _kv("http.route", "/api/items/{id}"),
+            ]
+        )
+    return request.SerializeToString()
+
+
+def span_request(count: int, seed: int) -> bytes:
+    """A request of server/client spans like an instrumented web app's."""
+    rng = random.Random(seed)
+    request = ExportTraceServiceRequest()
+    resource_spans = request.resource_spans.add()
+    resource_spans.resource.attributes.extend(_RESOURCE)
+    scope_spans = resource_spans.scope_spans.add()
+    scope_spans.scope.name = "opentelemetry.instrumentation.flask"
+    now = time.time_ns()
+    trace_id = rng.randbytes(16)
+    for index in range(count):
+        if index % 8 == 0:
+            trace_id = rng.randbytes(16)
+        span = scope_spans.spans.add()
+        span.trace_id = trace_id
+        span.span_id = rng.randbytes(8)
+        span.parent_span_id = rng.randbytes(8) if index % 8 else b""
+        span.name = "GET /api/items/{id}"
+        span.kind = 2 if index % 8 == 0 else 3
+        span.start_time_unix_nano = now + index * 1000
+        span.end_time_unix_nano = span.start_time_unix_nano + rng.randrange(100_000, 50_000_000)
+        span.attributes.extend(
+            [
+                _kv("http.request.method", "GET"),
+                _kv("http.route", "/api/items/{id}"),
+                _kv("http.response.status_code", rng.choice([200, 200, 404])),
+                _kv("url.path", f"/api/items/{rng.randrange(10_000)}"),
+            ]
+        )
+    return request.SerializeToString()
+
+
+class Tally:
+    def __init__(self) -> None:
+        self.statuses: Counter[str] = Counter()
+        self.accepted_latency: list[float] = []
+        self.all_latency: list[float] = []
+        self.acked = 0
+        self.query_latency: list[float] = []
+        self.rss_peak_kb = 0
+        self.anon_peak_kb = 0
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def http_exporter(
+    url: str, key: str, bodies: list[bytes], batch: int, until: float, tally: Tally
+) -> None:
+    import aiohttp
+
+    headers = {
+        "Content-Type": "application/x-protobuf",
+        "Content-Encoding": "gzip",
+        "Authorization": key,
+    }
+    timeout = aiohttp.ClientTimeout(total=10)  # the exporters' default timeout
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        turn = random.randrange(len(bodies))
+        while time.monotonic() < until:
+            body = bodies[turn % len(bodies)]
+            turn += 1
+            start = time.monotonic()
+            retry_after = 0.0
+            try:
+                async with session.post(url, data=body, headers=headers) as response:
+                    await response.read()
+                    status = str(response.status)
+                    retry_after = float(response.headers.get("Retry-After", "0") or 0)
+            except asyncio.TimeoutError:
+                status = "timeout"
+            except aiohttp.ClientError as error:
+                status = type(error).__name__
+            elapsed = time.monotonic() - start
+            tally.statuses[status] += 1
+            tally.all_latency.append(elapsed)
+            if status == "200":
+                tally.accepted_latency.append(elapsed)
+                tally.acked += batch
+            elif retry_after:
+                await asyncio.sleep(min(retry_after, max(0.0, until - time.monotonic())))
+
+
+async def grpc_exporter(
+    target: str, key: str, signal: str, bodies: list[bytes], batch: int, until: float, tally: Tally
+) -> None:
+    import grpc
+    from google.rpc.error_details_pb2 import RetryInfo
+
+    async with grpc.aio.insecure_channel(target, compression=grpc.Compression.Gzip) as channel:
+        call = channel.unary_unary(
+            GRPC_METHODS[signal],
+            request_serializer=lambda raw: raw,
+            response_deserializer=lambda raw: raw,
+        )
+        turn = random.randrange(len(bodies))
+        while time.monotonic() < until:
+            body = bodies[turn % len(bodies)]
+            turn += 1
+            start = time.monotonic()
+            delay = 0.0
+            try:
+                await call(body, metadata=(("authorization", key),), timeout=10)
+                status = "OK"
+            except grpc.aio.AioRpcError as error:
+                status = error.code().name
+                for name, value in error.trailing_metadata() or ():
+                    if name == "google.rpc.retryinfo-bin" and isinstance(value, bytes):
+                        info = RetryInfo.FromString(value)
+                        delay = info.retry_delay.seconds + info.retry_delay.nanos / 1e9
+                if status == "RESOURCE_EXHAUSTED" and not delay:
+                    delay = 1.0
+            elapsed = time.monotonic() - start
+            tally.statuses[status] += 1
+            tally.all_latency.append(elapsed)
+            if status == "OK":
+                tally.accepted_latency.append(elapsed)
+                tally.acked += batch
+            elif delay:
+                await asyncio.sleep(min(delay, max(0.0, until - time.monotonic())))
+
+
+def query(state: Any, sql: str) -> list[dict[str, Any]]:
+    request = urllib.request.Request(
+        state.query_url,
+        data=json.dumps({"sql": sql}).encode(),
+        headers={"Authorization": state.api_key, "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        rows: list[dict[str, Any]] = json.loads(response.read())["rows"]
+        return rows
+
+
+async def probe_queries(state: Any, table: str, until: float, tally: Tally) -> None:
+    loop = asyncio.get_running_loop()
+    sql = f"SELECT count() AS n, max(Timestamp) AS last FROM {table}"
+    while time.monotonic() < until:
+        start = time.monotonic()
+        await loop.run_in_executor(None, query, state, sql)
+        tally.query_latency.append(time.monotonic() - start)
+        await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - start)))
+
+
+async def sample_rss(pid: int, until: float, tally: Tally) -> None:
+    while time.monotonic() < until + 1.0:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    tally.rss_peak_kb = max(tally.rss_peak_kb, int(line.split()[1]))
+                elif line.startswith("RssAnon:"):  # RSS less chDB's mapped library pages
+                    tally.anon_peak_kb = max(tally.anon_peak_kb, int(line.split()[1]))
+        except OSError:
+            return
+        await asyncio.sleep(0.2)
+
+
+async def drive(args: argparse.Namespace, state: Any, pid: int) -> Tally:
+    make = log_request if args.signal == "logs" else span_request
+    bodies = [gzip.compress(make(args.batch, seed), 6) for seed in range(args.distinct)]
+    tally = Tally()
+    until = time.monotonic() + args.seconds
+    if args.protocol == "http":
+        url = f"http://{state.host}:{state.http_port}/v1/{args.signal}"
+        workers = [
+            http_exporter(url, state.api_key, bodies, args.batch, until, tally)
+            for _ in range(args.concurrency)
+        ]
+    else:
+        raw = [gzip.decompress(body) for body in bodies]  # grpc compresses itself
+        target = f"{state.host}:{state.grpc_port}"
+        workers = [
+            grpc_exporter(target, state.api_key, args.signal, raw, args.batch, until, tally)
+            for _ in range(args.concurrency)
+        ]
+    extra = [sample_rss(pid, until, tally)]
+    if args.probe_queries:
+        extra.append(probe_queries(state, TABLES[args.signal], until, tally))
+    await asyncio.gather(*workers, *extra)
+    return tally
+
+
+def start_server(data_dir: Path) -> tuple[subprocess.Popen[str], Any]:
+    from hyperdx.local.client import read_state
+    from hyperdx.local.store import STATE_FILE
+
+    command = [sys.executable, "-m", "hyperdx.opentelemetry.cli", "local"]
+    command += ["--data-dir", str(data_dir), "--http-port", "0", "--grpc-port", "0"]
+    help_text = subprocess.run(
+        [*command[:4], "--help"], capture_output=True, text=True, check=False
+    ).stdout
+    for option in ("--clickhouse-port", "--ui-port"):  # optional listeners: any free port
+        if option in help_text:
+            command += [option, "0"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if (data_dir / STATE_FILE).exists():
+            state = read_state(data_dir)
+            if state is not None and state.pid == proc.pid:
+                return proc, state
+        if proc.poll() is not None:
+            raise SystemExit(f"hyperdx local exited {proc.returncode}: {proc.stderr.read()}")
+        time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("hyperdx local did not start within 60 s")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads, chDB's included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    data_dir = Path(tempfile.mkdtemp(prefix="hyperdx-ingest-bench-"))
+    proc, state = start_server(data_dir)
+    try:
+        load_before = os.getloadavg()
+        cpu_before = cpu_seconds(proc.pid)
+        tally = asyncio.run(drive(args, state, proc.pid))
+        server_cpu = cpu_seconds(proc.pid) - cpu_before
+        load_after = os.getloadavg()
+        rows = int(query(state, f"SELECT count() AS n FROM {TABLES[args.signal]}")[0]["n"])
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    accepted = tally.accepted_latency
+    return {
+        "protocol": args.protocol,
+        "signal": args.signal,
+        "concurrency": args.concurrency,
+        "batch": args.batch,
+        "seconds": args.seconds,
+        "items_per_s": round(tally.acked / args.seconds),
+        # machine-share-independent cost: what 2 idle cores would give, less the client's share
+        "server_cpu_s": round(server_cpu, 2),
+        "items_per_server_cpu_s": round(tally.acked / server_cpu) if server_cpu else 0,
+        "acked_items": tally.acked,
+        "rows": rows,
+        "rows_equal_acked": rows == tally.acked,
+        "answers": dict(tally.statuses),
+        "accepted_ms": {
+            "p50": round(percentile(accepted, 0.5) * 1000),
+            "p99": round(percentile(accepted, 0.99) * 1000),
+            "max": round(max(accepted, default=0) * 1000),
+        },
+        "all_answers_max_ms": round(max(tally.all_latency, default=0) * 1000),
+        "rss_peak_mb": round(tally.rss_peak_kb / 1024),
+        "rss_anon_peak_mb": round(tally.anon_peak_kb / 1024),
+        "query_ms": {
+            "count": len(tally.query_latency),
+            "p50": round(percentile(tally.query_latency, 0.5) * 1000),
+            "max": round(max(tally.query_latency, default=0) * 1000),
+        },
+        "loadavg_1m_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
+    }
+
+
+def components(signal: str, batch: int, rounds: int = 32) -> dict[str, float]:
+    """CPU microseconds per item of each server stage, in process (process CPU time, so
+    chDB's own threads count; other load on the machine inflates it less than wall time).
+    Inserts are grouped 8 requests at a time, as the writer does under load."""
+    from hyperdx.local import wire
+    from hyperdx.local.store import Store, encode_rows
+
+    signal_info = wire.SIGNALS[f"/v1/{signal}"]
+    body = gzip.compress((log_request if signal == "logs" else span_request)(batch, 1), 6)
+    costs: dict[str, float] = {}
+
+    def timed(name: str, action: Any) -> Any:
+        start = time.process_time()
+        for _ in range(rounds):
+            value = action()
+        costs[name] = (time.process_time() - start) / rounds / batch * 1e6
+        return value
+
+    data = timed("gunzip", lambda: wire.decompress(body, "gzip", 20 << 20))
+    message = timed(
+        "protobuf decode", lambda: wire.decode(data, wire.PROTOBUF, signal_info.request_type)
+    )
+    tables = timed("row mapping", lambda: signal_info.to_rows(message))
+    table, mapped = next((t, r) for t, r in tables.items() if r)
+    payload, _ = timed("JSON encode", lambda: encode_rows(table, mapped))
+    with tempfile.TemporaryDirectory() as data_dir, Store.open(data_dir) as store:
+        start = time.process_time()
+        for _ in range(rounds // 8):
+            store._stream(table, [payload] * 8)
+        costs["chDB insert (8 per insert)"] = (
+            (time.process_time() - start) / (rounds // 8 * 8) / batch * 1e6
+        )
+    costs["total"] = sum(costs.values())
+    return {name: round(value, 1) for name, value in costs.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--protocol", choices=("http", "grpc"), default="http")
+    parser.add_argument("--signal", choices=("logs", "traces"), default="logs")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=512)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--distinct", type=int, default=8, help="distinct request bodies")
+    parser.add_argument("--probe-queries", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--components", action="store_true", help="only the per-stage CPU cost, in process"
+    )
+    args = parser.parse_args()
+    if args.components:
+        print(
+            json.dumps(
+                {"signal": args.signal, "cpu_us_per_item": components(args.signal, args.batch)}
+            )
+        )
+        return
+    result = run(args)
+    if args.json:
+        print(json.dumps(result))
+        return
+    ms = result["accepted_ms"]
+    print(
+        f"{result['protocol']} {result['signal']} x{result['concurrency']} "
+        f"batch {result['batch']}: {result['items_per_s']:,} items/s "
+        f"({result['items_per_server_cpu_s']:,} per server CPU-second), "
+        f"p50 {ms['p50']} ms p99 {ms['p99']} ms max {ms['max']} ms "
+        f"(all answers max {result['all_answers_max_ms']} ms), answers {result['answers']}, "
+        f"RSS peak {result['rss_peak_mb']} MB (anon {result['rss_anon_peak_mb']} MB), "
+        f"rows {result['rows']} vs acked "
+        f"{result['acked_items']} ({'equal' if result['rows_equal_acked'] else 'DIFFERENT'}), "
+        f"queries {result['query_ms']}, load {result['loadavg_1m_before_after']}"
+    )
+
+
+if __name__ == "__main__":
+    main()
