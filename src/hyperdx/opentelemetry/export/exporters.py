@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -24,6 +25,7 @@ from opentelemetry.sdk._logs.export import LogRecordExportResult
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 
+from ._batch import record_drop
 from ._logs import encode_log
 from ._spans import assemble, encode_span, group, group_encoded
 
@@ -126,6 +128,7 @@ class _FastEncodingMixin:
             client._compress = lambda data: _gzip(data, gzip_level)
         if own_transport:
             _use_urllib3(client)
+        self._watch_replies()
 
     def _after_fork(self) -> None:
         """A forked child must not share the parent's pooled sockets (interleaved requests)
@@ -139,6 +142,7 @@ class _FastEncodingMixin:
             verify: bool | str = kw.get("ca_certs") or kw.get("cert_reqs") != "CERT_NONE"
             cert = (kw["cert_file"], kw["key_file"]) if kw.get("key_file") else kw.get("cert_file")
             client._transport = Urllib3HTTPTransport(verify=verify, cert=cert)
+            self._watch_replies()
 
     def export_encoded(self, items: Sequence[Encoded]) -> bool:
         """Send items already encoded at hand-off (see the processors); True on success.
@@ -150,12 +154,75 @@ class _FastEncodingMixin:
         return self._send(items, None, self._kind_name)
 
     _kind_name = "item"
+    _signal = "items"  # the drop account's name: "spans" / "logs"
+
+    def _watch_replies(self) -> None:
+        """Keep the transport's last answer (per thread): the exporter's result has the status
+        but not the body, and a 200 body can carry an OTLP partial success."""
+        transport: Any = getattr(getattr(self, "_client", None), "_transport", None)
+        request = getattr(transport, "request", None)
+        if request is None or getattr(request, "_hyperdx_watched", False):
+            return
+        replies = self._replies = threading.local()
+
+        def watched(*args: Any, **kwargs: Any) -> Any:
+            replies.last = result = request(*args, **kwargs)
+            return result
+
+        watched._hyperdx_watched = True  # type: ignore[attr-defined]
+        transport.request = watched
+
+    def _rejected_in_reply(self) -> int:
+        """Items the collector rejected in its last 200 answer (OTLP partial success)."""
+        result = getattr(getattr(self, "_replies", None), "last", None)
+        if result is None:
+            return 0
+        try:
+            body = result.content()
+            return _partial_success_rejected(self._signal, body) if body else 0
+        except Exception:  # noqa: BLE001 - a malformed answer is the collector's problem
+            return 0
 
     def _send(
         self, items: Sequence[Any], encode_item: Callable[[Any], bytes] | None, kind: str
     ) -> bool:
-        """Encode (unless ``encode_item`` is None: pre-encoded triples) and send; True on
-        success. Mirrors the stock ``export`` bookkeeping."""
+        """Encode (unless ``encode_item`` is None: pre-encoded triples) and send.
+
+        True when every item was delivered or counted as dropped here: rejected through
+        partial success, or still too large for the collector (413) alone; a 413 batch is
+        split in halves and each half sent. False when the batch failed as a whole (the
+        caller counts it)."""
+        replies = getattr(self, "_replies", None)
+        if replies is not None:
+            replies.last = None
+        status = self._post(items, encode_item, kind)
+        if status == 200:
+            rejected = min(self._rejected_in_reply(), len(items))
+            if rejected:
+                _logger.warning(
+                    "the collector rejected %d of %d %ss (partial success; counted)",
+                    rejected,
+                    len(items),
+                    kind,
+                )
+                record_drop(self._signal, "rejected", rejected)
+            return True
+        if status != 413 or self._shutdown:
+            return False
+        if len(items) == 1:
+            record_drop(self._signal, "too_large", 1)
+            return True
+        half = len(items) // 2
+        for part in (items[:half], items[half:]):
+            if not self._send(part, encode_item, kind):
+                record_drop(self._signal, "export_failed", len(part))
+        return True
+
+    def _post(
+        self, items: Sequence[Any], encode_item: Callable[[Any], bytes] | None, kind: str
+    ) -> int | None:
+        """One export request (with the SDK client's retries): 200 on success, else the
+        last HTTP status or None. Mirrors the stock ``export`` bookkeeping."""
         with self._metrics.export_operation(len(items)) as result:
             try:
                 if encode_item is None:
@@ -165,7 +232,7 @@ class _FastEncodingMixin:
             except Exception as error:  # noqa: BLE001 - the stock exporter does the same
                 _logger.error("Failed to encode %s batch: %s", kind, error)
                 result.error = error
-                return False
+                return None
             limit = self._max_request_size
             if limit and limit > 0 and len(data) > limit:
                 _logger.warning(
@@ -175,18 +242,31 @@ class _FastEncodingMixin:
                     limit,
                 )
                 result.error = ValueError(f"{kind} request of {len(data)} bytes exceeds {limit}")
-                return False
+                return None
             outcome = self._client.export(data)
             if not outcome.success:
                 result.error = outcome.error
-                return False
-        return True
+                return int(outcome.status_code) if outcome.status_code else None
+        return 200
+
+
+def _partial_success_rejected(signal: str, body: bytes) -> int:
+    if signal == "spans":
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceResponse,
+        )
+
+        return int(ExportTraceServiceResponse.FromString(body).partial_success.rejected_spans)
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+
+    return int(ExportLogsServiceResponse.FromString(body).partial_success.rejected_log_records)
 
 
 class HyperDXSpanExporter(_FastEncodingMixin, OTLPSpanExporter):
     """``OTLPSpanExporter`` with the byte encoder; same constructor plus tuning knobs."""
 
     _kind_name = "span"
+    _signal = "spans"
     encode_item = staticmethod(encode_span)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
@@ -203,6 +283,7 @@ class HyperDXLogExporter(_FastEncodingMixin, OTLPLogExporter):
     """``OTLPLogExporter`` with the byte encoder; same constructor plus tuning knobs."""
 
     _kind_name = "log"
+    _signal = "logs"
     encode_item = staticmethod(encode_log)
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
