@@ -28,7 +28,7 @@ from support.apps import BIN, Proc, free_port, run, wait_http
 from support.load import drive, rss_bytes
 
 REQUESTS = int(os.environ.get("HYPERDX_FAULT_REQUESTS", "20000"))
-WARMUP = 500
+WARMUP = 1000  # more than one batch (512): the first export attempt happens in the warm-up
 SHUTDOWN_TIMEOUT = 3.0
 APP = Path(__file__).with_name("app.py")
 CASES = [
@@ -90,6 +90,7 @@ def run_case(fault: str, tmp_path: Path) -> tuple[CaseResult, Received, str]:
     try:
         with run(argv, env, tmp_path, name=f"app-{fault}") as proc:
             warm = _wait_and_warm(port, proc)
+            time.sleep(1.0)  # the first export attempt's one-time costs (TLS context, pools)
             rss_before = rss_bytes(proc.popen.pid)
             load = drive(port, REQUESTS, connections=2)
             rss_after = rss_bytes(proc.popen.pid)
