@@ -6,6 +6,10 @@ metrics all stay the SDK's. Encoding runs in slices of ``slice_size`` items with
 sleep between slices: a pure-Python encode of a whole batch would otherwise hold the GIL for
 milliseconds, and a request thread waiting for it pays up to the 5 ms switch interval each
 time it comes back from I/O, which is what pushes a 1-worker server's p99 up.
+
+Two collector answers the stock exporters treat as plain success or failure are handled here:
+a 200 carrying OTLP partial success counts the rejected items as dropped, and a 413 splits
+the batch in halves and sends each (an item too large on its own is a counted drop).
 """
 
 from __future__ import annotations
@@ -88,7 +92,7 @@ def _use_urllib3(client: Any) -> None:
 
 
 class _FastEncodingMixin:
-    """Shared plumbing; relies on the pinned (1.45.x) exporters' ``_client``/``_metrics``."""
+    """Shared plumbing; relies on the (1.45.1+) exporters' ``_client``/``_metrics``."""
 
     _client: Any
     _metrics: Any
