@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 from support.apps import BIN, base_env, free_port
 from support.otlp import running_receiver
@@ -88,3 +89,79 @@ def test_grpc_round_trip() -> None:
         )
         sink.wait_for("otel_traces")
     assert "ok   traces   accepted (gRPC OK)" in result.stdout, result.stdout + result.stderr
+
+
+def test_release_pairing_rule_on_version_maps() -> None:
+    from hyperdx.opentelemetry.doctor import release_mismatch
+
+    sdk_requires = ["opentelemetry-api==1.45.1", "opentelemetry-semantic-conventions==0.66b1"]
+    together = {
+        "opentelemetry-sdk": "1.45.1",
+        "opentelemetry-instrumentation": "0.66b1",
+        "opentelemetry-instrumentation-flask": "0.66b0",  # same release line, other patch
+        "opentelemetry-exporter-otlp-proto-http": "1.45.1",
+    }
+    assert release_mismatch(together, sdk_requires) is None
+    assert release_mismatch({"opentelemetry-instrumentation": "0.60b0"}) is None  # no SDK
+    mixed = release_mismatch(
+        {**together, "opentelemetry-instrumentation-flask": "0.60b0"}, sdk_requires
+    )
+    assert mixed is not None
+    assert mixed.mismatched == {"opentelemetry-instrumentation-flask": "0.60b0"}
+    assert mixed.lines() == [
+        "opentelemetry-sdk 1.45.1 belongs with contrib 0.66b1; installed: "
+        "opentelemetry-instrumentation-flask 0.60b0",
+        "fix: pip install 'opentelemetry-instrumentation==0.66b1' && "
+        "opentelemetry-bootstrap -a install",
+    ]
+    # Without the SDK's metadata the rule alone names the release line: 1.40 <-> 0.61.
+    older = release_mismatch(
+        {"opentelemetry-sdk": "1.40.0", "opentelemetry-instrumentation": "0.66b1"}
+    )
+    assert older is not None and older.expected_contrib == "0.61b0"
+
+
+def test_doctor_warns_about_a_real_mismatched_install(tmp_path: Path) -> None:
+    """A real older contrib package (from the index) shadows the installed one."""
+    import sys
+
+    target = tmp_path / "old-contrib"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--target",
+            str(target),
+            "opentelemetry-instrumentation-flask==0.60b0",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
+    with running_receiver() as (receiver, _):
+        result = doctor(
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.http_url, "PYTHONPATH": str(target)}
+        )
+    from importlib import metadata
+
+    sdk = metadata.version("opentelemetry-sdk")
+    assert "OpenTelemetry packages from different releases" in result.stdout, result.stdout
+    assert (
+        f"opentelemetry-sdk {sdk} belongs with contrib" in result.stdout
+        and "installed: opentelemetry-instrumentation-flask 0.60b0" in result.stdout
+    )
+    assert "fix: pip install 'opentelemetry-instrumentation==0." in result.stdout
+    assert "opentelemetry-bootstrap -a install" in result.stdout
+    # The warning does not fail the round trip.
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_doctor_is_quiet_when_the_releases_belong_together() -> None:
+    with running_receiver() as (receiver, _):
+        result = doctor({"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.http_url})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "different releases" not in result.stdout

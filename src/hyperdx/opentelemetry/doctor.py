@@ -9,12 +9,14 @@ raw: the key is masked wherever it appears.
 from __future__ import annotations
 
 import gzip
+import re
 import socket
 import ssl
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from importlib import metadata
 from typing import Any
 
 import click
@@ -232,6 +234,81 @@ def check_endpoint(url: str) -> list[Outcome]:
     return out
 
 
+# OpenTelemetry releases SDK 1.X together with contrib 0.(X+21)bN (1.45.1 <-> 0.66b1): each
+# contrib package pins the semantic conventions of its own release, so a mixed install fails
+# at import time or instruments nothing.
+_CONTRIB_OFFSET = 21
+_CONTRIB_PREFIX = "opentelemetry-instrumentation"
+_VERSION = re.compile(r"^(\d+)\.(\d+)")
+
+
+@dataclass(frozen=True)
+class ReleaseMismatch:
+    """Installed contrib packages that do not belong with the installed SDK, and the fix."""
+
+    sdk: str
+    expected_contrib: str
+    mismatched: dict[str, str]  # distribution name -> installed version
+
+    def lines(self) -> list[str]:
+        found = ", ".join(f"{name} {version}" for name, version in sorted(self.mismatched.items()))
+        return [
+            f"opentelemetry-sdk {self.sdk} belongs with contrib {self.expected_contrib}; "
+            f"installed: {found}",
+            f"fix: pip install 'opentelemetry-instrumentation=={self.expected_contrib}' && "
+            "opentelemetry-bootstrap -a install",
+        ]
+
+
+def _minor(version: str) -> tuple[int, int] | None:
+    match = _VERSION.match(version)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def _matching_contrib(sdk: str, sdk_requires: list[str]) -> str:
+    """The contrib version for ``sdk``: the semantic conventions it pins (the same release
+    line as its contrib), else 0.(X+21)b0 by the release rule."""
+    for req in sdk_requires:
+        pin = re.match(r"^opentelemetry-semantic-conventions\s*==\s*([0-9][^;\s]*)", req)
+        if pin:
+            return pin.group(1)
+    minor = _minor(sdk)
+    return f"0.{minor[1] + _CONTRIB_OFFSET}b0" if minor else "?"
+
+
+def release_mismatch(
+    versions: Mapping[str, str], sdk_requires: list[str] | None = None
+) -> ReleaseMismatch | None:
+    """Compare ``versions`` (distribution name -> installed version) against the SDK's
+    release line; None when every contrib package belongs with it (or no SDK is there)."""
+    sdk = versions.get("opentelemetry-sdk")
+    sdk_minor = _minor(sdk) if sdk else None
+    if sdk is None or sdk_minor is None:
+        return None
+    expected = _matching_contrib(sdk, sdk_requires or [])
+    wanted = (0, sdk_minor[1] + _CONTRIB_OFFSET)
+    wrong = {
+        name: version
+        for name, version in versions.items()
+        if name.startswith(_CONTRIB_PREFIX) and _minor(version) != wanted
+    }
+    return ReleaseMismatch(sdk, expected, wrong) if wrong else None
+
+
+def installed_release_mismatch() -> ReleaseMismatch | None:
+    """:func:`release_mismatch` over this environment's installed distributions."""
+    versions: dict[str, str] = {}
+    for dist in metadata.distributions():
+        name = re.sub(r"[-_.]+", "-", (dist.metadata["Name"] or "").lower())
+        if name.startswith("opentelemetry-"):
+            versions.setdefault(name, dist.version)  # the first on sys.path is imported
+    try:
+        requires = metadata.requires("opentelemetry-sdk") or []
+    except metadata.PackageNotFoundError:
+        requires = []
+    return release_mismatch(versions, requires)
+
+
 def run_doctor(echo: Callable[[str], None]) -> bool:
     """Print the report; True when all three signals were accepted."""
     try:
@@ -244,6 +321,11 @@ def run_doctor(echo: Callable[[str], None]) -> bool:
         echo(f"  {name:<28} {shown or '-':<48} {source:<11} {variable}")
     for warning in settings.warnings:
         echo(f"  warning: {_mask(warning, settings)}")
+    mismatch = installed_release_mismatch()
+    if mismatch is not None:
+        echo("OpenTelemetry packages from different releases (instrumentation may fail)")
+        for line in mismatch.lines():
+            echo(f"  warning: {line}")
     endpoints = sorted({settings.signal(s).endpoint.value for s in ("traces", "logs", "metrics")})
     for url in endpoints:
         echo(f"Endpoint {url}")

@@ -31,8 +31,9 @@ __all__ = [
 
 def dropped() -> dict[str, int]:
     """Items not delivered since start, e.g. ``{"spans_queue_full": 0, "spans_export_failed":
-    0, "spans_after_shutdown": 0, "logs_queue_full": 0, ...}`` (keys appear once a processor
-    for that signal exists)."""
+    0, "spans_after_shutdown": 0, "spans_rejected": 0, "spans_too_large": 0,
+    "logs_queue_full": 0, ...}`` (keys appear once a processor for that signal exists;
+    ``rejected``: the collector's partial success, ``too_large``: 413 for a single item)."""
     return counts()
 
 

@@ -46,6 +46,8 @@ _REASONS = {
     "after_shutdown": "emitted after shutdown",
     "shutdown_deadline": "shutdown deadline reached",
     "unencodable": "could not be encoded",
+    "rejected": "rejected by the collector (partial success)",
+    "too_large": "too large for the collector (413) even alone",
 }
 
 
@@ -57,6 +59,13 @@ def _report(signal: str, reason: str, n: int) -> bool:
         return False
     drops.record(_DISTRO_SIGNAL.get(signal, signal), n, _REASONS.get(reason, reason))
     return True
+
+
+def record_drop(signal: str, reason: str, n: int) -> bool:
+    """Count ``n`` undelivered items of ``signal`` ("spans", "logs") once, here and in the
+    distro's account; False when the distro's account is not available (logged by caller)."""
+    _count(f"{signal}_{reason}", n)
+    return _report(signal, reason, n)
 
 
 def counts() -> dict[str, int]:
@@ -100,13 +109,7 @@ class Batcher(Generic[T]):
         self._dropped_here = 0
         self._reported_to_distro = _report(signal, "queue_full", 0)
         self.in_flight = 0  # items handed to the exporter and not yet answered
-        for key in (
-            "queue_full",
-            "export_failed",
-            "after_shutdown",
-            "shutdown_deadline",
-            "unencodable",
-        ):
+        for key in _REASONS:
             _count(f"{signal}_{key}", 0)
         self._on_fork = on_fork
         self._pid = os.getpid()
@@ -145,9 +148,8 @@ class Batcher(Generic[T]):
             self._wake.set()
 
     def _drop(self, n: int, reason: str) -> None:
-        _count(f"{self.signal}_{reason}", n)
         self._dropped_here += n
-        if _report(self.signal, reason, n):
+        if record_drop(self.signal, reason, n):
             return
         if reason != "export_failed" and not self._warned_full:
             self._warned_full = True
