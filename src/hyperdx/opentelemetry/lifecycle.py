@@ -78,6 +78,7 @@ def _run_parallel(action: Callable[[Any, float], Any], timeout: float) -> list[s
         return []
     deadline = time.monotonic() + timeout
     threads = []
+    late = []
     for name, provider in pipeline.providers():
         t = threading.Thread(
             target=_guarded,
@@ -85,9 +86,18 @@ def _run_parallel(action: Callable[[Any, float], Any], timeout: float) -> list[s
             name=f"hyperdx-{name}-flush",
             daemon=True,
         )
-        t.start()
+        try:
+            t.start()
+        except RuntimeError:
+            # CPython 3.12.0/3.12.1 refuse new threads inside atexit callbacks ("can't
+            # create new thread at interpreter shutdown"): flush this signal here instead,
+            # within what is left of the deadline, rather than lose it.
+            remaining = max(0.0, deadline - time.monotonic())
+            _guarded(action, name, provider, remaining)
+            if time.monotonic() > deadline:
+                late.append(name)
+            continue
         threads.append((name, t))
-    late = []
     for name, t in threads:
         t.join(max(0.0, deadline - time.monotonic()))
         if t.is_alive():
