@@ -278,7 +278,7 @@ def start_server(data_dir: Path) -> tuple[subprocess.Popen[str], Any]:
     from hyperdx.local.client import read_state
     from hyperdx.local.store import STATE_FILE
 
-    command = [sys.executable, "-m", "hyperdx.opentelemetry.cli", "local"]
+    command = [sys.executable, "-m", "hyperdx.cli", "local"]
     command += ["--data-dir", str(data_dir), "--http-port", "0", "--grpc-port", "0"]
     help_text = subprocess.run(
         [*command[:4], "--help"], capture_output=True, text=True, check=False

@@ -43,7 +43,7 @@ def call(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
 
 def start(tmp: Path) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hyperdx.opentelemetry.cli", "local", "--data-dir", str(tmp)]
+        [sys.executable, "-m", "hyperdx.cli", "local", "--data-dir", str(tmp)]
         + ["--http-port", "0", "--grpc-port", "0", "--clickhouse-port", "0", "--ui-port", "0"],
         stdout=subprocess.PIPE,
         text=True,

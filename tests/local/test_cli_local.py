@@ -196,20 +196,37 @@ def test_failed_trace_is_marked(shop: dict[str, Any]) -> None:
 def test_metrics(shop: dict[str, Any]) -> None:
     rows = {r["MetricName"]: r for r in json.loads(cli(shop, "metrics", "--json"))}
     checkouts = rows["app.checkouts"]
+    sums = shop["server"].rows(
+        "SELECT TimeUnix, sum(Value) AS V FROM otel_metrics_sum"
+        " WHERE MetricName = 'app.checkouts' GROUP BY TimeUnix ORDER BY TimeUnix"
+    )
+    assert sum(float(p["V"]) for p in sums) == 2  # delta points: one export or two
     assert (checkouts["Kind"], checkouts["Services"], checkouts["LatestValue"]) == (
         "sum",
         ["shop"],
-        2,
+        float(sums[-1]["V"]),
     )
     duration = rows["http.server.duration"]
-    # cumulative histogram: at the last export it counts all six server requests
-    assert (duration["Kind"], duration["Unit"], duration["LatestCount"]) == ("histogram", "ms", 6)
+    # Delta histograms: the six server requests may fall into one export or several, so
+    # the latest count is whatever the store's latest point holds, and all points add to 6.
+    points = shop["server"].rows(
+        "SELECT TimeUnix, sum(Count) AS C FROM otel_metrics_histogram"
+        " WHERE MetricName = 'http.server.duration' AND ServiceName = 'shop'"
+        " GROUP BY TimeUnix ORDER BY TimeUnix"
+    )
+    assert sum(int(p["C"]) for p in points) == 6
+    latest = int(points[-1]["C"])
+    assert (duration["Kind"], duration["Unit"], duration["LatestCount"]) == (
+        "histogram",
+        "ms",
+        latest,
+    )
     out = cli(shop, "metrics")
     assert "app.checkouts" in out and "sum" in out
-    assert "count 6, sum" in out
+    assert f"count {latest}, sum" in out
     series = json.loads(cli(shop, "metrics", "--name", "app.checkouts", "--json"))
     assert series["kind"] == "sum"
-    assert series["points"][-1]["Value"] == 2
+    assert series["points"][-1]["Value"] == float(sums[-1]["V"])
     assert series["points"][-1]["Attributes"] == {"payment.method": "card"}
     out = cli(shop, "metrics", "--name", "app.checkouts")
     assert "app.checkouts (sum" in out and '"payment.method": "card"' in out

@@ -401,7 +401,7 @@ def test_a_taken_explicit_port_is_a_clear_startup_error(tmp_path: Path) -> None:
         taken.listen(1)
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "hyperdx.opentelemetry.cli", "local"]
+            [sys.executable, "-m", "hyperdx.cli", "local"]
             + ["--data-dir", str(tmp_path), "--http-port", "0", "--grpc-port", "0"]
             + ["--clickhouse-port", str(port), "--ui-port", "0"],
             capture_output=True,

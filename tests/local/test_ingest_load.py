@@ -116,7 +116,7 @@ class Running:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Running]:
-    command = [sys.executable, "-m", "hyperdx.opentelemetry.cli", "local"]
+    command = [sys.executable, "-m", "hyperdx.cli", "local"]
     command += ["--data-dir", str(tmp_path), "--http-port", "0", "--grpc-port", "0"]
     help_text = subprocess.run(
         [*command[:4], "--help"], capture_output=True, text=True, check=False
