@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from hyperdx.opentelemetry import diagnostics, instrumentation, integrations, lifecycle, logs
 from hyperdx.opentelemetry.exporters import create_exporter
+from hyperdx.opentelemetry.instrumentor_arguments import capture_config
 from hyperdx.opentelemetry.metrics import build_meter_provider, exporter_arguments
 from hyperdx.opentelemetry.options import ConfigurationError, HyperDXOptions, Settings, resolve
 from hyperdx.opentelemetry.resource import build_resource
@@ -98,21 +99,6 @@ def _register_fork_handling(pipeline: lifecycle.Pipeline) -> None:
     except ImportError:
         return
     forking.register(pipeline)
-
-
-def capture_config(settings: Settings) -> Any:
-    """The network-capture settings, derived from the one settings object."""
-    from hyperdx.opentelemetry.capture.config import CaptureConfig
-
-    return CaptureConfig(
-        enabled=settings.capture_enabled.value,
-        max_body_bytes=settings.capture_body_max_bytes.value,
-        redact=settings.capture_redact.value,
-        extra_patterns=settings.capture_redact_patterns.value,
-        excluded_endpoints=tuple(
-            settings.signal(s).endpoint.value for s in ("traces", "logs", "metrics")
-        ),
-    )
 
 
 def _install_capture(settings: Settings) -> None:
