@@ -182,7 +182,7 @@ def _activate(entry_point: Any, kwargs: dict[str, Any], *, eager: bool) -> None:
 def _lean_instrumentor(name: str) -> Any | None:
     """Our lean server instrumentation for a web framework, when it replaces contrib's."""
     try:
-        from hyperdx.opentelemetry import server  # type: ignore[attr-defined, unused-ignore]
+        from hyperdx.opentelemetry import server
     except ModuleNotFoundError as exc:
         if exc.name == "hyperdx.opentelemetry.server":
             return None
