@@ -18,9 +18,7 @@ KEY = "lazy-test-key"
 HEAVY = ("flask", "django", "fastapi", "starlette", "aiohttp", "httpx", "celery")
 
 
-def _run(
-    code: str, receiver: object, tmp_path: Path, *, agent: bool = True, **env: str
-) -> Proc:
+def _run(code: str, receiver: object, tmp_path: Path, *, agent: bool = True, **env: str) -> Proc:
     script = tmp_path / "program.py"
     script.write_text(textwrap.dedent(code))
     full_env = exporter_env(receiver, api_key=KEY)  # type: ignore[arg-type]
@@ -40,18 +38,19 @@ def _last_json(proc: Proc) -> dict:  # type: ignore[type-arg]
 
 
 def test_a_script_that_imports_nothing_instrumented_loads_no_library(tmp_path: Path) -> None:
-    code = """
+    code = f"""
         import json, sys
         from hyperdx.opentelemetry import import_hook
-        print(json.dumps({
-            "libraries": sorted(m for m in sys.modules if m.split(".")[0] in %r),
+        heavy = {HEAVY!r}
+        print(json.dumps({{
+            "libraries": sorted(m for m in sys.modules if m.split(".")[0] in heavy),
             "instrumentations": sorted(
                 m for m in sys.modules
-                if m.startswith("opentelemetry.instrumentation.") and m.split(".")[2] in %r
+                if m.startswith("opentelemetry.instrumentation.") and m.split(".")[2] in heavy
             ),
             "pending": import_hook.pending(),
-        }))
-    """ % (HEAVY, HEAVY)
+        }}))
+    """
     with running_receiver(api_keys=[KEY]) as (receiver, _sink):
         out = _last_json(_run(code, receiver, tmp_path))
     assert out["libraries"] == []
@@ -79,9 +78,7 @@ def test_flask_imported_later_is_instrumented(tmp_path: Path, mode: str) -> None
                           "pending": import_hook.pending()}))
     """
     with running_receiver(api_keys=[KEY]) as (receiver, sink):
-        out = _last_json(
-            _run(code, receiver, tmp_path, HYPERDX_SERVER_INSTRUMENTATION=mode)
-        )
+        out = _last_json(_run(code, receiver, tmp_path, HYPERDX_SERVER_INSTRUMENTATION=mode))
         spans = sink.wait_for(
             "otel_traces", 3, where=lambda r: r["SpanName"] == "GET /late/<int:n>"
         )
@@ -201,7 +198,7 @@ def _broken_instrumentation(root: Path) -> None:
     info.mkdir()
     (info / "METADATA").write_text(
         "Metadata-Version: 2.1\nName: otel-fragile\nVersion: 1.0\n"
-        "Requires-Dist: fragile>=1.0; extra == \"instruments\"\n"
+        'Requires-Dist: fragile>=1.0; extra == "instruments"\n'
     )
     (info / "entry_points.txt").write_text(
         "[opentelemetry_instrumentor]\nfragile = otel_fragile:FragileInstrumentor\n"
