@@ -40,7 +40,7 @@ _INSTRUMENTORS = {
 
 
 def server_mode() -> str:
-    """"lean" (default) or "contrib", from HYPERDX_SERVER_INSTRUMENTATION.
+    """ "lean" (default) or "contrib", from HYPERDX_SERVER_INSTRUMENTATION.
 
     The configured pipeline's settings win (they also carry a code option); before
     configure_opentelemetry() the environment is read, and a bad value is reported once.

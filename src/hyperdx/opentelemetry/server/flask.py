@@ -68,7 +68,9 @@ class _Config:
         self.tracer_provider = tracer_provider
         self.meter_provider = meter_provider
         self.excluded: ExcludeList = (
-            get_excluded_urls("FLASK") if excluded_urls is None else parse_excluded_urls(excluded_urls)
+            get_excluded_urls("FLASK")
+            if excluded_urls is None
+            else parse_excluded_urls(excluded_urls)
         )
         self.enable_commenter = enable_commenter
         self.commenter_options = commenter_options or {}

@@ -59,7 +59,9 @@ DURATION_NEW = frozenset(
         "url.scheme",
     }
 )
-ACTIVE_OLD = frozenset({"http.method", "http.host", "http.scheme", "http.flavor", "http.server_name"})
+ACTIVE_OLD = frozenset(
+    {"http.method", "http.host", "http.scheme", "http.flavor", "http.server_name"}
+)
 ACTIVE_NEW = frozenset({"http.request.method", "url.scheme"})
 
 ACTIVE_DESCRIPTION = "Number of active HTTP server requests."
@@ -97,7 +99,9 @@ def current_mode() -> Mode:
 def sanitize_method(method: str) -> str:
     """contrib's method normalisation: known methods upper-cased, anything else ``_OTHER``."""
     upper = method.upper()
-    if upper in KNOWN_METHODS or os.environ.get(OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS):
+    if upper in KNOWN_METHODS or os.environ.get(
+        OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS
+    ):
         return upper
     return "_OTHER"
 
@@ -148,9 +152,7 @@ def status_code_of(value: Any) -> tuple[int, str]:
         return -1, text
 
 
-def set_status(
-    span: Span, metric_attrs: dict[str, Any], code: int, text: str, mode: Mode
-) -> None:
+def set_status(span: Span, metric_attrs: dict[str, Any], code: int, text: str, mode: Mode) -> None:
     """Status code attributes (span and metrics) and span status, as contrib's _set_status."""
     recording = span.is_recording()
     if code < 0:
@@ -193,7 +195,7 @@ def active_attrs(attrs: Mapping[str, Any], mode: Mode) -> dict[str, Any]:
 
 
 class HeaderCapture:
-    """``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_*`` and the sanitize list, compiled once."""
+    """The server header-capture variables and the sanitize list, compiled once."""
 
     def __init__(
         self,
@@ -252,7 +254,9 @@ def duration_instruments(meter: Any, mode: Mode) -> tuple[Any, Any]:
     return old, new
 
 
-def active_counter(meter: Any, unit: str = "{request}", description: str = ACTIVE_DESCRIPTION) -> Any:
+def active_counter(
+    meter: Any, unit: str = "{request}", description: str = ACTIVE_DESCRIPTION
+) -> Any:
     return meter.create_up_down_counter(
         name="http.server.active_requests", unit=unit, description=description
     )

@@ -32,11 +32,13 @@ class ServerTelemetry:
         active_unit: str = "{request}",
         active_description: str = semconv.ACTIVE_DESCRIPTION,
         headers: semconv.HeaderCapture | None = None,
+        schema_url: str | None = None,
     ) -> None:
         self.mode = mode = semconv.current_mode()
         version = contrib_version(package)
-        self.tracer = trace.get_tracer(scope, version, tracer_provider, schema_url=mode.schema_url)
-        self.meter = get_meter(scope, version, meter_provider, schema_url=mode.schema_url)
+        schema_url = schema_url or mode.schema_url
+        self.tracer = trace.get_tracer(scope, version, tracer_provider, schema_url=schema_url)
+        self.meter = get_meter(scope, version, meter_provider, schema_url=schema_url)
         self.duration_old, self.duration_new = semconv.duration_instruments(self.meter, mode)
         self.active = semconv.active_counter(self.meter, active_unit, active_description)
         self.headers = headers or semconv.HeaderCapture()
@@ -59,3 +61,36 @@ class ServerTelemetry:
             old_extra,
             new_extra,
         )
+
+    response_size_old: Any = None
+    response_size_new: Any = None
+    request_size_old: Any = None
+    request_size_new: Any = None
+
+    def ensure_size_histograms(self) -> None:
+        """The ASGI body-size histograms (contrib's ASGI middleware records these too)."""
+        if self.request_size_old is not None or self.request_size_new is not None:
+            return
+        meter, mode = self.meter, self.mode
+        if mode.old:
+            self.response_size_old = meter.create_histogram(
+                name="http.server.response.size",
+                unit="By",
+                description="measures the size of HTTP response messages (compressed).",
+            )
+            self.request_size_old = meter.create_histogram(
+                name="http.server.request.size",
+                unit="By",
+                description="Measures the size of HTTP request messages (compressed).",
+            )
+        if mode.new:
+            self.response_size_new = meter.create_histogram(
+                name="http.server.response.body.size",
+                unit="By",
+                description="Size of HTTP server response bodies.",
+            )
+            self.request_size_new = meter.create_histogram(
+                name="http.server.request.body.size",
+                unit="By",
+                description="Size of HTTP server request bodies.",
+            )

@@ -203,9 +203,12 @@ class OpenTelemetryWSGIMiddleware:
                 t.tracer, default_span_name(environ), environ, environ_getter, attrs
             )
             if t.headers.request is not None and span.kind is SpanKind.SERVER:
-                _set_custom(span, t.headers.attributes(
-                    t.headers.request, REQ_PREFIX, request_header_items(environ)
-                ))
+                _set_custom(
+                    span,
+                    t.headers.attributes(
+                        t.headers.request, REQ_PREFIX, request_header_items(environ)
+                    ),
+                )
         except Exception as exc:  # noqa: BLE001 - never the app's problem
             fault("wsgi.start", exc)
             return self.wsgi(environ, start_response)
@@ -219,9 +222,12 @@ class OpenTelemetryWSGIMiddleware:
                 code, text = semconv.status_code_of(status.split(" ", 1)[0])
                 semconv.set_status(span, attrs, code, text, mode)
                 if t.headers.response is not None and span.kind is SpanKind.SERVER:
-                    _set_custom(span, t.headers.attributes(
-                        t.headers.response, RESP_PREFIX, response_header_items(headers)
-                    ))
+                    _set_custom(
+                        span,
+                        t.headers.attributes(
+                            t.headers.response, RESP_PREFIX, response_header_items(headers)
+                        ),
+                    )
             except Exception as exc:  # noqa: BLE001
                 fault("wsgi.start_response", exc)
             if response_hook:

@@ -1,0 +1,152 @@
+"""FastAPI: the Starlette wrapping, with FastAPI's route flattening and exception placement."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+from opentelemetry.util.http import ExcludeList, get_excluded_urls, parse_excluded_urls
+
+from hyperdx.opentelemetry.server import semconv
+from hyperdx.opentelemetry.server.faults import fault
+from hyperdx.opentelemetry.server.starlette import _STATE, Framework, record_exceptions
+from hyperdx.opentelemetry.server.telemetry import ServerTelemetry
+
+
+class _FastAPI(Framework):
+    def _flatten(self, routes: Any) -> Any:
+        try:
+            from fastapi.routing import iter_route_contexts
+        except ImportError:
+            iter_route_contexts = None
+        if iter_route_contexts is not None:
+            return list(iter_route_contexts(routes))
+        flat = []
+        for route in routes:
+            if hasattr(route, "effective_route_contexts"):
+                flat.extend(route.effective_route_contexts())
+            else:
+                flat.append(route)
+        return flat
+
+    def _matches(self, route: Any, scope: dict[str, Any]) -> Any:
+        from starlette.routing import Route
+
+        if isinstance(route, Route):
+            return Route.matches(route, scope)
+        return route.matches(scope)
+
+    def span_details(self, scope: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        route = self.route(scope)
+        method = semconv.sanitize_method(scope.get("method", "").strip())
+        if method == "_OTHER":
+            method = "HTTP"
+        attrs: dict[str, Any] = {"http.route": route} if route else {}
+        if method and route:
+            return f"{method} {route}", attrs
+        return (route or method), attrs
+
+    def excluded(self, config: dict[str, Any]) -> ExcludeList:
+        given = config.get("excluded_urls")
+        return get_excluded_urls("FASTAPI") if given is None else parse_excluded_urls(given)
+
+    def telemetry(self, config: dict[str, Any]) -> ServerTelemetry:
+        mode = semconv.current_mode()
+        return ServerTelemetry(
+            "opentelemetry.instrumentation.fastapi",
+            "fastapi",
+            config.get("tracer_provider"),
+            config.get("meter_provider"),
+            schema_url=mode.schema_url,
+            headers=semconv.HeaderCapture(
+                config.get("http_capture_headers_server_request"),
+                config.get("http_capture_headers_server_response"),
+                config.get("http_capture_headers_sanitize_fields"),
+            ),
+        )
+
+    def wrap_stack(self, app: Any, stack: Any, config: dict[str, Any]) -> Any:
+        """As contrib: ServerErrorMiddleware(ours(ServerErrorMiddleware(recorder(inner))))."""
+        from starlette.middleware.errors import ServerErrorMiddleware
+
+        if not isinstance(stack, ServerErrorMiddleware):
+            fault("fastapi.middleware_stack", TypeError(f"unexpected stack {type(stack)!r}"))
+            return stack
+        inner = ServerErrorMiddleware(
+            app=record_exceptions(stack.app), handler=stack.handler, debug=stack.debug
+        )
+        _trace_background_tasks(self.tracer(config))
+        return ServerErrorMiddleware(app=self.middleware(app, inner, config))
+
+    def tracer(self, config: dict[str, Any]) -> trace.Tracer:
+        from hyperdx.opentelemetry.server.telemetry import contrib_version
+
+        return trace.get_tracer(
+            "opentelemetry.instrumentation.fastapi",
+            contrib_version("fastapi"),
+            config.get("tracer_provider"),
+            schema_url=semconv.current_mode().schema_url,
+        )
+
+
+def _fastapi_cls() -> type:
+    from fastapi import FastAPI
+
+    return FastAPI
+
+
+FASTAPI = _FastAPI("fastapi", _fastapi_cls)
+
+
+def _trace_background_tasks(tracer: trace.Tracer) -> None:
+    """``BackgroundTask <name>`` spans, as contrib's FastAPI instrumentation adds."""
+    from starlette.background import BackgroundTask
+
+    if "_hyperdx_original_call" in BackgroundTask.__dict__ or hasattr(
+        BackgroundTask, "_otel_original_call"
+    ):
+        return
+    original = BackgroundTask.__call__
+
+    async def traced_call(self: Any) -> None:
+        name = getattr(self.func, "__name__", self.func.__class__.__name__)
+        with tracer.start_as_current_span(f"BackgroundTask {name}"):
+            return await original(self)
+
+    BackgroundTask._hyperdx_original_call = original  # type: ignore[attr-defined]
+    BackgroundTask.__call__ = traced_call  # type: ignore[method-assign]
+
+
+def _untrace_background_tasks() -> None:
+    from starlette.background import BackgroundTask
+
+    original = BackgroundTask.__dict__.get("_hyperdx_original_call")
+    if original is not None:
+        BackgroundTask.__call__ = original  # type: ignore[method-assign]
+        del BackgroundTask._hyperdx_original_call  # type: ignore[attr-defined]
+
+
+class FastAPIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """Drop-in for contrib's FastAPIInstrumentor (same dependencies and keyword arguments)."""
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return ("fastapi ~= 0.92",)
+
+    def _instrument(self, **kwargs: Any) -> None:
+        FASTAPI.install(dict(kwargs))
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        FASTAPI.uninstall()
+        _untrace_background_tasks()
+
+    @staticmethod
+    def instrument_app(app: Any, **kwargs: Any) -> None:
+        """Instrument one app (before it serves its first request)."""
+        if getattr(app, "_is_instrumented_by_opentelemetry", False):
+            return
+        if FASTAPI.original is None:
+            FASTAPI.install({})
+            FASTAPI.config = None
+        app.__dict__[_STATE] = dict(kwargs)
