@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING
 from hyperdx.opentelemetry.server.faults import problems
 
 if TYPE_CHECKING:
-    from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+    from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
+        BaseInstrumentor,
+    )
 
 __all__ = [
     "LEAN_FRAMEWORKS",

@@ -17,7 +17,6 @@ from opentelemetry import context, trace
 from opentelemetry.instrumentation.propagators import get_global_response_propagator
 from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
 from opentelemetry.propagators.textmap import Getter
-from opentelemetry.trace import SpanKind
 from opentelemetry.util.http import ExcludeList, parse_excluded_urls, redact_url
 
 from hyperdx.opentelemetry.server import semconv
@@ -258,7 +257,7 @@ class OpenTelemetryASGIMiddleware:
             http = kind == "http"
             if http:
                 t.active.add(1, active)
-            server = span.kind is SpanKind.SERVER and span.is_recording()
+            server = semconv.is_server(span) and span.is_recording()
             if server and t.headers.request is not None:
                 custom = t.headers.attributes(t.headers.request, REQ_PREFIX, headers.items())
                 if custom:

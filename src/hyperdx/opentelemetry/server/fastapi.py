@@ -6,7 +6,7 @@ from collections.abc import Collection
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined,unused-ignore]
 from opentelemetry.util.http import ExcludeList, get_excluded_urls, parse_excluded_urls
 
 from hyperdx.opentelemetry.server import semconv
@@ -17,12 +17,11 @@ from hyperdx.opentelemetry.server.telemetry import ServerTelemetry
 
 class _FastAPI(Framework):
     def _flatten(self, routes: Any) -> Any:
-        try:
-            from fastapi.routing import iter_route_contexts
-        except ImportError:
-            iter_route_contexts = None
-        if iter_route_contexts is not None:
-            return list(iter_route_contexts(routes))
+        import fastapi.routing
+
+        iterate = getattr(fastapi.routing, "iter_route_contexts", None)
+        if iterate is not None:
+            return list(iterate(routes))
         flat = []
         for route in routes:
             if hasattr(route, "effective_route_contexts"):
@@ -78,7 +77,7 @@ class _FastAPI(Framework):
             app=record_exceptions(stack.app), handler=stack.handler, debug=stack.debug
         )
         _trace_background_tasks(self.tracer(config))
-        return ServerErrorMiddleware(app=self.middleware(app, inner, config))
+        return ServerErrorMiddleware(app=self.middleware(app, inner, config))  # type: ignore[arg-type]
 
     def tracer(self, config: dict[str, Any]) -> trace.Tracer:
         from hyperdx.opentelemetry.server.telemetry import contrib_version
@@ -128,7 +127,7 @@ def _untrace_background_tasks() -> None:
         del BackgroundTask._hyperdx_original_call  # type: ignore[attr-defined]
 
 
-class FastAPIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+class FastAPIInstrumentor(BaseInstrumentor):
     """Drop-in for contrib's FastAPIInstrumentor (same dependencies and keyword arguments)."""
 
     def instrumentation_dependencies(self) -> Collection[str]:

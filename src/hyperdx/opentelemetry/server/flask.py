@@ -25,9 +25,8 @@ from timeit import default_timer
 from typing import Any
 
 from opentelemetry import context, trace
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined,unused-ignore]
 from opentelemetry.instrumentation.propagators import get_global_response_propagator
-from opentelemetry.trace import SpanKind
 from opentelemetry.util.http import ExcludeList, get_excluded_urls, parse_excluded_urls
 
 from hyperdx.opentelemetry.server import semconv
@@ -143,7 +142,7 @@ class _AppState:
                         if (
                             t.headers.response is not None
                             and span.is_recording()
-                            and span.kind is SpanKind.SERVER
+                            and semconv.is_server(span)
                         ):
                             from hyperdx.opentelemetry.server.wsgi import response_header_items
 
@@ -191,7 +190,7 @@ class _AppState:
         span, ctx = start_server_span(
             t.tracer, name, environ, environ_getter, attrs, start_time=req.start_ns
         )
-        if t.headers.request is not None and span.is_recording() and span.kind is SpanKind.SERVER:
+        if t.headers.request is not None and span.is_recording() and semconv.is_server(span):
             custom = t.headers.attributes(
                 t.headers.request, REQ_PREFIX, request_header_items(environ)
             )
@@ -273,7 +272,7 @@ def _preprocess_request(self: Any) -> Any:
         try:
             import flask
 
-            request = flask.request._get_current_object()
+            request = flask.request._get_current_object()  # type: ignore[attr-defined]
             req = request.environ.get(_KEY)
             if req is not None and req.span is None and not req.excluded:
                 state.start_span(request, req)
@@ -311,7 +310,7 @@ def _end_span(exc: Any) -> None:
             semconv.record_exception(req.span, exc)
         token, req.token = req.token, None
         req.span.end()
-        context.detach(token)  # type: ignore[arg-type]
+        context.detach(token)  # type: ignore[arg-type,unused-ignore]
     except Exception as exc:  # noqa: BLE001
         fault("flask.end_span", exc)
 
@@ -323,7 +322,7 @@ _WRAPPERS = {
 }
 
 
-class FlaskInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+class FlaskInstrumentor(BaseInstrumentor):
     """Drop-in for contrib's FlaskInstrumentor (same dependencies and keyword arguments)."""
 
     def instrumentation_dependencies(self) -> Collection[str]:

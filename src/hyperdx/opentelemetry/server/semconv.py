@@ -21,7 +21,7 @@ from opentelemetry.instrumentation._semconv import (
     _OpenTelemetryStabilitySignalType,
     _StabilityMode,
 )
-from opentelemetry.trace import Span
+from opentelemetry.trace import Span, SpanKind
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.http import (
     OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS,
@@ -183,6 +183,11 @@ def record_exception(span: Span, exc: BaseException) -> None:
     if span.is_recording() and isinstance(exc, Exception):
         span.record_exception(exc)
         span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+
+
+def is_server(span: Any) -> bool:
+    """Header capture is for SERVER spans only (an INTERNAL one nests under another server)."""
+    return getattr(span, "kind", None) is SpanKind.SERVER
 
 
 def pick(attrs: Mapping[str, Any], keys: frozenset[str]) -> dict[str, Any]:

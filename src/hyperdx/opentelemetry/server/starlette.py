@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined,unused-ignore]
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.http import ExcludeList, get_excluded_urls
 
@@ -110,7 +110,7 @@ class Framework:
         from starlette.middleware.errors import ServerErrorMiddleware
 
         if isinstance(stack, ServerErrorMiddleware):
-            stack.app = self.middleware(app, stack.app, config)
+            stack.app = self.middleware(app, stack.app, config)  # type: ignore[assignment]
             return stack
         return self.middleware(app, stack, config)
 
@@ -148,12 +148,12 @@ class Framework:
             def build_middleware_stack(app: Any) -> Any:
                 return framework.build(app)
 
-            owner.build_middleware_stack = build_middleware_stack
+            owner.build_middleware_stack = build_middleware_stack  # type: ignore[attr-defined]
 
     def uninstall(self) -> None:
         self.config = None
         if self.original is not None:
-            self.owner().build_middleware_stack = self.original
+            self.owner().build_middleware_stack = self.original  # type: ignore[attr-defined]
             self.original = None
 
 
@@ -177,7 +177,7 @@ def _starlette_cls() -> type:
 STARLETTE = _Starlette("starlette", _starlette_cls)
 
 
-class StarletteInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+class StarletteInstrumentor(BaseInstrumentor):
     """Drop-in for contrib's StarletteInstrumentor (same dependencies and keyword arguments)."""
 
     def instrumentation_dependencies(self) -> Collection[str]:

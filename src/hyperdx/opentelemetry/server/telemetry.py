@@ -47,7 +47,7 @@ class ServerTelemetry:
         self,
         seconds: float,
         attrs: dict[str, Any],
-        span: trace.Span,
+        span: trace.Span | None,
         old_extra: dict[str, Any] | None = None,
         new_extra: dict[str, Any] | None = None,
     ) -> None:
@@ -57,7 +57,7 @@ class ServerTelemetry:
             self.duration_new,
             seconds,
             attrs,
-            trace.set_span_in_context(span),
+            None if span is None else trace.set_span_in_context(span),
             old_extra,
             new_extra,
         )

@@ -202,7 +202,7 @@ class OpenTelemetryWSGIMiddleware:
             span, ctx = start_server_span(
                 t.tracer, default_span_name(environ), environ, environ_getter, attrs
             )
-            if t.headers.request is not None and span.kind is SpanKind.SERVER:
+            if t.headers.request is not None and semconv.is_server(span):
                 _set_custom(
                     span,
                     t.headers.attributes(
@@ -221,7 +221,7 @@ class OpenTelemetryWSGIMiddleware:
             try:
                 code, text = semconv.status_code_of(status.split(" ", 1)[0])
                 semconv.set_status(span, attrs, code, text, mode)
-                if t.headers.response is not None and span.kind is SpanKind.SERVER:
+                if t.headers.response is not None and semconv.is_server(span):
                     _set_custom(
                         span,
                         t.headers.attributes(
@@ -272,4 +272,4 @@ def _end_after_iterating(iterable: Iterable[Any], span: trace.Span, token: objec
                 close()
         finally:
             span.end()
-            context.detach(token)  # type: ignore[arg-type]
+            context.detach(token)  # type: ignore[arg-type,unused-ignore]
