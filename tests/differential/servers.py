@@ -1,0 +1,223 @@
+"""The six apps, the environment variants, and one server run per (app, variant, mode).
+
+Each run is a real server (gunicorn sync worker or uvicorn) started under
+``opentelemetry-instrument`` with the repo's distro, exporting OTLP/HTTP to the suite's
+receiver. ``contrib`` sets HYPERDX_SERVER_INSTRUMENTATION=contrib; ``ours`` leaves it unset,
+so the default (the lean request path) is what is tested.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from differential.collector import Collected
+from differential.traffic import REQUESTS, Reply, send
+from hyperdx.local.receiver import Receiver
+
+from support.apps import BIN, Proc, free_port, run
+from support.otlp import exporter_env
+
+APPS_DIR = Path(__file__).resolve().parent / "apps"
+MODES = ("contrib", "ours")
+ASGI_APPS = frozenset({"fastapi", "starlette", "asgi"})
+
+
+@dataclass(frozen=True)
+class App:
+    name: str
+    target: str
+    server: str  # gunicorn | uvicorn
+    excluded_env: str | None  # the framework-specific OTEL_PYTHON_*_EXCLUDED_URLS, if any
+
+
+APPS = {
+    a.name: a
+    for a in (
+        App("flask", "flask_app:app", "gunicorn", "OTEL_PYTHON_FLASK_EXCLUDED_URLS"),
+        App("django", "django_app:application", "gunicorn", "OTEL_PYTHON_DJANGO_EXCLUDED_URLS"),
+        App("wsgi", "wsgi_app:app", "gunicorn", None),
+        App("fastapi", "fastapi_app:app", "uvicorn", "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS"),
+        App("starlette", "starlette_app:app", "uvicorn", "OTEL_PYTHON_STARLETTE_EXCLUDED_URLS"),
+        App("asgi", "asgi_app:app", "uvicorn", None),
+    )
+}
+
+CAPTURE_ENV = {
+    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST": (
+        "x-custom-req,x-multi,authorization,cookie,x-api-key,x-big"
+    ),
+    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE": "content-type,allow",
+    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS": "authorization,cookie,x-api-.*",
+}
+
+
+def variant_env(variant: str, app: App) -> dict[str, str]:
+    """Environment of one variant. ``dup_capture_excluded`` combines three settings so the
+    suite stays within its time budget: each changes different attributes."""
+    if variant == "default":
+        return {}
+    if variant == "http":
+        return {"OTEL_SEMCONV_STABILITY_OPT_IN": "http"}
+    if variant == "dup_capture_excluded":
+        env = {"OTEL_SEMCONV_STABILITY_OPT_IN": "http/dup", **CAPTURE_ENV}
+        # The framework-specific list replaces the generic one (contrib's rule), so with both
+        # set only /excluded/specific is excluded for frameworks that have their own variable.
+        env["OTEL_PYTHON_EXCLUDED_URLS"] = "excluded/generic"
+        if app.excluded_env:
+            env[app.excluded_env] = "excluded/specific"
+        return env
+    raise ValueError(f"unknown variant {variant!r}")
+
+
+VARIANTS = ("default", "http", "dup_capture_excluded")
+
+
+@dataclass
+class RunResult:
+    app: str
+    variant: str
+    mode: str
+    service: str
+    port: int
+    replies: dict[str, Reply]
+    stderr: str
+    returncode: int | None
+
+
+def _argv(app: App, port: int) -> list[str]:
+    agent = str(BIN / "opentelemetry-instrument")
+    if app.server == "gunicorn":
+        return [
+            agent,
+            str(BIN / "gunicorn"),
+            "-w",
+            "1",
+            "-k",
+            "sync",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--limit-request-field_size",
+            "16384",
+            "--graceful-timeout",
+            "10",
+            "--no-control-socket",
+            app.target,
+        ]
+    return [
+        agent,
+        str(BIN / "uvicorn"),
+        app.target,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--timeout-graceful-shutdown",
+        "10",
+    ]
+
+
+def _env(app: App, variant: str, mode: str, service: str, receiver: Receiver) -> dict[str, str]:
+    env = {
+        **exporter_env(receiver),
+        "OTEL_SERVICE_NAME": service,
+        "OTEL_LOGS_EXPORTER": "none",
+        "PYTHONPATH": str(APPS_DIR),
+        "DJANGO_SETTINGS_MODULE": "django_settings",
+        # Same set iteration order in both runs (Werkzeug builds the Allow header from a set).
+        "PYTHONHASHSEED": "0",
+        **variant_env(variant, app),
+    }
+    if mode == "contrib":
+        env["HYPERDX_SERVER_INSTRUMENTATION"] = "contrib"
+    return env
+
+
+def _wait_listening(proc: Proc, port: int, timeout: float = 60.0) -> None:
+    """Wait for the port to accept connections. No HTTP probe: a probe retried after a
+    timeout would be counted twice in one run's metrics and once in the other's."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.popen.poll() is not None:
+            raise AssertionError(f"server exited early ({proc.popen.returncode}):\n{proc.stderr}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"port {port} not listening after {timeout}s:\n{proc.stderr}")
+
+
+def _drive(proc: Proc, port: int) -> dict[str, Reply]:
+    _wait_listening(proc, port)
+    return {req.label: send(port, req) for req in REQUESTS}
+
+
+def run_app(
+    app_name: str,
+    receiver: Receiver,
+    tmp_path: Path,
+    variants: tuple[str, ...] = VARIANTS,
+    modes: Mapping[str, str] | None = None,
+) -> dict[tuple[str, str], RunResult]:
+    """Start every (variant, mode) server of one app at once, send the request list to each,
+    stop them with SIGTERM (which flushes) and return what each answered."""
+    app = APPS[app_name]
+    keys = [(v, m) for v in variants for m in MODES]
+    results: dict[tuple[str, str], RunResult] = {}
+    with ExitStack() as stack:
+        procs: dict[tuple[str, str], tuple[Proc, int, str]] = {}
+        for variant, mode in keys:
+            port = free_port()
+            service = f"diff-{app_name}-{variant}-{mode}"
+            env = _env(app, variant, mode, service, receiver)
+            if modes and mode in modes:
+                env["HYPERDX_SERVER_INSTRUMENTATION"] = modes[mode]
+            proc = stack.enter_context(
+                run(_argv(app, port), env, tmp_path, name=service, cwd=APPS_DIR)
+            )
+            procs[(variant, mode)] = (proc, port, service)
+        with ThreadPoolExecutor(len(procs)) as pool:
+            futures = {
+                key: pool.submit(_drive, proc, port) for key, (proc, port, _) in procs.items()
+            }
+            replies = {key: future.result() for key, future in futures.items()}
+        _stop_all([proc for proc, _, _ in procs.values()])
+        for (variant, mode), (proc, port, service) in procs.items():
+            results[(variant, mode)] = RunResult(
+                app_name,
+                variant,
+                mode,
+                service,
+                port,
+                replies[(variant, mode)],
+                proc.stderr,
+                proc.returncode,
+            )
+    return results
+
+
+def _stop_all(procs: list[Proc], timeout: float = 30.0) -> None:
+    """SIGTERM every server at once (a second SIGTERM would make uvicorn skip its shutdown)."""
+    for proc in procs:
+        if proc.popen.poll() is None:
+            proc.popen.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.returncode = proc.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.popen.kill()
+            proc.returncode = proc.popen.wait()
+        proc._stopped = True
+
+
+def spans_and_points(collected: Collected, result: RunResult) -> tuple[list, list]:
+    return collected.spans_of(result.service), collected.points_of(result.service)

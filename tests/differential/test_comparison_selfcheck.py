@@ -1,0 +1,96 @@
+"""The comparison can fail: perturb one field of a real contrib run and see it reported.
+
+Uses the Flask run the differential suite makes anyway (cached per session), so it costs no
+extra server start when the whole suite runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from differential.collector import Point, Span
+from differential.compare import (
+    metric_differences,
+    reply_differences,
+    server_spans_by_request,
+    span_differences,
+)
+from differential.conftest import Runs
+from differential.known_differences import KnownDifference
+from differential.traffic import Reply
+
+
+def _flask_contrib(runs: Runs):  # type: ignore[no-untyped-def]
+    result = runs.of("flask")[("default", "contrib")]
+    return result, runs.collected.spans_of(result.service), runs.collected.points_of(result.service)
+
+
+def _perturb(spans: list[Span], label: str, **changes: object) -> list[Span]:
+    target = server_spans_by_request(spans)[label][0]
+    out = []
+    for span in spans:
+        if span is target:
+            attributes = dict(span.attributes)
+            attributes.update(changes.pop("attributes", {}))  # type: ignore[call-overload]
+            span = dataclasses.replace(span, attributes=attributes, **changes)  # type: ignore[arg-type]
+        out.append(span)
+    return out
+
+
+def test_identical_runs_have_no_differences(runs: Runs) -> None:
+    result, spans, points = _flask_contrib(runs)
+    assert span_differences(result, result, spans, spans) == []
+    assert metric_differences(result, result, points, points) == []
+    assert reply_differences(result, result, spans, spans) == []
+
+
+def test_a_changed_attribute_value_and_type_are_reported(runs: Runs) -> None:
+    result, spans, _ = _flask_contrib(runs)
+    route = server_spans_by_request(spans)["route_param"][0].attributes["http.route"]
+    perturbed = _perturb(spans, "route_param", attributes={"http.route": "/items/42"})
+    perturbed = _perturb(perturbed, "not_found", attributes={"http.status_code": "404"})
+    found = [
+        (d.request, d.field, d.contrib, d.ours)
+        for d in span_differences(result, result, spans, perturbed)
+    ]
+    assert found == [
+        ("route_param", "attr.http.route", route, "/items/42"),
+        ("not_found", "attr.http.status_code", 404, "404"),
+    ]
+
+
+def test_a_missing_event_status_and_span_are_reported(runs: Runs) -> None:
+    result, spans, _ = _flask_contrib(runs)
+    perturbed = _perturb(spans, "exception", events=[], status_message="")
+    perturbed = [s for s in perturbed if s is not server_spans_by_request(spans)["streamed"][0]]
+    found = {(d.request, d.field) for d in span_differences(result, result, spans, perturbed)}
+    assert ("exception", "events.count") in found
+    assert ("exception", "event[0].attr.exception.message") in found
+    assert ("exception", "status.message") in found
+    assert ("streamed", "server_spans.count") in found
+
+
+def test_a_changed_metric_attribute_and_reply_are_reported(runs: Runs) -> None:
+    result, spans, points = _flask_contrib(runs)
+    target = next(p for p in points if p.name == "http.server.duration")
+    changed: list[Point] = [
+        dataclasses.replace(p, attributes={**p.attributes, "http.method": "_OTHER"})
+        if p is target
+        else p
+        for p in points
+    ]
+    assert metric_differences(result, result, points, changed)
+    other = dataclasses.replace(
+        result, replies={**result.replies, "head": Reply(status=500, headers=[], body=b"")}
+    )
+    fields = {(d.request, d.field) for d in reply_differences(result, other, spans, spans)}
+    assert ("head", "reply.status") in fields
+
+
+def test_a_known_difference_covers_only_its_own_case(runs: Runs) -> None:
+    result, spans, _ = _flask_contrib(runs)
+    perturbed = _perturb(spans, "route_param", attributes={"http.flavor": "2"})
+    perturbed = _perturb(perturbed, "head", attributes={"http.flavor": "2"})
+    differences = span_differences(result, result, spans, perturbed)
+    known = KnownDifference("attr.http.flavor", ("flask",), ("route_param",), ("default",), "x")
+    assert [d.request for d in differences if not known.covers(d)] == ["head"]
