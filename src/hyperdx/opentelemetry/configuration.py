@@ -12,7 +12,14 @@ from typing import Any
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from hyperdx.opentelemetry import diagnostics, instrumentation, integrations, lifecycle, logs
+from hyperdx.opentelemetry import (
+    diagnostics,
+    import_hook,
+    instrumentation,
+    integrations,
+    lifecycle,
+    logs,
+)
 from hyperdx.opentelemetry.exporters import create_exporter
 from hyperdx.opentelemetry.instrumentor_arguments import capture_config
 from hyperdx.opentelemetry.metrics import build_meter_provider, exporter_arguments
@@ -61,7 +68,9 @@ def configure_opentelemetry(
             return None
         lifecycle.install(pipeline)
         logs.attach_handler(pipeline.logger_provider, settings.log_level.value)
-        integrations.install_loguru(settings.log_level.value)
+        # loguru costs ~30 ms to import: our sink is added when (if) the app imports it.
+        level = settings.log_level.value
+        import_hook.when_imported(["loguru"], lambda: integrations.install_loguru(level))
         _register_fork_handling(pipeline)
         _install_capture(settings)
     _activate_instrumentation(settings)
