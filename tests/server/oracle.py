@@ -24,7 +24,16 @@ class Sink:
         self.meter_provider = MeterProvider(metric_readers=[self.reader])
 
     def span_dicts(self) -> list[dict[str, Any]]:
-        return [span_dict(s) for s in self.spans.get_finished_spans()]
+        """Finished spans; a parent inside this set is named (span ids are random)."""
+        spans = self.spans.get_finished_spans()
+        names = {s.context.span_id: s.name for s in spans}
+        out = []
+        for span in spans:
+            item = span_dict(span)
+            if span.parent is not None and span.parent.span_id in names:
+                item["parent"] = "span:" + names[span.parent.span_id]
+            out.append(item)
+        return out
 
     def metric_dicts(self) -> dict[str, Any]:
         return metric_dicts(self.reader.get_metrics_data())

@@ -245,7 +245,7 @@ class OpenTelemetryWSGIMiddleware:
                 attrs["error.type"] = type(exc).__qualname__
                 if span.is_recording():
                     span.set_attribute("error.type", type(exc).__qualname__)
-            span.set_status(Status(StatusCode.ERROR, str(exc)))
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
             span.end()
             context.detach(token)
             raise
