@@ -40,5 +40,25 @@ class KnownDifference:
 KNOWN_DIFFERENCES: tuple[KnownDifference, ...] = ()
 
 
+# Shown in README.md beside the entries above; structural, so not a KnownDifference.
+STRUCTURAL_ROWS = (
+    "| ASGI `http send` / `http receive` spans | fastapi, starlette, asgi | every request | "
+    "Ours makes one SERVER span per request; contrib adds an INTERNAL span per ASGI message. "
+    "They carry no information the server span lacks and cost a span each. |",
+)
+
+
+def readme_row(known: KnownDifference) -> str:
+    """The README table row of one entry (the README must hold exactly these rows)."""
+    return (
+        f"| `{known.field}` | {', '.join(known.apps)} | {', '.join(known.requests)} "
+        f"({', '.join(known.variants)}) | {known.reason} |"
+    )
+
+
+def readme_rows() -> list[str]:
+    return list(STRUCTURAL_ROWS) + [readme_row(k) for k in KNOWN_DIFFERENCES]
+
+
 def unexplained(differences: list[Difference]) -> list[Difference]:
     return [d for d in differences if not any(k.covers(d) for k in KNOWN_DIFFERENCES)]

@@ -7,6 +7,7 @@ extra server start when the whole suite runs.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from differential.collector import Point, Span
 from differential.compare import (
@@ -16,7 +17,7 @@ from differential.compare import (
     span_differences,
 )
 from differential.conftest import Runs
-from differential.known_differences import KnownDifference
+from differential.known_differences import KnownDifference, readme_rows
 from differential.traffic import Reply
 
 
@@ -94,3 +95,11 @@ def test_a_known_difference_covers_only_its_own_case(runs: Runs) -> None:
     differences = span_differences(result, result, spans, perturbed)
     known = KnownDifference("attr.http.flavor", ("flask",), ("route_param",), ("default",), "x")
     assert [d.request for d in differences if not known.covers(d)] == ["head"]
+
+
+def test_readme_table_is_the_known_differences_list() -> None:
+    """One list: the README's "Differences from contrib" table has exactly its rows."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Differences from contrib", 1)[1].split("\n#", 1)[0]
+    table = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    assert table[1:] == readme_rows(), "README.md table and known_differences.py disagree"
