@@ -231,3 +231,57 @@ def test_an_instrumentor_that_raises_is_reported_once_and_the_app_keeps_running(
     reports = [line for line in proc.stderr.splitlines() if "instrumentation fragile" in line]
     assert len(reports) == 1, proc.stderr
     assert "fragile instrumentor exploded" in reports[0]
+
+
+@pytest.mark.parametrize("mode", ["lean", "contrib"])
+def test_django_stock_wsgi_module_imports_django_before_its_settings(
+    tmp_path: Path, mode: str
+) -> None:
+    """Django's wsgi.py template imports Django, then sets DJANGO_SETTINGS_MODULE."""
+    (tmp_path / "shop_settings.py").write_text(
+        textwrap.dedent(
+            """
+            SECRET_KEY = "not-secret"
+            DEBUG = False
+            ALLOWED_HOSTS = ["*"]
+            ROOT_URLCONF = "shop_urls"
+            INSTALLED_APPS = []
+            MIDDLEWARE = []
+            """
+        )
+    )
+    (tmp_path / "shop_urls.py").write_text(
+        textwrap.dedent(
+            """
+            from django.http import HttpResponse
+            from django.urls import path
+
+            urlpatterns = [path("items/<int:n>", lambda request, n: HttpResponse(str(n)))]
+            """
+        )
+    )
+    code = """
+        import io, json, os, sys
+        from wsgiref.util import setup_testing_defaults
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from django.core.wsgi import get_wsgi_application
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop_settings")
+        application = get_wsgi_application()
+        statuses = []
+        for n in range(2):
+            environ = {"PATH_INFO": f"/items/{n}", "REQUEST_METHOD": "GET"}
+            setup_testing_defaults(environ)
+            body = b"".join(application(environ, lambda s, h, e=None: statuses.append(s)))
+        from django.conf import settings
+        from hyperdx.opentelemetry import force_flush
+        force_flush()
+        print(json.dumps({"statuses": statuses, "body": body.decode(),
+                          "root_urlconf": settings.ROOT_URLCONF}))
+    """
+    with running_receiver(api_keys=[KEY]) as (receiver, sink):
+        out = _last_json(_run(code, receiver, tmp_path, HYPERDX_SERVER_INSTRUMENTATION=mode))
+        spans = sink.wait_for("otel_traces", 2, where=lambda r: r["SpanKind"] == "Server")
+    assert out["root_urlconf"] == "shop_urls"  # the app's settings, not empty ones
+    assert out["statuses"] == ["200 OK", "200 OK"] and out["body"] == "1"
+    assert len(spans) == 2
+    assert {s["SpanName"] for s in spans} == {"GET items/<int:n>"}

@@ -32,13 +32,13 @@ class _Watch:
 
     __slots__ = ("callback", "fired", "modules")
 
-    def __init__(self, modules: tuple[str, ...], callback: Callable[[], None]) -> None:
+    def __init__(self, modules: tuple[str, ...], callback: Callable[[], object]) -> None:
         self.modules = modules
         self.callback = callback
         self.fired = False
 
 
-def when_imported(modules: Iterable[str], callback: Callable[[], None]) -> bool:
+def when_imported(modules: Iterable[str], callback: Callable[[], object]) -> bool:
     """Call `callback` once, when the first of `modules` has been imported.
 
     If one of them is already in sys.modules the callback runs now; returns True in that case

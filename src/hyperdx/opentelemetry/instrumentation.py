@@ -18,7 +18,9 @@ from __future__ import annotations
 import importlib.machinery
 import logging
 import re
+import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from hyperdx.opentelemetry import diagnostics, import_hook, instrumentor_arguments
@@ -101,7 +103,42 @@ def load(entry_point: Any, **kwargs: Any) -> None:
     if modules is None:  # a library we cannot name without importing it: contrib's way
         _activate(entry_point, kwargs, eager=True)
         return
-    import_hook.when_imported(modules, lambda: _activate(entry_point, kwargs, eager=False))
+
+    def activate() -> None:
+        _activate(entry_point, kwargs, eager=False)
+
+    defer = _AFTER_IMPORT.get(entry_point.name)
+    import_hook.when_imported(modules, (lambda: defer(activate)) if defer else activate)
+
+
+def _after_django_setup(activate: Callable[[], None]) -> None:
+    """Django's instrumentors edit settings.MIDDLEWARE, so they start after django.setup().
+
+    Django's own wsgi.py/asgi.py templates import Django *before* they set
+    DJANGO_SETTINGS_MODULE; instrumenting at that import would configure empty settings.
+    get_wsgi_application()/get_asgi_application()/manage.py all call django.setup() first
+    and build the handler (which reads MIDDLEWARE) after it.
+    """
+    import django
+
+    registry = sys.modules.get("django.apps")
+    if registry is not None and getattr(getattr(registry, "apps", None), "ready", False):
+        activate()  # set up before configure_opentelemetry() ran
+        return
+    original = django.setup
+
+    def setup(*args: Any, **kwargs: Any) -> None:
+        django.setup = original
+        try:
+            original(*args, **kwargs)
+        finally:
+            activate()
+
+    django.setup = setup
+
+
+# Instrumentors that must wait a little longer than their library's import.
+_AFTER_IMPORT: dict[str, Callable[[Callable[[], None]], None]] = {"django": _after_django_setup}
 
 
 def trigger_modules(entry_point: Any) -> tuple[str, ...] | None:
