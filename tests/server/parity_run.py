@@ -7,6 +7,7 @@ spans and metrics as JSON (see oracle.py).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from typing import Any
@@ -165,10 +166,8 @@ def wsgi_run(impl: str, sink: Sink) -> None:
         )
     )
     client.get("/items/3?q=1", headers=HEADERS)
-    try:
+    with contextlib.suppress(ValueError):  # contrib and we both re-raise the app's error
         client.get("/boom")
-    except ValueError:
-        pass
     client.open("/items/4", method="FOO")
 
 
