@@ -203,7 +203,23 @@ def span_differences(
                 prefix,
             ):
                 add(field, x, y)
+    # Spans no request label reaches (an extra span of ours, a span without the query) would
+    # escape the per-request comparison: compare the totals per kind as well.
+    for field, x, y in diff_fields(_kinds(contrib_spans), _kinds(our_spans)):
+        out.append(Difference(contrib.app, contrib.variant, "(all requests)", field, x, y))
     return out
+
+
+_KIND_NAMES = ("unspecified", "internal", "server", "client", "producer", "consumer")
+
+
+def _kinds(spans: list[Span]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for span in spans:
+        if not is_asgi_internal(span):
+            key = f"spans.{_KIND_NAMES[span.kind]}.count"
+            counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 # --- metrics --------------------------------------------------------------------------------
