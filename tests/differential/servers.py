@@ -52,7 +52,7 @@ APPS = {
 
 CAPTURE_ENV = {
     "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST": (
-        "x-custom-req,x-multi,authorization,cookie,x-api-key,x-big"
+        "x-custom-req,x-multi,authorization,cookie,x-api-key,x-big,x-odd,x-empty"
     ),
     "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE": "content-type,allow",
     "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS": "authorization,cookie,x-api-.*",

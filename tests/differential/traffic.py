@@ -102,7 +102,15 @@ REQUESTS: tuple[Req, ...] = (
         b"/ctx",
         headers=((b"traceparent", _tp()), (b"baggage", b"=;;,%%zz,k=\xff")),
     ),
-    Req("header_obs_text", b"/items/13", headers=((b"X-Odd", b"\x80\xfe caf\xc3\xa9"),)),
+    Req(
+        "header_obs_text",
+        b"/items/13",
+        headers=(
+            (b"X-Odd", b"\x80\xfe caf\xc3\xa9"),
+            (b"X-Empty", b""),
+            (b"User-Agent", b"ua\xff"),
+        ),
+    ),
     Req("no_host_http10", b"/items/14", version=b"HTTP/1.0", host=False),
     Req(
         "captured_headers",
