@@ -77,6 +77,7 @@ class _FastAPI(Framework):
             app=record_exceptions(stack.app), handler=stack.handler, debug=stack.debug
         )
         _trace_background_tasks(self.tracer(config))
+        _quiet_native_telemetry(app)
         return ServerErrorMiddleware(app=self.middleware(app, inner, config))  # type: ignore[arg-type]
 
     def tracer(self, config: dict[str, Any]) -> trace.Tracer:
@@ -88,6 +89,15 @@ class _FastAPI(Framework):
             config.get("tracer_provider"),
             schema_url=semconv.current_mode().schema_url,
         )
+
+
+def _quiet_native_telemetry(app: Any) -> None:
+    """FastAPI >= 0.16x has its own telemetry and stands down when it finds contrib's ASGI
+    middleware in the stack (its traces, logs and metrics); it cannot recognise ours, so we
+    tell it the same way its config does. Read per request, so the first one is covered too."""
+    config = app.__dict__.get("_telemetry")
+    if isinstance(config, dict):
+        config.update(tracing=False, logs=False, metrics=False)
 
 
 def _fastapi_cls() -> type:
