@@ -96,6 +96,22 @@ def cpu_per_item(base_url: str, rounds: int, n: int, python: str) -> dict[str, d
     return out
 
 
+def span_cost(base_url: str, rounds: int, n: int, python: str) -> dict[str, dict[str, float]]:
+    """Median CPU us per span on the app thread (and whole process) per mode, alternating."""
+    modes = ["bare", "stock", "ours"]
+    rows: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
+    for r in range(rounds):
+        for mode in modes if r % 2 == 0 else list(reversed(modes)):
+            cmd = [python, str(BENCH / "span_cost.py"), "--mode", mode]
+            cmd += ["--endpoint", base_url, "-n", str(n)]
+            rows[mode] += _json_lines(pinned(cmd, APP_CPUS), clean_env({}))
+    return {
+        m: {k: statistics.median(x[k] for x in got) for k in ("thread_us", "process_us")}
+        for m, got in rows.items()
+        if got
+    }
+
+
 def gil(base_url: str, seconds: float, python: str) -> list[dict[str, Any]]:
     cmd = [python, str(BENCH / "gil_probe.py")]
     cmd += ["--endpoint", base_url, "--seconds", str(seconds)]
@@ -143,6 +159,11 @@ def render(res: dict[str, Any]) -> str:  # noqa: C901 - one table after another
                 f"{_f(v.get('span_x_round'), '.2f')} | {v['log_us']:.1f} | {_f(lx, '.2f')} | "
                 f"{_f(v.get('log_x_round'), '.2f')} | {v['span_lost']:.0f}/{v['log_lost']:.0f} |"
             )
+        lines.append("")
+    if "span" in res:
+        lines += ["| one HTTP server span | app-thread CPU us | process CPU us |", "|---|---|---|"]
+        for mode, v in res["span"].items():
+            lines.append(f"| {mode} | {v['thread_us']:.1f} | {v['process_us']:.1f} |")
         lines.append("")
     if "gil" in res:
         lines += [
@@ -223,13 +244,13 @@ def main() -> None:
     ap.add_argument("--duration", type=float, help="seconds of load per sample (10, quick 2)")
     ap.add_argument(
         "--only",
-        default="http,rss,cpu,gil,components,path,startup,install",
-        help="comma-separated parts: http,rss,cpu,gil,components,path,startup,install",
+        default="http,rss,cpu,span,gil,components,path,startup,install",
+        help="comma-separated parts: http,rss,cpu,span,gil,components,path,startup,install",
     )
     ap.add_argument(
         "--here",
         action="store_true",
-        help="run cpu/gil/path with this interpreter (no peer venvs, no network): CI smoke",
+        help="run cpu/span/gil/path with this interpreter (no peer venvs, no network)",
     )
     args = ap.parse_args()
     rounds = args.rounds or (1 if args.quick else 5)
@@ -241,7 +262,7 @@ def main() -> None:
         "mode": f"{'quick' if args.quick else 'full'}, {rounds} round(s), {duration:g} s/sample",
     }
     if args.here and parts & {"http", "startup", "rss"}:
-        ap.error("--here works with --only cpu,gil,components,path,install")
+        ap.error("--here works with --only cpu,span,gil,components,path,install")
     peers = ("vanilla", "ours") if args.quick else ("vanilla", "hdx040", "ours")
     configs = [
         c for c in http_overhead.CONFIGS if not args.quick or c.name in http_overhead.QUICK_CONFIGS
@@ -262,6 +283,8 @@ def main() -> None:
             res["rss"] = rss.run(url, rounds, tuple(c.name for c in configs))
         if "cpu" in parts:
             res["cpu"] = cpu_per_item(url, max(1, rounds), 2000 if args.quick else 10000, py)
+        if "span" in parts:
+            res["span"] = span_cost(url, max(1, rounds), 5000 if args.quick else 20000, py)
         if "gil" in parts:
             res["gil"] = gil(url, 1.5 if args.quick else 5.0, py)
         if "components" in parts:
