@@ -52,7 +52,7 @@ class Difference:
     def line(self) -> str:
         return (
             f"{self.app}/{self.variant}/{self.request}: {self.field}: "
-            f"contrib={_show(self.contrib)} ours={_show(self.ours)}"
+            f"contrib={show(self.contrib)} ours={show(self.ours)}"
         )
 
 
@@ -64,7 +64,7 @@ class _Missing:
 MISSING: Any = _Missing()
 
 
-def _show(value: Any) -> str:
+def show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 160 else text[:150] + f"...<{len(text)} chars>"
 
