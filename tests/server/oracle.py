@@ -70,5 +70,14 @@ def metric_dicts(data: Any) -> dict[str, Any]:
                     if value is None:
                         value = p.value
                     points.append((sorted(attrs.items()), value))
-                out[metric.name] = (metric.unit, metric.description, sorted(points, key=repr))
+                kind = (
+                    type(metric.data).__name__,
+                    getattr(metric.data, "is_monotonic", None),
+                    str(getattr(metric.data, "aggregation_temporality", None)),
+                )
+                out[metric.name] = (
+                    metric.unit,
+                    f"{metric.description} {kind}",
+                    sorted(points, key=repr),
+                )
     return out

@@ -259,14 +259,6 @@ def duration_instruments(meter: Any, mode: Mode) -> tuple[Any, Any]:
     return old, new
 
 
-def active_counter(
-    meter: Any, unit: str = "{request}", description: str = ACTIVE_DESCRIPTION
-) -> Any:
-    return meter.create_up_down_counter(
-        name="http.server.active_requests", unit=unit, description=description
-    )
-
-
 def record_duration(
     old: Any,
     new: Any,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterable, Mapping
 from importlib import metadata
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.metrics import get_meter
+from opentelemetry.metrics import CallbackOptions, Observation, get_meter
 
 from hyperdx.opentelemetry.server import semconv
 
@@ -40,7 +42,7 @@ class ServerTelemetry:
         self.tracer = trace.get_tracer(scope, version, tracer_provider, schema_url=schema_url)
         self.meter = get_meter(scope, version, meter_provider, schema_url=schema_url)
         self.duration_old, self.duration_new = semconv.duration_instruments(self.meter, mode)
-        self.active = semconv.active_counter(self.meter, active_unit, active_description)
+        self.active = ActiveRequests.of(self.meter, active_unit, active_description)
         self.headers = headers or semconv.HeaderCapture()
 
     def record(
@@ -94,3 +96,53 @@ class ServerTelemetry:
                 unit="By",
                 description="Size of HTTP server request bodies.",
             )
+
+
+_MAX_ATTRIBUTE_SETS = 2000  # the SDK's cardinality limit per instrument
+_OVERFLOW = (("otel.metric.overflow", True),)
+
+
+class ActiveRequests:
+    """``http.server.active_requests`` counted by us, read by the SDK at collection time.
+
+    Same name, unit, description and attributes as contrib's synchronous up-down counter,
+    exported the same way (a cumulative, non-monotonic sum), but the two SDK measurements per
+    request (+1, -1; each hashes and sorts its attributes) become two dict updates.
+    """
+
+    _shared: dict[tuple[int, str, str], ActiveRequests] = {}
+    _shared_lock = threading.Lock()
+
+    def __init__(self, meter: Any, unit: str, description: str) -> None:
+        self._counts: dict[tuple[tuple[str, Any], ...], int] = {}
+        self._lock = threading.Lock()
+        self._meter = meter  # keeps id(meter) unique while registered in _shared
+        meter.create_observable_up_down_counter(
+            name="http.server.active_requests",
+            callbacks=[self._observe],
+            unit=unit,
+            description=description,
+        )
+
+    @classmethod
+    def of(cls, meter: Any, unit: str, description: str) -> ActiveRequests:
+        """One per meter and unit: the SDK keeps only the first registration's callback."""
+        key = (id(meter), unit, description)
+        with cls._shared_lock:
+            found = cls._shared.get(key)
+            if found is None:
+                found = cls._shared[key] = cls(meter, unit, description)
+            return found
+
+    def add(self, amount: int, attributes: Mapping[str, Any]) -> None:
+        key = tuple(attributes.items())
+        with self._lock:
+            counts = self._counts
+            if key not in counts and len(counts) >= _MAX_ATTRIBUTE_SETS:
+                key = _OVERFLOW
+            counts[key] = counts.get(key, 0) + amount
+
+    def _observe(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            items = list(self._counts.items())
+        return [Observation(value, dict(key)) for key, value in items]
