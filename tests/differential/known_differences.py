@@ -16,9 +16,6 @@ from dataclasses import dataclass
 
 from differential.compare import Difference, show
 
-ALL_APPS = ("flask", "django", "wsgi", "fastapi", "starlette", "asgi")
-ALL_VARIANTS = ("default", "http", "dup_capture_excluded")
-
 
 @dataclass(frozen=True)
 class KnownDifference:

@@ -1,4 +1,4 @@
-"""The six apps, the environment variants, and one server run per (app, variant, mode).
+"""The apps, the environment variants, and one server run per (app, variant, mode).
 
 Each run is a real server (gunicorn sync worker or uvicorn) started under
 ``opentelemetry-instrument`` with the repo's distro, exporting OTLP/HTTP to the suite's
@@ -27,7 +27,8 @@ from support.otlp import exporter_env
 
 APPS_DIR = Path(__file__).resolve().parent / "apps"
 MODES = ("contrib", "ours")
-ASGI_APPS = frozenset({"fastapi", "starlette", "asgi"})
+# Apps whose contrib instrumentation is the ASGI middleware (with http send/receive spans).
+ASGI_MIDDLEWARE_APPS = frozenset({"fastapi", "starlette", "asgi"})
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class App:
     target: str
     server: str  # gunicorn | uvicorn
     excluded_env: str | None  # the framework-specific OTEL_PYTHON_*_EXCLUDED_URLS, if any
+    variants: tuple[str, ...] = ("default", "http", "dup_capture_excluded")
 
 
 APPS = {
@@ -45,6 +47,15 @@ APPS = {
         App("django", "django_app:application", "gunicorn", "OTEL_PYTHON_DJANGO_EXCLUDED_URLS"),
         App("wsgi", "wsgi_app:app", "gunicorn", None),
         App("fastapi", "fastapi_app:app", "uvicorn", "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS"),
+        # Django's ASGI path, in two variants only (dup covers both attribute sets) to keep
+        # the suite's time down.
+        App(
+            "django_asgi",
+            "django_asgi_app:application",
+            "uvicorn",
+            "OTEL_PYTHON_DJANGO_EXCLUDED_URLS",
+            ("default", "dup_capture_excluded"),
+        ),
         App("starlette", "starlette_app:app", "uvicorn", "OTEL_PYTHON_STARLETTE_EXCLUDED_URLS"),
         App("asgi", "asgi_app:app", "uvicorn", None),
     )
@@ -165,13 +176,13 @@ def run_app(
     app_name: str,
     receiver: Receiver,
     tmp_path: Path,
-    variants: tuple[str, ...] = VARIANTS,
+    variants: tuple[str, ...] | None = None,
     modes: Mapping[str, str] | None = None,
 ) -> dict[tuple[str, str], RunResult]:
     """Start every (variant, mode) server of one app at once, send the request list to each,
     stop them with SIGTERM (which flushes) and return what each answered."""
     app = APPS[app_name]
-    keys = [(v, m) for v in variants for m in MODES]
+    keys = [(v, m) for v in (variants or app.variants) for m in MODES]
     results: dict[tuple[str, str], RunResult] = {}
     with ExitStack() as stack:
         procs: dict[tuple[str, str], tuple[Proc, int, str]] = {}

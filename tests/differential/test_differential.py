@@ -24,7 +24,7 @@ from differential.compare import (
 )
 from differential.conftest import Runs
 from differential.known_differences import KNOWN_DIFFERENCES, unexplained
-from differential.servers import APPS, ASGI_APPS, VARIANTS
+from differential.servers import APPS, ASGI_MIDDLEWARE_APPS
 
 LEAN_PRESENT = importlib.util.find_spec("hyperdx.opentelemetry.server") is not None and hasattr(
     importlib.import_module("hyperdx.opentelemetry.server"), "lean_instrumentor"
@@ -58,7 +58,7 @@ def _check(runs: Runs, kind: str, differences: list[Difference]) -> None:
     )
 
 
-APP_VARIANTS = [(a, v) for a in APPS for v in VARIANTS]
+APP_VARIANTS = [(a, v) for a in APPS for v in APPS[a].variants]
 
 
 @pytest.mark.parametrize(("app", "variant"), APP_VARIANTS)
@@ -107,7 +107,7 @@ def raised_exceptions(stderr: str) -> list[tuple[str, str]]:
 def test_bad_input_never_raises_from_ours(runs: Runs, app: str) -> None:
     """Malformed requests reach the app (or the server's own 400), never as an exception of
     ours: no 5xx but /boom, the only traceback is the app's own, same exit as contrib."""
-    for variant in VARIANTS:
+    for variant in APPS[app].variants:
         ours, contrib = runs.of(app)[(variant, "ours")], runs.of(app)[(variant, "contrib")]
         statuses = {label: r.status for label, r in ours.replies.items()}
         assert all(
@@ -152,7 +152,7 @@ def test_excluded_urls_give_no_span_in_both(runs: Runs, app: str) -> None:
         assert result.replies["excluded_specific"].status == 200
 
 
-@pytest.mark.parametrize("app", sorted(ASGI_APPS))
+@pytest.mark.parametrize("app", sorted(ASGI_MIDDLEWARE_APPS))
 def test_asgi_send_receive_spans_only_in_contrib(runs: Runs, app: str) -> None:
     """A documented difference: ours makes one span per request, no http send/receive."""
     contrib, ours, a_spans, b_spans, _, _ = _pair(runs, app, "default")
@@ -165,7 +165,7 @@ def test_asgi_send_receive_spans_only_in_contrib(runs: Runs, app: str) -> None:
 
 def test_known_differences_are_all_observed(runs: Runs) -> None:
     """A known difference that no longer shows up must leave the list (and the README)."""
-    full = {(a, v, k) for a in APPS for v in VARIANTS for k in ("spans", "metrics", "replies")}
+    full = {(a, v, k) for a, v in APP_VARIANTS for k in ("spans", "metrics", "replies")}
     if not full <= runs.compared:
         pytest.skip("only meaningful after the whole suite ran")
     stale = [k for k in KNOWN_DIFFERENCES if not any(k.covers(d) for d in runs.observed)]
