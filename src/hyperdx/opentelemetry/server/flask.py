@@ -128,9 +128,8 @@ class _AppState:
             if not req.excluded:
                 span = req.span
                 try:
-                    import flask
-
-                    rule = flask.request.url_rule if flask.has_request_context() else None
+                    request = _current_request()
+                    rule = request.url_rule if request is not None else None
                     if rule is not None:
                         route.append(rule)
                     propagator = get_global_response_propagator()
@@ -235,6 +234,19 @@ def _flask_version() -> str:
         return ""
 
 
+def _current_request() -> Any:
+    """The active request object (None outside a request), without the LocalProxy detour."""
+    from flask import globals as flask_globals
+
+    var = getattr(flask_globals, "_cv_request", None)
+    if var is not None:  # Flask >= 2.3
+        ctx = var.get(None)
+        return None if ctx is None else ctx.request
+    import flask
+
+    return flask.request._get_current_object() if flask.has_request_context() else None  # type: ignore[attr-defined]
+
+
 # --- the class-level wrappers -----------------------------------------------------------------
 
 _config: _Config | None = None
@@ -270,10 +282,8 @@ def _preprocess_request(self: Any) -> Any:
     if state:
         request = None
         try:
-            import flask
-
-            request = flask.request._get_current_object()  # type: ignore[attr-defined]
-            req = request.environ.get(_KEY)
+            request = _current_request()
+            req = request.environ.get(_KEY) if request is not None else None
             if req is not None and req.span is None and not req.excluded:
                 state.start_span(request, req)
             else:
@@ -297,11 +307,10 @@ def _do_teardown_request(self: Any, *args: Any, **kwargs: Any) -> Any:
 
 def _end_span(exc: Any) -> None:
     try:
-        import flask
-
-        if not flask.has_request_context():
+        request = _current_request()
+        if request is None:
             return
-        req = flask.request.environ.get(_KEY)
+        req = request.environ.get(_KEY)
         if req is None or req.span is None or req.token is None:
             return
         if not isinstance(exc, BaseException):
