@@ -48,6 +48,7 @@ def flask_run(impl: str, sink: Sink) -> None:
 
 
 def django_run(impl: str, sink: Sink) -> None:
+    """``impl`` contrib, lean, or both (ours first, then contrib's DjangoInstrumentor)."""
     import django
     from django.conf import settings
 
@@ -58,13 +59,15 @@ def django_run(impl: str, sink: Sink) -> None:
         DEBUG=False,
     )
     django.setup()
-    if impl == "contrib":
-        from opentelemetry.instrumentation.django import DjangoInstrumentor
-    else:
-        from hyperdx.opentelemetry.server.django import DjangoInstrumentor  # type: ignore[assignment]
-    DjangoInstrumentor().instrument(
-        tracer_provider=sink.tracer_provider, meter_provider=sink.meter_provider
-    )
+    from opentelemetry.instrumentation.django import DjangoInstrumentor as Contrib
+
+    from hyperdx.opentelemetry.server.django import DjangoInstrumentor as Lean
+
+    providers = {"tracer_provider": sink.tracer_provider, "meter_provider": sink.meter_provider}
+    if impl in ("lean", "both"):
+        Lean().instrument(**providers)
+    if impl in ("contrib", "both"):
+        Contrib().instrument(**providers)
     from django.test import Client
 
     client = Client(raise_request_exception=False)

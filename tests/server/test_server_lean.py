@@ -346,3 +346,13 @@ def test_bad_server_mode_is_a_warning_naming_variable_and_value() -> None:
     )
     assert settings.server_instrumentation.value == "contrib"
     assert settings.server_instrumentation.source == "code"
+
+
+def test_django_with_contrib_middleware_too_has_one_server_span() -> None:
+    """Ours first, then contrib's DjangoInstrumentor (its middleware in MIDDLEWARE too)."""
+    from test_server_parity import telemetry
+
+    spans = telemetry("django", "both", "")["spans"]
+    assert len(spans) == 6  # one per request, all SERVER, none nested
+    assert {s["kind"] for s in spans} == {"SERVER"}
+    assert {s["parent"] for s in spans} == {None, "b7ad6b7169203331"}
