@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from differential.collector import Collected
-from differential.traffic import REQUESTS, Reply, send
+from differential.traffic import REQUESTS, Reply, Req, send
 from hyperdx.local.receiver import Receiver
 
 from support.apps import BIN, Proc, free_port, run
@@ -37,16 +37,28 @@ class App:
     target: str
     server: str  # gunicorn | uvicorn
     excluded_env: str | None  # the framework-specific OTEL_PYTHON_*_EXCLUDED_URLS, if any
-    variants: tuple[str, ...] = ("default", "http", "dup_capture_excluded")
+    variants: tuple[str, ...] = ("default", "http", "dup_capture_excluded")  # see variant_env
 
 
 APPS = {
     a.name: a
     for a in (
-        App("flask", "flask_app:app", "gunicorn", "OTEL_PYTHON_FLASK_EXCLUDED_URLS"),
+        App(
+            "flask",
+            "flask_app:app",
+            "gunicorn",
+            "OTEL_PYTHON_FLASK_EXCLUDED_URLS",
+            ("default", "http", "dup_capture_excluded", "in_code"),  # also without the agent
+        ),
         App("django", "django_app:application", "gunicorn", "OTEL_PYTHON_DJANGO_EXCLUDED_URLS"),
         App("wsgi", "wsgi_app:app", "gunicorn", None),
-        App("fastapi", "fastapi_app:app", "uvicorn", "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS"),
+        App(
+            "fastapi",
+            "fastapi_app:app",
+            "uvicorn",
+            "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS",
+            ("default", "http", "dup_capture_excluded", "in_code"),  # also without the agent
+        ),
         # Django's ASGI path, in two variants only (dup covers both attribute sets) to keep
         # the suite's time down.
         App(
@@ -75,6 +87,8 @@ def variant_env(variant: str, app: App) -> dict[str, str]:
     suite stays within its time budget: each changes different attributes."""
     if variant == "default":
         return {}
+    if variant == "in_code":  # no agent: the app calls configure_opentelemetry() itself
+        return {"DIFF_CONFIGURE_IN_CODE": "1"}
     if variant == "http":
         return {"OTEL_SEMCONV_STABILITY_OPT_IN": "http"}
     if variant == "dup_capture_excluded":
@@ -86,9 +100,6 @@ def variant_env(variant: str, app: App) -> dict[str, str]:
             env[app.excluded_env] = "excluded/specific"
         return env
     raise ValueError(f"unknown variant {variant!r}")
-
-
-VARIANTS = ("default", "http", "dup_capture_excluded")
 
 
 @dataclass
@@ -103,11 +114,14 @@ class RunResult:
     returncode: int | None
 
 
-def _argv(app: App, port: int) -> list[str]:
+def _argv(app: App, port: int, variant: str) -> list[str]:
     agent = str(BIN / "opentelemetry-instrument")
+    return ([] if variant == "in_code" else [agent]) + _server_argv(app, port)
+
+
+def _server_argv(app: App, port: int) -> list[str]:
     if app.server == "gunicorn":
         return [
-            agent,
             str(BIN / "gunicorn"),
             "-w",
             "1",
@@ -123,7 +137,6 @@ def _argv(app: App, port: int) -> list[str]:
             app.target,
         ]
     return [
-        agent,
         str(BIN / "uvicorn"),
         app.target,
         "--host",
@@ -169,6 +182,10 @@ def _wait_listening(proc: Proc, port: int, timeout: float = 60.0) -> None:
 
 def _drive(proc: Proc, port: int) -> dict[str, Reply]:
     _wait_listening(proc, port)
+    # One warm-up request, sent once with a long timeout (never retried, so both runs count
+    # it exactly once): a worker that imports the app lazily may take long on a busy machine.
+    warm = send(port, Req("ready", b"/items/0"), timeout=120)
+    assert warm.status == 200, (warm, proc.stderr[-2000:])
     return {req.label: send(port, req) for req in REQUESTS}
 
 
@@ -193,7 +210,7 @@ def run_app(
             if modes and mode in modes:
                 env["HYPERDX_SERVER_INSTRUMENTATION"] = modes[mode]
             proc = stack.enter_context(
-                run(_argv(app, port), env, tmp_path, name=service, cwd=APPS_DIR)
+                run(_argv(app, port, variant), env, tmp_path, name=service, cwd=APPS_DIR)
             )
             procs[(variant, mode)] = (proc, port, service)
         with ThreadPoolExecutor(len(procs)) as pool:

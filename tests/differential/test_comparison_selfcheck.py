@@ -11,6 +11,7 @@ from pathlib import Path
 
 from differential.collector import Point, Span
 from differential.compare import (
+    MISSING,
     Difference,
     metric_differences,
     reply_differences,
@@ -106,16 +107,18 @@ def test_readme_table_is_the_known_differences_list() -> None:
     assert table[1:] == readme_rows(), "README.md table and known_differences.py disagree"
 
 
-def test_a_metric_known_difference_needs_its_attributes_and_values() -> None:
-    known = KnownDifference(
-        "metric m", ("asgi",), ("(metrics)",), ("http",), "x", ('"a": 1',), ("2.0", "1.0")
-    )
+def test_a_metric_known_difference_needs_its_attributes_and_excess() -> None:
+    known = KnownDifference("metric m", ("asgi",), ("(metrics)",), ("http",), "x", ('"a": 1',), 1)
 
     def diff(field: str, contrib: object, ours: object) -> Difference:
         return Difference("asgi", "http", "(metrics)", field, contrib, ours)
 
     assert known.covers(diff('metric m {"a": 1, "b": 2}', 2.0, 1.0))
-    assert not known.covers(diff('metric m {"a": 1, "b": 2}', 3.0, 1.0))  # other values
+    assert known.covers(diff('metric m {"a": 1}', 1.0, MISSING))  # absent counts 0
+    assert not known.covers(diff('metric m {"a": 1, "b": 2}', 3.0, 1.0))  # other excess
     assert not known.covers(diff('metric m {"a": 2}', 2.0, 1.0))  # other attribute set
     assert not known.covers(diff('metric m2 {"a": 1}', 2.0, 1.0))  # other metric
     assert not known.covers(diff("metric m.unit", 2.0, 1.0))
+    narrower = dataclasses.replace(known, without=('"b"',))
+    assert narrower.covers(diff('metric m {"a": 1}', 2.0, 1.0))
+    assert not narrower.covers(diff('metric m {"a": 1, "b": 2}', 2.0, 1.0))

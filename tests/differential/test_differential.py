@@ -29,7 +29,9 @@ from differential.servers import APPS, ASGI_MIDDLEWARE_APPS
 LEAN_PRESENT = importlib.util.find_spec("hyperdx.opentelemetry.server") is not None and hasattr(
     importlib.import_module("hyperdx.opentelemetry.server"), "lean_instrumentor"
 )
-REPORT = Path(os.environ.get("DIFFERENTIAL_REPORT", "/tmp/differential-report.txt"))
+# Unexplained differences are also appended here, one line each (per process by default, so
+# concurrent runs do not mix).
+REPORT = Path(os.environ.get("DIFFERENTIAL_REPORT", f"/tmp/differential-report-{os.getpid()}.txt"))
 
 
 def _pair(runs: Runs, app: str, variant: str):  # type: ignore[no-untyped-def]
@@ -53,7 +55,7 @@ def _check(runs: Runs, kind: str, differences: list[Difference]) -> None:
         for d in left:
             report.write(f"{kind}: {d.line()}\n")
     assert not left, (
-        f"{len(left)} unexplained {kind} difference(s) (field: contrib, ours):\n"
+        f"{len(left)} unexplained {kind} difference(s) (field: contrib, ours; all in {REPORT}):\n"
         + "\n".join(d.line() for d in left)
     )
 

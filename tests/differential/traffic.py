@@ -142,7 +142,7 @@ class Reply:
         return json.loads(self.body)
 
 
-def send(port: int, req: Req, timeout: float = 15.0) -> Reply:
+def send(port: int, req: Req, timeout: float = 30.0) -> Reply:
     """Send ``req`` verbatim, read to EOF, parse status, headers and (de-chunked) body."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(req.wire(port))

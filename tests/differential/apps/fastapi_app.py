@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import configure_first  # noqa: F401  (before the framework: see configure_first.py)
+
+# isort: split
 from collections.abc import AsyncIterator
 from typing import Any
 
