@@ -256,7 +256,9 @@ _originals: dict[str, Any] = {}
 def _state_of(app: Any) -> _AppState | None:
     state = app.__dict__.get(_STATE)
     if state is None:
-        if getattr(app, "_is_instrumented_by_opentelemetry", False) or _config is None:
+        if _config is None:  # only explicitly instrumented apps (or uninstrumented)
+            return None
+        if getattr(app, "_is_instrumented_by_opentelemetry", False):
             app.__dict__[_STATE] = False  # contrib instrumented this app itself: it owns it
             return None
         state = _AppState(_config)
