@@ -20,10 +20,11 @@ from differential.compare import (
 )
 from differential.conftest import Runs
 from differential.known_differences import KnownDifference, readme_rows
+from differential.servers import RunResult
 from differential.traffic import Reply
 
 
-def _flask_contrib(runs: Runs):  # type: ignore[no-untyped-def]
+def _flask_contrib(runs: Runs) -> tuple[RunResult, list[Span], list[Point]]:
     result = runs.of("flask")[("default", "contrib")]
     return result, runs.collected.spans_of(result.service), runs.collected.points_of(result.service)
 
@@ -35,7 +36,7 @@ def _perturb(spans: list[Span], label: str, **changes: object) -> list[Span]:
         if span is target:
             attributes = dict(span.attributes)
             attributes.update(changes.pop("attributes", {}))  # type: ignore[call-overload]
-            span = dataclasses.replace(span, attributes=attributes, **changes)  # type: ignore[arg-type]
+            span = dataclasses.replace(span, attributes=attributes, **changes)
         out.append(span)
     return out
 

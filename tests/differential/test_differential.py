@@ -7,12 +7,12 @@ environment variants. Every difference must be fixed or listed in known_differen
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
 import pytest
 
+from differential.collector import Point, Span
 from differential.compare import (
     Difference,
     children,
@@ -24,17 +24,16 @@ from differential.compare import (
 )
 from differential.conftest import Runs
 from differential.known_differences import KNOWN_DIFFERENCES, unexplained
-from differential.servers import APPS, ASGI_MIDDLEWARE_APPS
+from differential.servers import APPS, ASGI_MIDDLEWARE_APPS, RunResult
 
-LEAN_PRESENT = importlib.util.find_spec("hyperdx.opentelemetry.server") is not None and hasattr(
-    importlib.import_module("hyperdx.opentelemetry.server"), "lean_instrumentor"
-)
 # Unexplained differences are also appended here, one line each (per process by default, so
 # concurrent runs do not mix).
 REPORT = Path(os.environ.get("DIFFERENTIAL_REPORT", f"/tmp/differential-report-{os.getpid()}.txt"))
 
 
-def _pair(runs: Runs, app: str, variant: str):  # type: ignore[no-untyped-def]
+def _pair(
+    runs: Runs, app: str, variant: str
+) -> tuple[RunResult, RunResult, list[Span], list[Span], list[Point], list[Point]]:
     results = runs.of(app)
     contrib, ours = results[(variant, "contrib")], results[(variant, "ours")]
     col = runs.collected
@@ -160,9 +159,30 @@ def test_asgi_send_receive_spans_only_in_contrib(runs: Runs, app: str) -> None:
     contrib, ours, a_spans, b_spans, _, _ = _pair(runs, app, "default")
     [server] = server_spans_by_request(a_spans)["route_param"]
     assert any(is_asgi_internal(c) for c in children(a_spans, server)), "contrib has them"
-    if not LEAN_PRESENT:
-        pytest.skip("the lean request path is not in src yet (contrib vs contrib)")
     assert not [s.name for s in b_spans if is_asgi_internal(s)]
+
+
+LEAN_MODULE = {
+    "flask": "flask",
+    "django": "django",
+    "django_asgi": "django",
+    "wsgi": "wsgi",
+    "fastapi": "fastapi",
+    "starlette": "starlette",
+    "asgi": "asgi",
+}
+
+
+@pytest.mark.parametrize("app", list(APPS))
+def test_ours_is_really_the_lean_path(runs: Runs, app: str) -> None:
+    """Guard against a trivially green suite: the 'ours' servers ran our request path and the
+    'contrib' ones did not (the app reports the loaded hyperdx.opentelemetry.server modules)."""
+    module = f"hyperdx.opentelemetry.server.{LEAN_MODULE[app]}"
+    for variant in APPS[app].variants:
+        ours = runs.of(app)[(variant, "ours")].replies["traceparent"].json()["server_modules"]
+        contrib = runs.of(app)[(variant, "contrib")].replies["traceparent"].json()
+        assert module in ours, (variant, ours)
+        assert module not in contrib["server_modules"], (variant, contrib["server_modules"])
 
 
 def test_known_differences_are_all_observed(runs: Runs) -> None:
