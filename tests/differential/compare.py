@@ -305,7 +305,9 @@ def _reply_fields(result: RunResult, label: str, spans: dict[str, list[Span]]) -
     return fields
 
 
-_CTX_LABELS = frozenset(label for label in LABELS if label.startswith(("traceparent", "baggage")))
+_CTX_LABELS = frozenset(
+    label for label in LABELS if label.startswith(("traceparent", "baggage", "parallel"))
+)
 
 
 def reply_differences(

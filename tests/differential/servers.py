@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from differential.collector import Collected
-from differential.traffic import REQUESTS, Reply, Req, send
+from differential.traffic import PARALLEL_REQUESTS, REQUESTS, Reply, Req, send
 from hyperdx.local.receiver import Receiver
 
 from support.apps import BIN, Proc, free_port, run
@@ -186,7 +186,11 @@ def _drive(proc: Proc, port: int) -> dict[str, Reply]:
     # it exactly once): a worker that imports the app lazily may take long on a busy machine.
     warm = send(port, Req("ready", b"/items/0"), timeout=120)
     assert warm.status == 200, (warm, proc.stderr[-2000:])
-    return {req.label: send(port, req) for req in REQUESTS}
+    replies = {req.label: send(port, req) for req in REQUESTS}
+    with ThreadPoolExecutor(len(PARALLEL_REQUESTS)) as pool:
+        sent = {req.label: pool.submit(send, port, req) for req in PARALLEL_REQUESTS}
+        replies.update({label: future.result() for label, future in sent.items()})
+    return replies
 
 
 def run_app(

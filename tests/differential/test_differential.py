@@ -142,6 +142,21 @@ def test_traceparent_is_honoured_by_both(runs: Runs, app: str) -> None:
         assert "traceparent_unsampled" not in by, mode  # parent-based sampling drops it
 
 
+@pytest.mark.parametrize("app", list(APPS))
+def test_concurrent_requests_keep_their_own_context(runs: Runs, app: str) -> None:
+    """Eight requests at once, each with its own traceparent: in both modes each server span
+    and the context the app sees belong to that request (no leak between requests)."""
+    for mode in ("contrib", "ours"):
+        result = runs.of(app)[("default", mode)]
+        by = server_spans_by_request(runs.collected.spans_of(result.service))
+        for i in range(8):
+            label = f"parallel_{i}"
+            [span] = by[label]
+            assert (span.trace_id, span.parent_span_id) == (f"{i + 1:032x}", f"{i + 1:016x}")
+            seen = result.replies[label].json()
+            assert (seen["trace_id"], seen["span_id"]) == (span.trace_id, span.span_id), mode
+
+
 @pytest.mark.parametrize("app", [a for a in APPS if APPS[a].excluded_env])
 def test_excluded_urls_give_no_span_in_both(runs: Runs, app: str) -> None:
     """The framework's own *_EXCLUDED_URLS replaces the generic list (contrib's rule)."""

@@ -127,7 +127,15 @@ REQUESTS: tuple[Req, ...] = (
     Req("excluded_generic", b"/excluded/generic"),
     Req("excluded_specific", b"/excluded/specific"),
 )
-LABELS = tuple(r.label for r in REQUESTS)
+# Sent all at once after the list above: each carries its own trace id, so context leaking
+# between concurrent requests (ASGI servers run them interleaved) shows as a wrong parent.
+PARALLEL_REQUESTS: tuple[Req, ...] = tuple(
+    Req(
+        f"parallel_{i}", b"/ctx", headers=((b"traceparent", _tp(f"{i + 1:032x}", f"{i + 1:016x}")),)
+    )
+    for i in range(8)
+)
+LABELS = tuple(r.label for r in REQUESTS + PARALLEL_REQUESTS)
 assert len(set(LABELS)) == len(LABELS)
 
 
