@@ -345,7 +345,8 @@ def _server_instrumentation(r: _Resolver, o: HyperDXOptions) -> Setting[str]:
     if value in SERVER_MODES:
         return Setting(value, setting.source, name)
     r.warnings.append(
-        f"{name}={setting.value!r} is not one of {', '.join(SERVER_MODES)}; keeping the default lean"
+        f"{name}={setting.value!r} is not one of {', '.join(SERVER_MODES)}; "
+        "keeping the default lean"
     )
     return Setting("lean", "default", name)
 
