@@ -28,6 +28,7 @@ class Req:
     body: bytes = b""
     version: bytes = b"HTTP/1.1"
     host: bool = True
+    chunked: bool = False  # send the body with Transfer-Encoding: chunked
 
     def wire(self, port: int) -> bytes:
         sep = b"&" if b"?" in self.target else b"?"
@@ -46,10 +47,14 @@ class Req:
         if not any(name.lower() == b"user-agent" for name, _ in self.headers):
             lines.append(b"User-Agent: " + USER_AGENT)
         lines += [name + b": " + value for name, value in self.headers]
-        if self.body or self.method == b"POST":
+        body = self.body
+        if self.chunked:
+            lines.append(b"Transfer-Encoding: chunked")
+            body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+        elif self.body or self.method == b"POST":
             lines.append(b"Content-Length: " + str(len(self.body)).encode())
         lines.append(b"Connection: close")
-        return b"\r\n".join(lines) + b"\r\n\r\n" + self.body
+        return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
 def _tp(
@@ -69,6 +74,9 @@ REQUESTS: tuple[Req, ...] = (
         body=b"a=b",
         headers=((b"Content-Type", b"application/x-www-form-urlencoded"),),
     ),
+    Req("options", b"/items/1", method=b"OPTIONS"),
+    Req("unknown_method", b"/items/1", method=b"PURGE"),
+    Req("chunked_body", b"/items/1", method=b"POST", body=b"x=1&y=2", chunked=True),
     Req("exception", b"/boom"),
     Req("streamed", b"/stream"),
     Req("head", b"/items/9", method=b"HEAD"),
