@@ -356,3 +356,78 @@ def test_django_with_contrib_middleware_too_has_one_server_span() -> None:
     assert len(spans) == 6  # one per request, all SERVER, none nested
     assert {s["kind"] for s in spans} == {"SERVER"}
     assert {s["parent"] for s in spans} == {None, "b7ad6b7169203331"}
+
+
+# --- propagation: skipped only when it cannot find anything ------------------------------------
+
+
+class _HeaderPropagator:
+    """A custom propagator: continues the trace named in ``x-trace`` (no traceparent at all)."""
+
+    fields = {"x-trace"}
+
+    def extract(self, carrier: Any, context: Any = None, getter: Any = None) -> Any:
+        from opentelemetry import trace
+        from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+        found = getter.get(carrier, "x-trace") if getter is not None else None
+        if not found:
+            return context
+        trace_id, span_id = found[0].split(":")
+        parent = SpanContext(
+            int(trace_id, 16), int(span_id, 16), True, TraceFlags(TraceFlags.SAMPLED)
+        )
+        return trace.set_span_in_context(NonRecordingSpan(parent), context)
+
+    def inject(self, carrier: Any, context: Any = None, setter: Any = None) -> None:
+        return None
+
+
+@pytest.mark.parametrize("framework", ["flask", "fastapi"])
+def test_propagation_honours_baggage_and_a_custom_propagator(
+    sink: Sink, framework: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opentelemetry import baggage, propagate
+
+    seen: list[Any] = []
+    if framework == "flask":
+        FlaskInstrumentor().instrument(
+            tracer_provider=sink.tracer_provider, meter_provider=sink.meter_provider
+        )
+        app = flask_app()
+
+        @app.route("/bag")
+        def bag() -> Any:
+            seen.append(baggage.get_baggage("tenant"))
+            return "ok"
+
+        client: Any = app.test_client()
+        get = client.get
+    else:
+        from fastapi.testclient import TestClient
+
+        FastAPIInstrumentor().instrument(
+            tracer_provider=sink.tracer_provider, meter_provider=sink.meter_provider
+        )
+        fapp = fastapi_app()
+
+        @fapp.get("/bag")
+        async def bag() -> Any:
+            seen.append(baggage.get_baggage("tenant"))
+            return "ok"
+
+        get = TestClient(fapp).get
+    try:
+        get("/bag", headers={"baggage": "tenant=acme"})  # default propagator, baggage only
+        get("/bag")  # neither header: a new trace
+        monkeypatch.setattr(propagate, "_HTTP_TEXT_FORMAT", _HeaderPropagator())
+        get("/bag", headers={"x-trace": "0af7651916cd43dd8448eb211c80319c:b7ad6b7169203331"})
+    finally:
+        if framework == "flask":
+            FlaskInstrumentor().uninstrument()
+        else:
+            FastAPIInstrumentor().uninstrument()
+    assert seen == ["acme", None, None]
+    spans = [s for s in server_spans(sink) if s["name"].endswith("/bag")]
+    assert [s["parent"] for s in spans] == [None, None, "b7ad6b7169203331"]
+    assert spans[2]["trace_id"] == "0af7651916cd43dd8448eb211c80319c"

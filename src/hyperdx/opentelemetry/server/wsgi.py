@@ -12,9 +12,12 @@ from typing import Any
 from wsgiref.util import request_uri
 
 from opentelemetry import context, trace
-from opentelemetry.propagate import extract
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.propagate import extract, get_global_textmap
+from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.http import normalize_user_agent, redact_url
 
@@ -149,6 +152,30 @@ def default_span_name(environ: dict[str, Any]) -> str:
     return f"{method} {path}" if method and path else method
 
 
+_DEFAULT_PROPAGATORS = (TraceContextTextMapPropagator, W3CBaggagePropagator)
+_checked: tuple[Any, bool] = (None, False)  # (global propagator seen last, is it the default)
+
+
+def _default_propagator() -> bool:
+    """Whether the global propagator is the SDK's default (exactly tracecontext + baggage).
+
+    Then a request with neither ``traceparent`` nor ``baggage`` extracts to an empty context and
+    extraction can be skipped; any other propagator (b3, jaeger, a custom one) always runs.
+    """
+    global _checked
+    textmap = get_global_textmap()
+    seen, default = _checked
+    if textmap is not seen:
+        inner = getattr(textmap, "_propagators", None)
+        default = (
+            type(textmap) is CompositePropagator
+            and isinstance(inner, (list, tuple))
+            and tuple(type(p) for p in inner) == _DEFAULT_PROPAGATORS
+        )
+        _checked = (textmap, default)
+    return default
+
+
 def start_server_span(
     tracer: trace.Tracer,
     name: str,
@@ -162,7 +189,12 @@ def start_server_span(
     Returns the span and the context to attach (the span set in it).
     """
     if trace.get_current_span() is trace.INVALID_SPAN:
-        parent = extract(carrier, getter=getter)
+        if _default_propagator() and not (
+            getter.get(carrier, "traceparent") or getter.get(carrier, "baggage")
+        ):
+            parent = context.Context()  # what the default propagator returns without them
+        else:
+            parent = extract(carrier, getter=getter)
         kind = SpanKind.SERVER
     else:
         parent = context.get_current()
