@@ -337,7 +337,7 @@ class OpenTelemetryASGIMiddleware:
         finally:
             if http:
                 try:
-                    self._record(scope, headers, attrs, active, start, span, response_size)
+                    self._record(scope, headers, attrs, active, start, span, ctx, response_size)
                 except Exception as exc:  # noqa: BLE001
                     fault("asgi.metrics", exc)
             context.detach(token)
@@ -352,14 +352,19 @@ class OpenTelemetryASGIMiddleware:
         active: dict[str, Any],
         start: float,
         span: trace.Span,
+        ctx: context.Context,
         response_size: list[int],
     ) -> None:
+        """Duration and body sizes; ``ctx`` is the attached context (the exemplar's span)."""
         t = self.telemetry
         target = route_target(scope)
         old_extra = {"http.target": target} if target else None
-        t.record(default_timer() - start, attrs, span, old_extra)
+        t.record(default_timer() - start, attrs, span, old_extra, span_context=ctx)
         t.active.add(-1, active)
-        ctx = trace.set_span_in_context(span)
+        length = headers.get("content-length")
+        size = semconv.as_int(length[0]) if length else None
+        if size is None and not (response_size and response_size[0]):
+            return
         old_attrs = semconv.pick(attrs, semconv.DURATION_OLD)
         if old_extra:
             old_attrs.update(old_extra)
@@ -369,8 +374,6 @@ class OpenTelemetryASGIMiddleware:
                 t.response_size_old.record(response_size[0], old_attrs, context=ctx)
             if t.response_size_new is not None:
                 t.response_size_new.record(response_size[0], new_attrs, context=ctx)
-        length = headers.get("content-length")
-        size = semconv.as_int(length[0]) if length else None
         if size is not None:
             if t.request_size_old is not None:
                 t.request_size_old.record(size, old_attrs, context=ctx)

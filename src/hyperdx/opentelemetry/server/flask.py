@@ -76,7 +76,7 @@ class _Config:
 
 
 class _Request:
-    __slots__ = ("attrs", "excluded", "span", "start_ns", "token")
+    __slots__ = ("attrs", "ctx", "excluded", "rule", "span", "start_ns", "token")
 
     def __init__(self, attrs: dict[str, Any], excluded: bool, start_ns: int) -> None:
         self.attrs = attrs
@@ -84,6 +84,8 @@ class _Request:
         self.start_ns = start_ns
         self.span: trace.Span | None = None
         self.token: object = None
+        self.ctx: context.Context | None = None  # the attached context (holds the span)
+        self.rule: Any = None  # request.url_rule when the span started
 
 
 class _AppState:
@@ -128,8 +130,11 @@ class _AppState:
             if not req.excluded:
                 span = req.span
                 try:
-                    request = _current_request()
-                    rule = request.url_rule if request is not None else None
+                    if span is not None:  # routing was done when the span started
+                        rule = req.rule
+                    else:
+                        request = _current_request()
+                        rule = request.url_rule if request is not None else None
                     if rule is not None:
                         route.append(rule)
                     propagator = get_global_response_propagator()
@@ -167,6 +172,7 @@ class _AppState:
                         req.span or trace.INVALID_SPAN,
                         {"http.target": rule} if rule else None,
                         {"http.route": rule} if rule else None,
+                        req.ctx,
                     )
                 except Exception as exc:  # noqa: BLE001
                     fault("flask.metrics", exc)
@@ -198,6 +204,8 @@ class _AppState:
         if self.config.enable_commenter:
             ctx = context.set_value(_COMMENTER_KEY, self._commenter(request, rule), ctx)
         req.span = span
+        req.rule = rule
+        req.ctx = ctx
         req.token = context.attach(ctx)
 
     def _commenter(self, request: Any, rule: Any) -> dict[str, Any]:

@@ -173,7 +173,8 @@ def set_status(span: Span, metric_attrs: dict[str, Any], code: int, text: str, m
             updates["error.type"] = text
     metric_attrs.update(updates)
     if recording:
-        span.set_attributes(updates)
+        for key, value in updates.items():  # one by one: the SDK cleans a mapping recursively
+            span.set_attribute(key, value)
         if error:  # the SDK ignores UNSET, so contrib's UNSET call is skipped
             span.set_status(Status(StatusCode.ERROR))
 
@@ -194,9 +195,15 @@ def pick(attrs: Mapping[str, Any], keys: frozenset[str]) -> dict[str, Any]:
     return {k: v for k, v in attrs.items() if k in keys}
 
 
+_ACTIVE_KEYS = {
+    (old, new): (ACTIVE_OLD if old else frozenset()) | (ACTIVE_NEW if new else frozenset())
+    for old in (False, True)
+    for new in (False, True)
+}
+
+
 def active_attrs(attrs: Mapping[str, Any], mode: Mode) -> dict[str, Any]:
-    keys = (ACTIVE_OLD if mode.old else frozenset()) | (ACTIVE_NEW if mode.new else frozenset())
-    return pick(attrs, keys)
+    return pick(attrs, _ACTIVE_KEYS[mode.old, mode.new])
 
 
 class HeaderCapture:

@@ -52,14 +52,20 @@ class ServerTelemetry:
         span: trace.Span | None,
         old_extra: dict[str, Any] | None = None,
         new_extra: dict[str, Any] | None = None,
+        span_context: Any = None,
     ) -> None:
-        """The duration histograms, with the span as the exemplar context."""
+        """The duration histograms, with the span as the exemplar context.
+
+        ``span_context``: a context already holding ``span`` (the one attached for the request),
+        so no new one is made per request."""
+        if span_context is None and span is not None:
+            span_context = trace.set_span_in_context(span)
         semconv.record_duration(
             self.duration_old,
             self.duration_new,
             seconds,
             attrs,
-            None if span is None else trace.set_span_in_context(span),
+            span_context,
             old_extra,
             new_extra,
         )
