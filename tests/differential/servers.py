@@ -90,7 +90,8 @@ def variant_env(variant: str, app: App) -> dict[str, str]:
     if variant == "in_code":  # no agent: the app calls configure_opentelemetry() itself
         return {"DIFF_CONFIGURE_IN_CODE": "1"}
     if variant == "http":
-        return {"OTEL_SEMCONV_STABILITY_OPT_IN": "http"}
+        # Also a propagator list other than the default: no baggage propagation at all.
+        return {"OTEL_SEMCONV_STABILITY_OPT_IN": "http", "OTEL_PROPAGATORS": "tracecontext"}
     if variant == "dup_capture_excluded":
         env = {"OTEL_SEMCONV_STABILITY_OPT_IN": "http/dup", **CAPTURE_ENV}
         # The framework-specific list replaces the generic one (contrib's rule), so with both

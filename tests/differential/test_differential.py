@@ -140,6 +140,11 @@ def test_traceparent_is_honoured_by_both(runs: Runs, app: str) -> None:
             invalid.parent_span_id == "" and invalid.trace_id != "4bf92f3577b34da6a3ce929d0e0e4736"
         )
         assert "traceparent_unsampled" not in by, mode  # parent-based sampling drops it
+        assert result.replies["baggage_only"].json()["baggage"] == {"user": "bob"}, mode
+        without_baggage = runs.of(app)[("http", mode)] if "http" in APPS[app].variants else None
+        if without_baggage is not None:  # OTEL_PROPAGATORS=tracecontext there
+            assert without_baggage.replies["baggage_only"].json()["baggage"] == {}, mode
+            assert without_baggage.replies["traceparent"].json()["baggage"] == {}, mode
 
 
 @pytest.mark.parametrize("app", list(APPS))

@@ -110,6 +110,7 @@ REQUESTS: tuple[Req, ...] = (
         b"/ctx",
         headers=((b"traceparent", _tp()), (b"baggage", b"=;;,%%zz,k=\xff")),
     ),
+    Req("baggage_only", b"/ctx", headers=((b"baggage", b"user=bob"),)),
     Req(
         "header_obs_text",
         b"/items/13",
