@@ -17,7 +17,7 @@ from opentelemetry import context, trace
 from opentelemetry.instrumentation.propagators import get_global_response_propagator
 from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
 from opentelemetry.propagators.textmap import Getter
-from opentelemetry.util.http import ExcludeList, parse_excluded_urls, redact_url
+from opentelemetry.util.http import ExcludeList, parse_excluded_urls
 
 from hyperdx.opentelemetry.server import semconv
 from hyperdx.opentelemetry.server.faults import fault
@@ -136,7 +136,7 @@ def request_attributes(
             if query:
                 attrs["url.query"] = query
     if old:
-        attrs["http.url"] = redact_url(url)
+        attrs["http.url"] = semconv.redact(url)
     method = scope.get("method", "")
     if method:
         semconv.set_method(attrs, method, mode)

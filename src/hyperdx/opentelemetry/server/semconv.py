@@ -30,6 +30,7 @@ from opentelemetry.util.http import (
     OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS,
     detect_synthetic_user_agent,
     get_custom_headers,
+    redact_url,
 )
 
 KNOWN_METHODS = frozenset(
@@ -123,6 +124,14 @@ def set_method(attrs: dict[str, Any], original: str, mode: Mode) -> str:
         if original and original != normalised:
             attrs["http.request.method_original"] = original
     return normalised
+
+
+def redact(url: str) -> str:
+    """contrib's ``redact_url``, which only changes URLs with credentials (``@``) or a query
+    (``?``): the common URL without either skips its two ``urlparse`` calls."""
+    if "@" not in url and "?" not in url:
+        return url
+    return redact_url(url)
 
 
 def span_name(method: str, target: str | None) -> str:

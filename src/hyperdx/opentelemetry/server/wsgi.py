@@ -19,7 +19,7 @@ from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.trace.status import Status, StatusCode
-from opentelemetry.util.http import normalize_user_agent, redact_url
+from opentelemetry.util.http import normalize_user_agent
 
 from hyperdx.opentelemetry.server import semconv
 from hyperdx.opentelemetry.server.faults import fault
@@ -86,7 +86,7 @@ def request_attributes(environ: dict[str, Any], mode: semconv.Mode) -> dict[str,
             if query:
                 attrs["url.query"] = query
     elif old:
-        attrs["http.url"] = redact_url(request_uri(environ))
+        attrs["http.url"] = semconv.redact(request_uri(environ))
     remote_addr = get("REMOTE_ADDR")
     if remote_addr:
         if old:
