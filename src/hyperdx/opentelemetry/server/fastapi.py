@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 from typing import Any
 
@@ -31,10 +32,9 @@ class _FastAPI(Framework):
         return flat
 
     def _matches(self, route: Any, scope: dict[str, Any]) -> Any:
-        from starlette.routing import Route
-
-        if isinstance(route, Route):
-            return Route.matches(route, scope)
+        route_cls = _route_cls()
+        if isinstance(route, route_cls):
+            return route_cls.matches(route, scope)
         return route.matches(scope)
 
     def span_details(self, scope: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -89,6 +89,14 @@ class _FastAPI(Framework):
             config.get("tracer_provider"),
             schema_url=semconv.current_mode().schema_url,
         )
+
+
+@functools.cache
+def _route_cls() -> type:
+    """starlette's Route (imported once, not per route and request)."""
+    from starlette.routing import Route
+
+    return Route
 
 
 def _quiet_native_telemetry(app: Any) -> None:

@@ -9,6 +9,7 @@ itself (``FastAPIInstrumentor.instrument_app(app)``) is left to contrib: one ser
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -24,6 +25,14 @@ from hyperdx.opentelemetry.server.telemetry import ServerTelemetry
 
 _STATE = "_hyperdx_server"
 _LEGACY_SCHEMA = "https://opentelemetry.io/schemas/1.11.0"
+
+
+@functools.cache
+def _match_values() -> tuple[Any, Any]:
+    """starlette's Match.FULL and Match.PARTIAL (imported once, not per request)."""
+    from starlette.routing import Match
+
+    return Match.FULL, Match.PARTIAL
 
 
 class Framework:
@@ -51,18 +60,17 @@ class Framework:
         return routes
 
     def route(self, scope: dict[str, Any]) -> str | None:
-        from starlette.routing import Match
-
+        full, partial = _match_values()
         route: str | None = None
         for candidate in self.routes(scope["app"]):
             match, _ = self._matches(candidate, scope)
-            if match == Match.FULL:
+            if match == full:
                 try:
                     route = candidate.path
                 except AttributeError:
                     route = scope.get("path")
                 break
-            if match == Match.PARTIAL:
+            if match == partial:
                 route = candidate.path
         return route
 
