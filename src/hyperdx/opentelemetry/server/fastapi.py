@@ -92,7 +92,7 @@ class _FastAPI(Framework):
 
 
 @functools.cache
-def _route_cls() -> type:
+def _route_cls() -> Any:
     """starlette's Route (imported once, not per route and request)."""
     from starlette.routing import Route
 
