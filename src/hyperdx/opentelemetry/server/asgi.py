@@ -365,10 +365,14 @@ class OpenTelemetryASGIMiddleware:
         size = semconv.as_int(length[0]) if length else None
         if size is None and not (response_size and response_size[0]):
             return
-        old_attrs = semconv.pick(attrs, semconv.DURATION_OLD)
-        if old_extra:
-            old_attrs.update(old_extra)
-        new_attrs = semconv.pick(attrs, semconv.DURATION_NEW)
+        old_attrs: dict[str, Any] = {}
+        if t.response_size_old is not None:  # the old histograms exist in old and dup mode
+            old_attrs = semconv.pick(attrs, semconv.DURATION_OLD)
+            if old_extra:
+                old_attrs.update(old_extra)
+        new_attrs: dict[str, Any] = {}
+        if t.response_size_new is not None:
+            new_attrs = semconv.pick(attrs, semconv.DURATION_NEW)
         if response_size and response_size[0]:  # contrib skips a zero length
             if t.response_size_old is not None:
                 t.response_size_old.record(response_size[0], old_attrs, context=ctx)
