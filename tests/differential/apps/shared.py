@@ -26,7 +26,10 @@ def context_payload() -> dict[str, Any]:
         "baggage": {key: str(value) for key, value in sorted(baggage.get_all().items())},
         # Which request path is really running (the suite checks ours is not contrib's).
         "server_modules": sorted(
-            name for name in sys.modules if name.startswith("hyperdx.opentelemetry.server.")
+            # A copy first: another thread (an exporter) may import while we iterate.
+            name
+            for name in list(sys.modules)
+            if name.startswith("hyperdx.opentelemetry.server.")
         ),
     }
 
