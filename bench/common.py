@@ -110,6 +110,16 @@ def receiver_stats(base_url: str) -> dict[str, Any]:
         conn.close()
 
 
+def receiver_reset(base_url: str) -> None:
+    port = int(base_url.rsplit(":", 1)[1])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("POST", "/reset")
+        conn.getresponse().read()
+    finally:
+        conn.close()
+
+
 def otel_env(base_url: str, service: str) -> dict[str, str]:
     """Point every peer at the local receiver, per signal, so nothing leaves the machine."""
     return {

@@ -18,7 +18,21 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 HOME = Path(os.environ.get("HYPERDX_BENCH_HOME", Path.home() / ".cache" / "hyperdx-bench"))
 
-APP_DEPS = ["flask", "gunicorn", "fastapi", "uvicorn"]
+# The served apps (Flask, FastAPI, Django) plus what a typical service venv also holds. Every
+# peer gets the same set, so start-up and worker RSS compare agents over the same libraries
+# (an agent that imports every installed instrumented library pays for all of them).
+APP_DEPS = [
+    "flask",
+    "gunicorn",
+    "fastapi",
+    "uvicorn",
+    "django",
+    "celery",
+    "aiohttp",
+    "httpx",
+    "grpcio",
+    "requests",
+]
 OTEL_PINS = [
     "opentelemetry-sdk==1.45.1",
     "opentelemetry-api==1.45.1",

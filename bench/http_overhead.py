@@ -1,5 +1,10 @@
-"""Request overhead: hello-world Flask (Gunicorn, 1 sync worker) and FastAPI (uvicorn, 1
-worker) under wrk, with each configuration run alternately, several rounds, medians.
+"""Request overhead: hello-world Flask and Django (Gunicorn, 1 sync worker) and FastAPI
+(uvicorn, 1 worker) under wrk, with each configuration run alternately, several rounds, medians.
+
+Items lost: the counting receiver is reset before each server starts; after the server has
+stopped (SIGTERM, graceful) the spans it received are compared with the requests served
+(warm-up included). Every request makes at least one span, so `requests - spans`, if positive,
+is a lower bound of what was lost.
 
 The server is pinned to CPU 0; wrk and the counting receiver share CPU 1, so the exporter
 thread competes with the request thread for CPU 0 and the GIL, as it would in production.
@@ -29,6 +34,8 @@ from common import (
     free_port,
     otel_env,
     pinned,
+    receiver_reset,
+    receiver_stats,
     rss_kb,
     stop,
     wait_http,
@@ -55,7 +62,9 @@ CONFIGS = [
         extra_env=(("HYPERDX_ENABLE_ADVANCED_NETWORK_CAPTURE", "1"),),
     ),
 ]
-FRAMEWORKS = ("flask", "fastapi")
+FRAMEWORKS = ("flask", "django", "fastapi")
+# One configuration per peer, same order as CONFIGS: what --quick runs.
+QUICK_CONFIGS = ("uninstrumented", "vanilla distro 0.66b1", "ours")
 
 
 @dataclass
@@ -65,6 +74,12 @@ class Sample:
     p99_ms: float
     rss_mb: float
     cpu_us_per_req: float
+    requests: int = 0
+    spans: int | None = None  # None: not counted (uninstrumented)
+
+    @property
+    def lost(self) -> int:
+        return 0 if self.spans is None else max(0, self.requests - self.spans)
 
 
 @dataclass
@@ -112,9 +127,10 @@ def parse_wrk(out: str) -> tuple[float, float, float, int]:
 def _server_cmd(cfg: Config, framework: str, port: int) -> list[str]:
     vbin = Path(envs.venv_dir(cfg.venv)) / "bin"
     apps = str(BENCH / "apps")
-    if framework == "flask":
+    if framework in ("flask", "django"):
+        app = "flask_app:app" if framework == "flask" else "django_app:application"
         cmd = [str(vbin / "gunicorn"), "-w", "1", "-k", "sync", "-b", f"127.0.0.1:{port}"]
-        cmd += ["--chdir", apps, "--log-level", "warning", "flask_app:app"]
+        cmd += ["--chdir", apps, "--log-level", "warning", app]
     else:
         cmd = [str(vbin / "uvicorn"), "--app-dir", apps, "--host", "127.0.0.1"]
         cmd += ["--port", str(port), "--workers", "1", "--no-access-log"]
@@ -129,6 +145,8 @@ def run_one(
 ) -> Sample:
     port = free_port()
     env = clean_env({**otel_env(base_url, f"bench-{framework}"), **dict(cfg.extra_env)})
+    env.update(app_env())
+    receiver_reset(base_url)
     log = open(envs.HOME / f"server-{cfg.venv}-{framework}.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
         pinned(_server_cmd(cfg, framework, port), APP_CPUS),
@@ -141,8 +159,10 @@ def run_one(
         load = [wrk, "-t1", f"-c{connections}", "--latency", "--timeout", "2s"]
         url = f"http://127.0.0.1:{port}/"
         # Warm-up (imports, first exports, caches), then the measured run.
-        subprocess.run(pinned([*load, "-d", "1s", url], AUX_CPUS), capture_output=True, check=True)
-        worker = children(proc.pid) if framework == "flask" else [proc.pid]
+        warm = subprocess.run(
+            pinned([*load, "-d", "1s", url], AUX_CPUS), capture_output=True, text=True, check=True
+        ).stdout
+        worker = children(proc.pid) if framework != "fastapi" else [proc.pid]
         if not worker:
             raise RuntimeError("no worker process found")
         cpu0 = cpu_seconds(worker[0])
@@ -158,10 +178,32 @@ def run_one(
         if "Non-2xx" in out:
             raise RuntimeError(f"non-2xx responses under load: {out}")
         rss = rss_kb(worker[0]) / 1024
-        return Sample(rps, p50, p99, rss, cpu / max(total, 1) * 1e6)
+        sample = Sample(rps, p50, p99, rss, cpu / max(total, 1) * 1e6)
+        sample.requests = total + parse_wrk(warm)[3]
     finally:
         stop(proc)
         log.close()
+    if cfg.agent:
+        sample.spans = spans_received(base_url, sample.requests)
+    return sample
+
+
+def app_env() -> dict[str, str]:
+    """Django's settings module, importable by agents that instrument at start-up."""
+    return {"DJANGO_SETTINGS_MODULE": "django_settings", "PYTHONPATH": str(BENCH / "apps")}
+
+
+def spans_received(base_url: str, expected: int, timeout: float = 10.0) -> int:
+    """Spans at the receiver once `expected` arrived or nothing new came for `timeout` s."""
+    last, deadline = -1, time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = int(receiver_stats(base_url)["items"].get("traces", 0))
+        if got >= expected:
+            return got
+        if got != last:
+            last, deadline = got, time.monotonic() + timeout
+        time.sleep(0.2)
+    return max(last, 0)
 
 
 def run(
@@ -191,7 +233,8 @@ def run(
                     series.samples.append(sample)
                     status = (
                         f"{sample.rps:8.0f} req/s  p99 {sample.p99_ms:6.1f} ms  "
-                        f"{sample.cpu_us_per_req:6.0f} us CPU/req"
+                        f"{sample.cpu_us_per_req:6.0f} us CPU/req  "
+                        f"spans {sample.spans}/{sample.requests} req"
                     )
                 except Exception as exc:  # noqa: BLE001 - reported in the table
                     series.errors.append(str(exc)[:300])
@@ -243,6 +286,7 @@ def table(results: dict[tuple[str, str], Series]) -> list[dict[str, Any]]:
                 "cpu_us": cpu,
                 "cpu_ratio": (base_cpu / cpu) if cpu and base_cpu else None,
                 "n": len(series.samples),
+                "lost": sum(x.lost for x in series.samples),
                 "errors": series.errors,
                 "samples": [dataclasses.asdict(x) for x in series.samples],
             }

@@ -1,9 +1,14 @@
 """One command for the whole benchmark suite; prints one table (Markdown).
 
-    .venv/bin/python bench/run.py            # full run (~25 min on 2 cores)
-    .venv/bin/python bench/run.py --quick    # smoke run of everything (~5 min)
-    .venv/bin/python bench/run.py --quick --here --only cpu,gil,components,path  # CI smoke
+    .venv/bin/python bench/run.py            # full run (~40 min on 2 cores)
+    .venv/bin/python bench/run.py --quick    # smoke run of everything (~6 min once the
+                                             # peer venvs exist): CI runs it (.ci/run)
+    .venv/bin/python bench/run.py --quick --here --only cpu,gil,components,path
                                 # (~1 min: this interpreter, no peer venvs, no network)
+
+--quick compares uninstrumented / vanilla distro / ours only (Flask and Django). The exit
+status is 1 when a server or a measurement crashed or telemetry items were lost (spans at the
+receiver fewer than requests served), never because of timings.
 
 Peers get their own venvs under $HYPERDX_BENCH_HOME (default ~/.cache/hyperdx-bench), built
 on first use. All traffic stays on 127.0.0.1. Results also go to
@@ -29,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import envs  # noqa: E402
 import http_overhead  # noqa: E402
 import request_path  # noqa: E402
+import rss  # noqa: E402
 import startup  # noqa: E402
 from common import APP_CPUS, BENCH, clean_env, pinned, receiver  # noqa: E402
 
@@ -90,6 +96,22 @@ def cpu_per_item(base_url: str, rounds: int, n: int, python: str) -> dict[str, d
     return out
 
 
+def span_cost(base_url: str, rounds: int, n: int, python: str) -> dict[str, dict[str, float]]:
+    """Median CPU us per span on the app thread (and whole process) per mode, alternating."""
+    modes = ["bare", "stock", "ours"]
+    rows: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
+    for r in range(rounds):
+        for mode in modes if r % 2 == 0 else list(reversed(modes)):
+            cmd = [python, str(BENCH / "span_cost.py"), "--mode", mode]
+            cmd += ["--endpoint", base_url, "-n", str(n)]
+            rows[mode] += _json_lines(pinned(cmd, APP_CPUS), clean_env({}))
+    return {
+        m: {k: statistics.median(x[k] for x in got) for k in ("thread_us", "process_us")}
+        for m, got in rows.items()
+        if got
+    }
+
+
 def gil(base_url: str, seconds: float, python: str) -> list[dict[str, Any]]:
     cmd = [python, str(BENCH / "gil_probe.py")]
     cmd += ["--endpoint", base_url, "--seconds", str(seconds)]
@@ -106,8 +128,8 @@ def render(res: dict[str, Any]) -> str:  # noqa: C901 - one table after another
     if "http" in res:
         lines += [
             "| framework | configuration | req/s | ratio | ratio/round | CPU us/req | CPU ratio "
-            "| CPU ratio/round | p50 ms | p99 ms | p99 x | p99 x/round | RSS MB | n |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| CPU ratio/round | p50 ms | p99 ms | p99 x | p99 x/round | RSS MB | n | lost |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in res["http"]:
             lines.append(
@@ -119,7 +141,7 @@ def render(res: dict[str, Any]) -> str:  # noqa: C901 - one table after another
                 f"{_f(r['p99_x'], '.1f')} | {_f(r.get('pair_p99_x'), '.1f')} | "
                 f"{_f(r['rss_mb'], '.0f')} | {r['n']}"
                 + (f" (errors: {len(r['errors'])})" if r["errors"] else "")
-                + " |"
+                + f" | {r.get('lost', 0)} |"
             )
         lines.append("")
     if "cpu" in res:
@@ -137,6 +159,11 @@ def render(res: dict[str, Any]) -> str:  # noqa: C901 - one table after another
                 f"{_f(v.get('span_x_round'), '.2f')} | {v['log_us']:.1f} | {_f(lx, '.2f')} | "
                 f"{_f(v.get('log_x_round'), '.2f')} | {v['span_lost']:.0f}/{v['log_lost']:.0f} |"
             )
+        lines.append("")
+    if "span" in res:
+        lines += ["| one HTTP server span | app-thread CPU us | process CPU us |", "|---|---|---|"]
+        for mode, v in res["span"].items():
+            lines.append(f"| {mode} | {v['thread_us']:.1f} | {v['process_us']:.1f} |")
         lines.append("")
     if "gil" in res:
         lines += [
@@ -177,6 +204,20 @@ def render(res: dict[str, Any]) -> str:  # noqa: C901 - one table after another
             if not p["step"].startswith("+"):
                 prev = cur
         lines.append("")
+    if "rss" in res:
+        lines += [
+            "| Flask worker, fat venv | RSS MB | added MB | modules | n |",
+            "|---|---|---|---|---|",
+        ]
+        for s in res["rss"]:
+            if "error" in s:
+                lines.append(f"| {s['config']} | error: {s['error'][:80]} | | | |")
+            else:
+                lines.append(
+                    f"| {s['config']} | {s['rss_mb']:.0f} | {_f(s['added_mb'], '+.0f')} | "
+                    f"{s['modules']} | {s['n']} |"
+                )
+        lines.append("")
     if "startup" in res:
         lines += ["| start-up | seconds | max RSS MB |", "|---|---|---|"]
         for s in res["startup"]:
@@ -203,13 +244,13 @@ def main() -> None:
     ap.add_argument("--duration", type=float, help="seconds of load per sample (10, quick 2)")
     ap.add_argument(
         "--only",
-        default="http,cpu,gil,components,path,startup,install",
-        help="comma-separated parts: http,cpu,gil,components,path,startup,install",
+        default="http,rss,cpu,span,gil,components,path,startup,install",
+        help="comma-separated parts: http,rss,cpu,span,gil,components,path,startup,install",
     )
     ap.add_argument(
         "--here",
         action="store_true",
-        help="run cpu/gil/path with this interpreter (no peer venvs, no network): CI smoke",
+        help="run cpu/span/gil/path with this interpreter (no peer venvs, no network)",
     )
     args = ap.parse_args()
     rounds = args.rounds or (1 if args.quick else 5)
@@ -220,22 +261,30 @@ def main() -> None:
         "machine": machine(),
         "mode": f"{'quick' if args.quick else 'full'}, {rounds} round(s), {duration:g} s/sample",
     }
-    if args.here and parts & {"http", "startup"}:
-        ap.error("--here works with --only cpu,gil,components,path,install")
+    if args.here and parts & {"http", "startup", "rss"}:
+        ap.error("--here works with --only cpu,span,gil,components,path,install")
+    peers = ("vanilla", "ours") if args.quick else ("vanilla", "hdx040", "ours")
+    configs = [
+        c for c in http_overhead.CONFIGS if not args.quick or c.name in http_overhead.QUICK_CONFIGS
+    ]
     if not args.here:
-        for venv in ("vanilla", "hdx040", "ours"):
+        for venv in peers:
             envs.ensure(venv)
-        res["versions"] = {v: envs.versions(v) for v in ("vanilla", "hdx040", "ours")}
+        res["versions"] = {v: envs.versions(v) for v in peers}
     py = ours_python(args.here)
     with receiver(count_items=True) as url:
         if "http" in parts:
-            frameworks = ("flask",) if args.quick else http_overhead.FRAMEWORKS
+            frameworks = ("flask", "django") if args.quick else http_overhead.FRAMEWORKS
             results = http_overhead.run(
-                url, rounds=rounds, duration=duration, frameworks=frameworks
+                url, rounds=rounds, duration=duration, frameworks=frameworks, configs=configs
             )
             res["http"] = http_overhead.table(results)
+        if "rss" in parts:
+            res["rss"] = rss.run(url, rounds, tuple(c.name for c in configs))
         if "cpu" in parts:
             res["cpu"] = cpu_per_item(url, max(1, rounds), 2000 if args.quick else 10000, py)
+        if "span" in parts:
+            res["span"] = span_cost(url, max(1, rounds), 5000 if args.quick else 20000, py)
         if "gil" in parts:
             res["gil"] = gil(url, 1.5 if args.quick else 5.0, py)
         if "components" in parts:
@@ -244,7 +293,7 @@ def main() -> None:
         if "path" in parts:
             res["path"] = request_path.run_all(py, url, 1000 if args.quick else 3000)
         if "startup" in parts:
-            res["startup"] = startup.startup(url, 3 if args.quick else 7)
+            res["startup"] = startup.startup(url, 3 if args.quick else 7, peers)
     if "install" in parts:
         peers = ["hyperdx 0.4.0", "vanilla distro 0.66b1 + OTLP/HTTP"]
         res["install"] = startup.install_size(["ours"] if args.quick else ["ours", *peers])
@@ -254,6 +303,29 @@ def main() -> None:
     envs.HOME.mkdir(parents=True, exist_ok=True)
     (envs.HOME / f"results-{stamp}.json").write_text(json.dumps(res, indent=2))
     (envs.HOME / f"results-{stamp}.md").write_text(text)
+    failures = problems(res)
+    for line in failures:
+        print(f"[bench] FAILED: {line}", file=sys.stderr)
+    if failures:
+        sys.exit(1)
+
+
+def problems(res: dict[str, Any]) -> list[str]:
+    """Crashes and lost telemetry (what the CI smoke fails on); timings never count."""
+    out = []
+    for r in res.get("http", []):
+        if r["errors"]:
+            out.append(f"http {r['framework']} {r['config']}: {r['errors'][0]}")
+        if r.get("lost"):
+            out.append(f"http {r['framework']} {r['config']}: {r['lost']} spans lost")
+    for part, key in (("startup", "case"), ("rss", "config"), ("path", "step")):
+        for r in res.get(part, []):
+            if r.get("error") or r.get("errors"):
+                out.append(f"{part} {r[key]}: {r.get('error') or r['errors'][0]}")
+    for mode, v in res.get("cpu", {}).items():
+        if v.get("span_lost") or v.get("log_lost"):
+            out.append(f"cpu {mode}: {v['span_lost']:.0f} spans, {v['log_lost']:.0f} logs lost")
+    return out
 
 
 if __name__ == "__main__":

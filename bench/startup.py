@@ -41,7 +41,9 @@ def _timed(cmd: list[str], env: dict[str, str], runs: int) -> tuple[float, float
     return statistics.median(times), (statistics.median(rss) if rss else 0.0)
 
 
-def startup(base_url: str, runs: int) -> list[dict[str, Any]]:
+def startup(
+    base_url: str, runs: int, venvs: tuple[str, ...] = ("vanilla", "hdx040", "ours")
+) -> list[dict[str, Any]]:
     env = clean_env(otel_env(base_url, "bench-startup"))
     rows = []
     cases = [
@@ -53,6 +55,8 @@ def startup(base_url: str, runs: int) -> list[dict[str, Any]]:
         ("ours: configure_opentelemetry()", "ours", False, _CONFIGURE),
     ]
     for label, venv, agent, code in cases:
+        if venv not in venvs:
+            continue
         vbin = envs.venv_dir(venv) / "bin"
         cmd = [str(vbin / "python"), "-c", code]
         if agent:

@@ -39,7 +39,17 @@ class Framework:
     serve: Callable[[Any], AbstractContextManager[str]]
 
 
+def _lean(name: str) -> Any:
+    """Our server instrumentor in the default (lean) mode; None with
+    HYPERDX_SERVER_INSTRUMENTATION=contrib, so this suite runs against both."""
+    from hyperdx.opentelemetry.server import lean_instrumentor
+
+    return lean_instrumentor(name)
+
+
 def _flask() -> Any:
+    if lean := _lean("flask"):
+        return lean
     from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
     return FlaskInstrumentor()
@@ -47,18 +57,24 @@ def _flask() -> Any:
 
 def _django() -> Any:
     capture_apps.django_app()  # settings must exist before the instrumentor reads them
+    if lean := _lean("django"):
+        return lean
     from opentelemetry.instrumentation.django import DjangoInstrumentor
 
     return DjangoInstrumentor()
 
 
 def _fastapi() -> Any:
+    if lean := _lean("fastapi"):
+        return lean
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
     return FastAPIInstrumentor()
 
 
 def _starlette() -> Any:
+    if lean := _lean("starlette"):
+        return lean
     from opentelemetry.instrumentation.starlette import StarletteInstrumentor
 
     return StarletteInstrumentor()

@@ -14,17 +14,6 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
-#: Known, owned by the issue-9 work (distro.py / configuration.py / instrumentation.py), which
-#: removes it; delete this exception when that branch is merged.
-KNOWN_CYCLES = [
-    frozenset(
-        {
-            "hyperdx.opentelemetry.configuration",
-            "hyperdx.opentelemetry.distro",
-            "hyperdx.opentelemetry.instrumentation",
-        }
-    )
-]
 
 
 def module_files() -> dict[str, Path]:
@@ -126,5 +115,5 @@ def test_the_checker_sees_function_level_and_relative_imports() -> None:
 
 
 def test_no_import_cycles_in_src() -> None:
-    unexpected = [sorted(c) for c in cycles(import_graph()) if c not in KNOWN_CYCLES]
-    assert unexpected == [], f"import cycles: {unexpected}"
+    found = [sorted(c) for c in cycles(import_graph())]
+    assert found == [], f"import cycles: {found}"

@@ -12,8 +12,16 @@ from typing import Any
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from hyperdx.opentelemetry import diagnostics, instrumentation, integrations, lifecycle, logs
+from hyperdx.opentelemetry import (
+    diagnostics,
+    import_hook,
+    instrumentation,
+    integrations,
+    lifecycle,
+    logs,
+)
 from hyperdx.opentelemetry.exporter_factory import create_exporter
+from hyperdx.opentelemetry.instrumentor_arguments import capture_config
 from hyperdx.opentelemetry.metrics import build_meter_provider, exporter_arguments
 from hyperdx.opentelemetry.options import ConfigurationError, HyperDXOptions, Settings, resolve
 from hyperdx.opentelemetry.resource import build_resource
@@ -60,7 +68,9 @@ def configure_opentelemetry(
             return None
         lifecycle.install(pipeline)
         logs.attach_handler(pipeline.logger_provider, settings.log_level.value)
-        integrations.install_loguru(settings.log_level.value)
+        # loguru costs ~30 ms to import: our sink is added when (if) the app imports it.
+        level = settings.log_level.value
+        import_hook.when_imported(["loguru"], lambda: integrations.install_loguru(level))
         _register_fork_handling(pipeline)
         _install_capture(settings)
     _activate_instrumentation(settings)
@@ -98,21 +108,6 @@ def _register_fork_handling(pipeline: lifecycle.Pipeline) -> None:
     except ImportError:
         return
     forking.register(pipeline)
-
-
-def capture_config(settings: Settings) -> Any:
-    """The network-capture settings, derived from the one settings object."""
-    from hyperdx.opentelemetry.capture.config import CaptureConfig
-
-    return CaptureConfig(
-        enabled=settings.capture_enabled.value,
-        max_body_bytes=settings.capture_body_max_bytes.value,
-        redact=settings.capture_redact.value,
-        extra_patterns=settings.capture_redact_patterns.value,
-        excluded_endpoints=tuple(
-            settings.signal(s).endpoint.value for s in ("traces", "logs", "metrics")
-        ),
-    )
 
 
 def _install_capture(settings: Settings) -> None:

@@ -13,11 +13,11 @@ from typing import Any
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 from opentelemetry.sdk._configuration import _BaseConfigurator
 
-from hyperdx.opentelemetry import diagnostics, instrumentation
+from hyperdx.opentelemetry import instrumentation
 
 
 class HyperDXDistro(BaseDistro):
-    """Sets the agent's defaults and passes our per-instrumentor arguments."""
+    """Sets the agent's defaults; instrumentors start when their library is imported."""
 
     def _configure(self, **kwargs: Any) -> None:
         # The logging instrumentation would add a second OTLP handler on root (duplicate
@@ -27,31 +27,8 @@ class HyperDXDistro(BaseDistro):
             os.environ.setdefault(f"OTEL_{signal}_EXPORTER", "otlp")
 
     def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
-        if entry_point.name == "logging":
-            kwargs.setdefault("enable_log_auto_instrumentation", False)
-        ours = _capture_kwargs(entry_point.name)
-        if ours:
-            from hyperdx.opentelemetry.capture import merge_kwargs
-
-            kwargs = merge_kwargs(kwargs, ours)  # the user's hooks run first, then ours
-        super().load_instrumentor(entry_point, **kwargs)
-        instrumentation.mark_loaded()
-
-
-def _capture_kwargs(name: str) -> dict[str, Any]:
-    from hyperdx.opentelemetry import lifecycle
-
-    pipeline = lifecycle.current()
-    if pipeline is None or not pipeline.settings.capture_enabled.value:
-        return {}
-    try:
-        from hyperdx.opentelemetry import capture
-        from hyperdx.opentelemetry.configuration import capture_config
-
-        return dict(capture.instrumentor_kwargs(name, capture_config(pipeline.settings)))
-    except Exception as exc:  # noqa: BLE001 - capture must never stop instrumentation
-        diagnostics.error("network capture unavailable for %s: %s", name, exc)
-        return {}
+        # Deferred until the app imports the library (see instrumentation.load).
+        instrumentation.load(entry_point, **kwargs)
 
 
 class HyperDXConfigurator(_BaseConfigurator):

@@ -106,7 +106,11 @@ class SpanHygieneProcessor(SpanProcessor):
             frozen._immutable = True
 
     def _updates(self, span: Span) -> dict[str, Any]:
-        attrs = span.attributes or {}
+        # Read the SDK's plain dict when there is one: this runs twice per HTTP span, and
+        # `span.attributes` is a mappingproxy over BoundedAttributes, whose Mapping.get is
+        # several Python-level calls per key (~10 of them here).
+        plain = getattr(getattr(span, "_attributes", None), "_dict", None)
+        attrs: Any = plain if isinstance(plain, dict) else (span.attributes or {})
         redactor = self._redactor
         updates: dict[str, Any] = {}
         if span.kind is SpanKind.SERVER and "http.url" not in attrs:

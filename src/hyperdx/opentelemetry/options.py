@@ -26,6 +26,7 @@ DEFAULT_SERVICE_NAME = "unknown_service:python"
 DEFAULT_SHUTDOWN_TIMEOUT = 5.0
 DEFAULT_METRIC_INTERVAL_MS = 60_000
 DEFAULT_CAPTURE_BODY_MAX_BYTES = 4096
+SERVER_MODES = ("lean", "contrib")
 SECRET_PLACEHOLDER = "********"
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
@@ -81,6 +82,7 @@ class HyperDXOptions:
     metric_export_interval_ms: int | None = None
     resource_attributes: Mapping[str, str] | None = None
     instrument: bool | None = None
+    server_instrumentation: str | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,7 @@ class Settings:
     shutdown_timeout: Setting[float]
     metric_export_interval_ms: Setting[int]
     instrument: Setting[bool]
+    server_instrumentation: Setting[str]
     capture_enabled: Setting[bool]
     capture_body_max_bytes: Setting[int]
     capture_redact: Setting[bool]
@@ -334,6 +337,26 @@ def _log_level(r: _Resolver, o: HyperDXOptions) -> Setting[int]:
     return Setting(level, "code" if code is not None else "environment", "HYPERDX_LOG_LEVEL")
 
 
+def _server_instrumentation(r: _Resolver, o: HyperDXOptions) -> Setting[str]:
+    """Which server request path instruments WSGI/ASGI apps: ours ("lean") or contrib's."""
+    name = "HYPERDX_SERVER_INSTRUMENTATION"
+    setting = r.string(o.server_instrumentation, (name,), "lean")
+    value = str(setting.value).strip().lower()
+    if value in SERVER_MODES:
+        return Setting(value, setting.source, name)
+    r.warnings.append(
+        f"{name}={setting.value!r} is not one of {', '.join(SERVER_MODES)}; "
+        "keeping the default lean"
+    )
+    return Setting("lean", "default", name)
+
+
+def server_instrumentation(env: Mapping[str, str] | None = None) -> tuple[str, tuple[str, ...]]:
+    """The server mode from the environment alone, with any warning (read before configure)."""
+    r = _Resolver(os.environ if env is None else env)
+    return str(_server_instrumentation(r, HyperDXOptions()).value), tuple(r.warnings)
+
+
 def _patterns(r: _Resolver, o: HyperDXOptions) -> Setting[tuple[str, ...]]:
     name = "HYPERDX_CAPTURE_REDACT_PATTERNS"
     if o.capture_redact_patterns is not None:
@@ -389,6 +412,7 @@ def resolve(
             100,
         ),
         instrument=r.boolean(o.instrument, ("HYPERDX_AUTO_INSTRUMENT",), True),
+        server_instrumentation=_server_instrumentation(r, o),
         capture_enabled=r.boolean(
             o.enable_advanced_network_capture, ("HYPERDX_ENABLE_ADVANCED_NETWORK_CAPTURE",), False
         ),

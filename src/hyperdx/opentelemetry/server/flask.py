@@ -1,0 +1,385 @@
+"""Flask: one class-level wrapper around ``Flask.wsgi_app`` plus two tiny hooks.
+
+Contrib replaces the ``Flask`` class (so apps created earlier are missed) and per request builds
+the request attributes twice, re-reads header-capture settings and computes ``request.url``
+three times. Here the three methods every request goes through are wrapped once on the class,
+so every app (also one created before instrumentation) is covered, and per-app state is built at
+its first request:
+
+* ``wsgi_app``: request attributes, active-requests counter, start_response, duration;
+* ``preprocess_request`` (routing is done): the span starts, named after the URL rule;
+* ``do_teardown_request``: the exception (if any) is recorded and the span ends, where
+  contrib's teardown hook ends it.
+
+An app that contrib instruments itself (``FlaskInstrumentor().instrument_app(app)``) is left to
+contrib, and one we instrumented is marked so contrib's ``instrument_app`` skips it: one span.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Collection
+from importlib import metadata
+from time import time_ns
+from timeit import default_timer
+from typing import Any
+
+from opentelemetry import context, trace
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined,unused-ignore]
+from opentelemetry.instrumentation.propagators import get_global_response_propagator
+from opentelemetry.util.http import ExcludeList, get_excluded_urls, parse_excluded_urls
+
+from hyperdx.opentelemetry.server import semconv
+from hyperdx.opentelemetry.server.faults import fault
+from hyperdx.opentelemetry.server.telemetry import ServerTelemetry
+from hyperdx.opentelemetry.server.wsgi import (
+    REQ_PREFIX,
+    RESP_PREFIX,
+    default_span_name,
+    environ_getter,
+    request_attributes,
+    request_header_items,
+    start_server_span,
+)
+
+_STATE = "_hyperdx_server"  # per-app state in app.__dict__ (False: contrib owns this app)
+_KEY = "hyperdx.server.request"  # per-request state in the environ
+_COMMENTER_KEY = "SQLCOMMENTER_ORM_TAGS_AND_VALUES"
+_INSTRUMENTS = ("flask >= 1.0",)
+
+
+class _Config:
+    """instrument()/instrument_app() keyword arguments, as contrib's FlaskInstrumentor takes."""
+
+    def __init__(
+        self,
+        request_hook: Callable[..., None] | None = None,
+        response_hook: Callable[..., None] | None = None,
+        tracer_provider: Any = None,
+        excluded_urls: str | None = None,
+        enable_commenter: bool = True,
+        commenter_options: dict[str, Any] | None = None,
+        meter_provider: Any = None,
+        **_: Any,
+    ) -> None:
+        self.request_hook = request_hook if callable(request_hook) else None
+        self.response_hook = response_hook if callable(response_hook) else None
+        self.tracer_provider = tracer_provider
+        self.meter_provider = meter_provider
+        self.excluded: ExcludeList = (
+            get_excluded_urls("FLASK")
+            if excluded_urls is None
+            else parse_excluded_urls(excluded_urls)
+        )
+        self.enable_commenter = enable_commenter
+        self.commenter_options = commenter_options or {}
+
+
+class _Request:
+    __slots__ = ("attrs", "ctx", "excluded", "rule", "span", "start_ns", "token")
+
+    def __init__(self, attrs: dict[str, Any], excluded: bool, start_ns: int) -> None:
+        self.attrs = attrs
+        self.excluded = excluded
+        self.start_ns = start_ns
+        self.span: trace.Span | None = None
+        self.token: object = None
+        self.ctx: context.Context | None = None  # the attached context (holds the span)
+        self.rule: Any = None  # request.url_rule when the span started
+
+
+class _AppState:
+    """What one Flask app needs per request, built once."""
+
+    def __init__(self, config: _Config) -> None:
+        self.config = config
+        mode = semconv.current_mode()
+        self.telemetry = ServerTelemetry(
+            "opentelemetry.instrumentation.flask",
+            "flask",
+            config.tracer_provider,
+            config.meter_provider,
+            active_unit="{request}" if mode.new else "requests",
+            active_description=(
+                semconv.ACTIVE_DESCRIPTION if mode.new else semconv.ACTIVE_DESCRIPTION_FLASK_OLD
+            ),
+        )
+        self.has_exclusions = bool(getattr(config.excluded, "_excluded_urls", True))
+        self.framework = f"flask:{_flask_version()}"
+
+    def call(
+        self, original: Callable[..., Any], app: Any, environ: dict[str, Any], start_response: Any
+    ) -> Any:
+        t = self.telemetry
+        try:
+            start_ns = time_ns()
+            start = default_timer()
+            attrs = request_attributes(environ, t.mode)
+            active = semconv.active_attrs(attrs, t.mode)
+            excluded = self.has_exclusions and self.config.excluded.url_disabled(_url(environ))
+            req = _Request(attrs, excluded, start_ns)
+            environ[_KEY] = req
+            t.active.add(1, active)
+        except Exception as exc:  # noqa: BLE001 - never the app's problem
+            fault("flask.request", exc)
+            return original(app, environ, start_response)
+        response_hook = self.config.response_hook
+        route: list[Any] = []
+
+        def _start_response(status: str, headers: list[tuple[str, str]], *args: Any) -> Any:
+            if not req.excluded:
+                span = req.span
+                try:
+                    if span is not None:  # routing was done when the span started
+                        rule = req.rule
+                    else:
+                        request = _current_request()
+                        rule = request.url_rule if request is not None else None
+                    if rule is not None:
+                        route.append(rule)
+                    propagator = get_global_response_propagator()
+                    if propagator:
+                        propagator.inject(headers, setter=_header_list_setter)
+                    if span is not None:
+                        code, text = semconv.status_code_of(status.split(" ", 1)[0])
+                        semconv.set_status(span, attrs, code, text, t.mode)
+                        if (
+                            t.headers.response is not None
+                            and span.is_recording()
+                            and semconv.is_server(span)
+                        ):
+                            from hyperdx.opentelemetry.server.wsgi import response_header_items
+
+                            custom = t.headers.attributes(
+                                t.headers.response, RESP_PREFIX, response_header_items(headers)
+                            )
+                            if custom:
+                                span.set_attributes(custom)
+                except Exception as exc:  # noqa: BLE001
+                    fault("flask.start_response", exc)
+                if response_hook is not None:
+                    response_hook(span, status, headers)
+            return start_response(status, headers, *args)
+
+        try:
+            result = original(app, environ, _start_response)
+            if not req.excluded:
+                try:
+                    rule = str(route[0]) if route else None
+                    t.record(
+                        default_timer() - start,
+                        attrs,
+                        req.span or trace.INVALID_SPAN,
+                        {"http.target": rule} if rule else None,
+                        {"http.route": rule} if rule else None,
+                        req.ctx,
+                    )
+                except Exception as exc:  # noqa: BLE001
+                    fault("flask.metrics", exc)
+            return result
+        finally:
+            t.active.add(-1, active)
+
+    def start_span(self, request: Any, req: _Request) -> None:
+        """At preprocess_request: routing is done, so the span carries the rule."""
+        environ = request.environ
+        t = self.telemetry
+        rule = request.url_rule
+        attrs = dict(req.attrs)
+        if rule is not None:
+            attrs["http.route"] = rule.rule
+            method = semconv.sanitize_method((environ.get("REQUEST_METHOD", "") or "").strip())
+            name = f"{'HTTP' if method == '_OTHER' else method} {rule.rule}"
+        else:
+            name = default_span_name(environ)
+        span, ctx = start_server_span(
+            t.tracer, name, environ, environ_getter, attrs, start_time=req.start_ns
+        )
+        if t.headers.request is not None and span.is_recording() and semconv.is_server(span):
+            custom = t.headers.attributes(
+                t.headers.request, REQ_PREFIX, request_header_items(environ)
+            )
+            if custom:
+                span.set_attributes(custom)
+        if self.config.enable_commenter:
+            ctx = context.set_value(_COMMENTER_KEY, self._commenter(request, rule), ctx)
+        req.span = span
+        req.rule = rule
+        req.ctx = ctx
+        req.token = context.attach(ctx)
+
+    def _commenter(self, request: Any, rule: Any) -> dict[str, Any]:
+        options = self.config.commenter_options
+        info: dict[str, Any] = {}
+        if options.get("framework", True):
+            info["framework"] = self.framework
+        if options.get("controller", True) and request.endpoint:
+            info["controller"] = request.endpoint
+        if options.get("route", True) and rule is not None and rule.rule:
+            info["route"] = rule.rule
+        return info
+
+
+def _url(environ: dict[str, Any]) -> str:
+    """``request.url`` as Flask computes it (only needed when exclusions are configured)."""
+    from werkzeug.wsgi import get_current_url
+
+    return str(get_current_url(environ))
+
+
+class _HeaderListSetter:
+    def set(self, carrier: list[tuple[str, str]], key: str, value: str) -> None:
+        carrier.append((key, value))
+
+
+_header_list_setter = _HeaderListSetter()
+
+
+def _flask_version() -> str:
+    try:
+        return metadata.version("flask")
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+def _current_request() -> Any:
+    """The active request object (None outside a request), without the LocalProxy detour."""
+    from flask import globals as flask_globals
+
+    var = getattr(flask_globals, "_cv_request", None)
+    if var is not None:  # Flask >= 2.3
+        ctx = var.get(None)
+        return None if ctx is None else ctx.request
+    import flask
+
+    return flask.request._get_current_object() if flask.has_request_context() else None  # type: ignore[attr-defined]
+
+
+# --- the class-level wrappers -----------------------------------------------------------------
+
+_config: _Config | None = None
+_originals: dict[str, Any] = {}
+
+
+def _state_of(app: Any) -> _AppState | None:
+    state = app.__dict__.get(_STATE)
+    if state is None:
+        if _config is None:  # only explicitly instrumented apps (or uninstrumented)
+            return None
+        if getattr(app, "_is_instrumented_by_opentelemetry", False):
+            app.__dict__[_STATE] = False  # contrib instrumented this app itself: it owns it
+            return None
+        state = _AppState(_config)
+        app.__dict__[_STATE] = state
+        app._is_instrumented_by_opentelemetry = True  # contrib's instrument_app() skips it
+    return state or None
+
+
+def _wsgi_app(self: Any, environ: dict[str, Any], start_response: Any) -> Any:
+    original = _originals["wsgi_app"]
+    try:
+        state = _state_of(self)
+    except Exception as exc:  # noqa: BLE001
+        fault("flask.setup", exc)
+        state = None
+    if state is None:
+        return original(self, environ, start_response)
+    return state.call(original, self, environ, start_response)
+
+
+def _preprocess_request(self: Any) -> Any:
+    state = self.__dict__.get(_STATE)
+    if state:
+        request = None
+        try:
+            request = _current_request()
+            req = request.environ.get(_KEY) if request is not None else None
+            if req is not None and req.span is None and not req.excluded:
+                state.start_span(request, req)
+            else:
+                request = None
+        except Exception as exc:  # noqa: BLE001
+            fault("flask.start_span", exc)
+            request = None
+        hook = state.config.request_hook
+        if hook is not None and request is not None:
+            hook(request.environ[_KEY].span, request.environ)
+    return _originals["preprocess_request"](self)
+
+
+def _do_teardown_request(self: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return _originals["do_teardown_request"](self, *args, **kwargs)
+    finally:
+        if self.__dict__.get(_STATE):
+            _end_span(args[0] if args else kwargs.get("exc"))
+
+
+def _end_span(exc: Any) -> None:
+    try:
+        request = _current_request()
+        if request is None:
+            return
+        req = request.environ.get(_KEY)
+        if req is None or req.span is None or req.token is None:
+            return
+        if not isinstance(exc, BaseException):
+            exc = sys.exc_info()[1] if exc is not None else None
+        if exc is not None:
+            semconv.record_exception(req.span, exc)
+        token, req.token = req.token, None
+        req.span.end()
+        context.detach(token)  # type: ignore[arg-type,unused-ignore]
+    except Exception as exc:  # noqa: BLE001
+        fault("flask.end_span", exc)
+
+
+_WRAPPERS = {
+    "wsgi_app": _wsgi_app,
+    "preprocess_request": _preprocess_request,
+    "do_teardown_request": _do_teardown_request,
+}
+
+
+class FlaskInstrumentor(BaseInstrumentor):
+    """Drop-in for contrib's FlaskInstrumentor (same dependencies and keyword arguments)."""
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return _INSTRUMENTS
+
+    def _instrument(self, **kwargs: Any) -> None:
+        import flask.app
+
+        global _config
+        _config = _Config(**kwargs)
+        cls = flask.app.Flask
+        for name, wrapper in _WRAPPERS.items():
+            if name not in _originals:
+                _originals[name] = cls.__dict__[name]
+                setattr(cls, name, wrapper)
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        import flask.app
+
+        global _config
+        _config = None
+        for name, original in list(_originals.items()):
+            setattr(flask.app.Flask, name, original)
+            del _originals[name]
+
+    @staticmethod
+    def instrument_app(app: Any, **kwargs: Any) -> None:
+        """Instrument one app with its own options (instruments the class if needed)."""
+        if app.__dict__.get(_STATE) or getattr(app, "_is_instrumented_by_opentelemetry", False):
+            return
+        if not _originals:
+            FlaskInstrumentor()._instrument()
+            global _config
+            _config = None  # only explicitly given apps
+        app.__dict__[_STATE] = _AppState(_Config(**kwargs))
+        app._is_instrumented_by_opentelemetry = True
+
+    @staticmethod
+    def uninstrument_app(app: Any) -> None:
+        app.__dict__[_STATE] = False
+        app._is_instrumented_by_opentelemetry = False

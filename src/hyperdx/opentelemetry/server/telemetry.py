@@ -1,0 +1,154 @@
+"""Per app (or per middleware) state, made once: tracer, instruments, header capture, mode."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from importlib import metadata
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.metrics import CallbackOptions, Observation, get_meter
+
+from hyperdx.opentelemetry.server import semconv
+
+
+def contrib_version(package: str) -> str:
+    """The version contrib's scope would carry (our spans keep contrib's scope identity)."""
+    try:
+        return metadata.version(f"opentelemetry-instrumentation-{package}")
+    except metadata.PackageNotFoundError:
+        return "0.66b1"
+
+
+class ServerTelemetry:
+    """Everything a request needs that does not depend on the request."""
+
+    def __init__(
+        self,
+        scope: str,
+        package: str,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
+        *,
+        active_unit: str = "{request}",
+        active_description: str = semconv.ACTIVE_DESCRIPTION,
+        headers: semconv.HeaderCapture | None = None,
+        schema_url: str | None = None,
+    ) -> None:
+        self.mode = mode = semconv.current_mode()
+        version = contrib_version(package)
+        schema_url = schema_url or mode.schema_url
+        self.tracer = trace.get_tracer(scope, version, tracer_provider, schema_url=schema_url)
+        self.meter = get_meter(scope, version, meter_provider, schema_url=schema_url)
+        self.duration_old, self.duration_new = semconv.duration_instruments(self.meter, mode)
+        self.active = ActiveRequests.of(self.meter, active_unit, active_description)
+        self.headers = headers or semconv.HeaderCapture()
+
+    def record(
+        self,
+        seconds: float,
+        attrs: dict[str, Any],
+        span: trace.Span | None,
+        old_extra: dict[str, Any] | None = None,
+        new_extra: dict[str, Any] | None = None,
+        span_context: Any = None,
+    ) -> None:
+        """The duration histograms, with the span as the exemplar context.
+
+        ``span_context``: a context already holding ``span`` (the one attached for the request),
+        so no new one is made per request."""
+        if span_context is None and span is not None:
+            span_context = trace.set_span_in_context(span)
+        semconv.record_duration(
+            self.duration_old,
+            self.duration_new,
+            seconds,
+            attrs,
+            span_context,
+            old_extra,
+            new_extra,
+        )
+
+    response_size_old: Any = None
+    response_size_new: Any = None
+    request_size_old: Any = None
+    request_size_new: Any = None
+
+    def ensure_size_histograms(self) -> None:
+        """The ASGI body-size histograms (contrib's ASGI middleware records these too)."""
+        if self.request_size_old is not None or self.request_size_new is not None:
+            return
+        meter, mode = self.meter, self.mode
+        if mode.old:
+            self.response_size_old = meter.create_histogram(
+                name="http.server.response.size",
+                unit="By",
+                description="measures the size of HTTP response messages (compressed).",
+            )
+            self.request_size_old = meter.create_histogram(
+                name="http.server.request.size",
+                unit="By",
+                description="Measures the size of HTTP request messages (compressed).",
+            )
+        if mode.new:
+            self.response_size_new = meter.create_histogram(
+                name="http.server.response.body.size",
+                unit="By",
+                description="Size of HTTP server response bodies.",
+            )
+            self.request_size_new = meter.create_histogram(
+                name="http.server.request.body.size",
+                unit="By",
+                description="Size of HTTP server request bodies.",
+            )
+
+
+_MAX_ATTRIBUTE_SETS = 2000  # the SDK's cardinality limit per instrument
+_OVERFLOW = (("otel.metric.overflow", True),)
+
+
+class ActiveRequests:
+    """``http.server.active_requests`` counted by us, read by the SDK at collection time.
+
+    Same name, unit, description and attributes as contrib's synchronous up-down counter,
+    exported the same way (a cumulative, non-monotonic sum), but the two SDK measurements per
+    request (+1, -1; each hashes and sorts its attributes) become two dict updates.
+    """
+
+    _shared: dict[tuple[int, str, str], ActiveRequests] = {}
+    _shared_lock = threading.Lock()
+
+    def __init__(self, meter: Any, unit: str, description: str) -> None:
+        self._counts: dict[tuple[tuple[str, Any], ...], int] = {}
+        self._lock = threading.Lock()
+        self._meter = meter  # keeps id(meter) unique while registered in _shared
+        meter.create_observable_up_down_counter(
+            name="http.server.active_requests",
+            callbacks=[self._observe],
+            unit=unit,
+            description=description,
+        )
+
+    @classmethod
+    def of(cls, meter: Any, unit: str, description: str) -> ActiveRequests:
+        """One per meter and unit: the SDK keeps only the first registration's callback."""
+        key = (id(meter), unit, description)
+        with cls._shared_lock:
+            found = cls._shared.get(key)
+            if found is None:
+                found = cls._shared[key] = cls(meter, unit, description)
+            return found
+
+    def add(self, amount: int, attributes: Mapping[str, Any]) -> None:
+        key = tuple(attributes.items())
+        with self._lock:
+            counts = self._counts
+            if key not in counts and len(counts) >= _MAX_ATTRIBUTE_SETS:
+                key = _OVERFLOW
+            counts[key] = counts.get(key, 0) + amount
+
+    def _observe(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            items = list(self._counts.items())
+        return [Observation(value, dict(key)) for key, value in items]

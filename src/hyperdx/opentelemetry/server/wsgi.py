@@ -1,0 +1,307 @@
+"""WSGI: request attributes from the environ, and the middleware for any WSGI app.
+
+Produces what contrib's ``opentelemetry.instrumentation.wsgi.OpenTelemetryMiddleware`` produces,
+reading the environ once per request and building the attributes in one dict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from timeit import default_timer
+from typing import Any
+from wsgiref.util import request_uri
+
+from opentelemetry import context, trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.propagate import extract, get_global_textmap
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.propagators.textmap import Getter
+from opentelemetry.trace import SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace.status import Status, StatusCode
+from opentelemetry.util.http import normalize_user_agent
+
+from hyperdx.opentelemetry.server import semconv
+from hyperdx.opentelemetry.server.faults import fault
+from hyperdx.opentelemetry.server.telemetry import ServerTelemetry
+
+REQ_PREFIX = "http.request.header."
+RESP_PREFIX = "http.response.header."
+
+
+class EnvironGetter(Getter[dict[str, Any]]):
+    """Reads propagation headers (``traceparent``, ``baggage``...) from a WSGI environ."""
+
+    def get(self, carrier: dict[str, Any], key: str) -> list[str] | None:
+        value = carrier.get("HTTP_" + key.upper().replace("-", "_"))
+        return None if value is None else [value]
+
+    def keys(self, carrier: dict[str, Any]) -> list[str]:
+        return [k[5:].lower().replace("_", "-") for k in carrier if k.startswith("HTTP_")]
+
+
+environ_getter = EnvironGetter()
+
+
+def request_attributes(environ: dict[str, Any], mode: semconv.Mode) -> dict[str, Any]:
+    """Span attributes of a WSGI request, as contrib's ``collect_request_attributes``."""
+    attrs: dict[str, Any] = {}
+    get = environ.get
+    old, new = mode.old, mode.new
+    semconv.set_method(attrs, get("REQUEST_METHOD", "") or "", mode)
+    if old:
+        server_name = get("SERVER_NAME")
+        if server_name is not None:
+            attrs["http.server_name"] = server_name
+    scheme = get("wsgi.url_scheme")
+    if scheme:
+        if old:
+            attrs["http.scheme"] = scheme
+        if new:
+            attrs["url.scheme"] = scheme
+    host = get("HTTP_HOST")
+    if host:
+        if old:
+            attrs["net.host.name"] = host
+            attrs["http.host"] = host
+        if new:
+            attrs["server.address"] = host
+    port = semconv.as_int(get("SERVER_PORT"))
+    if port:
+        if old:
+            attrs["net.host.port"] = port
+        if new:
+            attrs["server.port"] = port
+    target = get("RAW_URI")
+    if target is None:
+        target = get("REQUEST_URI")
+    if target:
+        if old:
+            attrs["http.target"] = target
+        if new:
+            path = get("PATH_INFO")
+            if path:
+                attrs["url.path"] = path
+            query = get("QUERY_STRING")
+            if query:
+                attrs["url.query"] = query
+    elif old:
+        attrs["http.url"] = semconv.redact(request_uri(environ))
+    remote_addr = get("REMOTE_ADDR")
+    if remote_addr:
+        if old:
+            attrs["net.peer.ip"] = remote_addr
+        if new:
+            attrs["client.address"] = remote_addr
+    peer_port = semconv.as_int(get("REMOTE_PORT"))
+    if peer_port:
+        if old:
+            attrs["net.peer.port"] = peer_port
+        if new:
+            attrs["client.port"] = peer_port
+    remote_host = get("REMOTE_HOST")
+    if remote_host and remote_host != remote_addr:
+        if old:
+            attrs["net.peer.name"] = remote_host
+        if new:
+            attrs["client.address"] = remote_host
+    agent = get("HTTP_USER_AGENT")
+    if agent:
+        agent = normalize_user_agent(agent)
+        if agent:
+            if old:
+                attrs["http.user_agent"] = agent
+            if new:
+                attrs["user_agent.original"] = agent
+            synthetic = semconv.synthetic_type(agent)
+            if synthetic:
+                attrs["user_agent.synthetic.type"] = synthetic
+    flavor = get("SERVER_PROTOCOL", "") or ""
+    if flavor.upper().startswith("HTTP/"):
+        flavor = flavor[5:]
+    if flavor:
+        if old:
+            attrs["http.flavor"] = flavor
+        if new:
+            attrs["network.protocol.version"] = flavor
+    return attrs
+
+
+def request_header_items(environ: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    """``(NAME-WITH-DASHES, value)`` for every ``HTTP_*`` key (contrib's naming)."""
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            yield key[5:].replace("_", "-"), value
+
+
+def response_header_items(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Response headers folded by lower-cased name, repeated values joined with ``,``."""
+    folded: dict[str, str] = {}
+    for name, value in headers:
+        name = name.lower()
+        folded[name] = folded[name] + "," + value if name in folded else value
+    return list(folded.items())
+
+
+def default_span_name(environ: dict[str, Any]) -> str:
+    """``METHOD /path``, as contrib's WSGI default (``HTTP`` alone for unknown methods)."""
+    method = semconv.sanitize_method((environ.get("REQUEST_METHOD", "") or "").strip())
+    if method == "_OTHER":
+        return "HTTP"
+    path = (environ.get("PATH_INFO", "") or "").strip()
+    return f"{method} {path}" if method and path else method
+
+
+_DEFAULT_PROPAGATORS = (TraceContextTextMapPropagator, W3CBaggagePropagator)
+_checked: tuple[Any, bool] = (None, False)  # (global propagator seen last, is it the default)
+
+
+def _default_propagator() -> bool:
+    """Whether the global propagator is the SDK's default (exactly tracecontext + baggage).
+
+    Then a request with neither ``traceparent`` nor ``baggage`` extracts to an empty context and
+    extraction can be skipped; any other propagator (b3, jaeger, a custom one) always runs.
+    """
+    global _checked
+    textmap = get_global_textmap()
+    seen, default = _checked
+    if textmap is not seen:
+        inner = getattr(textmap, "_propagators", None)
+        default = (
+            type(textmap) is CompositePropagator
+            and isinstance(inner, (list, tuple))
+            and tuple(type(p) for p in inner) == _DEFAULT_PROPAGATORS
+        )
+        _checked = (textmap, default)
+    return default
+
+
+def start_server_span(
+    tracer: trace.Tracer,
+    name: str,
+    carrier: Any,
+    getter: Getter[Any],
+    attrs: dict[str, Any],
+    start_time: int | None = None,
+) -> tuple[trace.Span, context.Context]:
+    """A SERVER span continuing the incoming trace, or INTERNAL under an active span.
+
+    Returns the span and the context to attach (the span set in it).
+    """
+    if trace.get_current_span() is trace.INVALID_SPAN:
+        if _default_propagator() and not (
+            getter.get(carrier, "traceparent") or getter.get(carrier, "baggage")
+        ):
+            parent = context.Context()  # what the default propagator returns without them
+        else:
+            parent = extract(carrier, getter=getter)
+        kind = SpanKind.SERVER
+    else:
+        parent = context.get_current()
+        kind = SpanKind.INTERNAL
+    span = tracer.start_span(name, parent, kind, attrs, start_time=start_time)
+    return span, trace.set_span_in_context(span, parent)
+
+
+class OpenTelemetryWSGIMiddleware:
+    """Traces any WSGI app: ``app = OpenTelemetryWSGIMiddleware(app)``.
+
+    Same arguments and telemetry as contrib's WSGI ``OpenTelemetryMiddleware``: ``request_hook
+    (span, environ)``, ``response_hook(span, environ, status, response_headers)``.
+    """
+
+    def __init__(
+        self,
+        wsgi: Callable[..., Any],
+        request_hook: Callable[..., None] | None = None,
+        response_hook: Callable[..., None] | None = None,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
+    ) -> None:
+        self.wsgi = wsgi
+        self.request_hook = request_hook
+        self.response_hook = response_hook
+        self.telemetry = ServerTelemetry(
+            "opentelemetry.instrumentation.wsgi", "wsgi", tracer_provider, meter_provider
+        )
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        t = self.telemetry
+        try:
+            mode = t.mode
+            attrs = request_attributes(environ, mode)
+            active = semconv.active_attrs(attrs, mode)
+            span, ctx = start_server_span(
+                t.tracer, default_span_name(environ), environ, environ_getter, attrs
+            )
+            if t.headers.request is not None and semconv.is_server(span):
+                _set_custom(
+                    span,
+                    t.headers.attributes(
+                        t.headers.request, REQ_PREFIX, request_header_items(environ)
+                    ),
+                )
+        except Exception as exc:  # noqa: BLE001 - never the app's problem
+            fault("wsgi.start", exc)
+            return self.wsgi(environ, start_response)
+        if self.request_hook:
+            self.request_hook(span, environ)
+        token = context.attach(ctx)
+        response_hook = self.response_hook
+
+        def _start_response(status: str, headers: list[tuple[str, str]], *args: Any) -> Any:
+            try:
+                code, text = semconv.status_code_of(status.split(" ", 1)[0])
+                semconv.set_status(span, attrs, code, text, mode)
+                if t.headers.response is not None and semconv.is_server(span):
+                    _set_custom(
+                        span,
+                        t.headers.attributes(
+                            t.headers.response, RESP_PREFIX, response_header_items(headers)
+                        ),
+                    )
+            except Exception as exc:  # noqa: BLE001
+                fault("wsgi.start_response", exc)
+            if response_hook:
+                response_hook(span, environ, status, headers)
+            return start_response(status, headers, *args)
+
+        start = default_timer()
+        t.active.add(1, active)
+        try:
+            iterable = self.wsgi(environ, _start_response)
+            return _end_after_iterating(iterable, span, token)
+        except Exception as exc:
+            semconv.record_exception(span, exc)
+            if mode.new:
+                attrs["error.type"] = type(exc).__qualname__
+                if span.is_recording():
+                    span.set_attribute("error.type", type(exc).__qualname__)
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+            span.end()
+            context.detach(token)
+            raise
+        finally:
+            try:
+                t.record(default_timer() - start, attrs, span)
+                t.active.add(-1, active)
+            except Exception as exc:  # noqa: BLE001
+                fault("wsgi.metrics", exc)
+
+
+def _set_custom(span: trace.Span, attrs: dict[str, list[str]]) -> None:
+    if attrs:
+        span.set_attributes(attrs)
+
+
+def _end_after_iterating(iterable: Iterable[Any], span: trace.Span, token: object) -> Iterator[Any]:
+    try:
+        yield from iterable
+    finally:
+        try:
+            close = getattr(iterable, "close", None)
+            if close:
+                close()
+        finally:
+            span.end()
+            context.detach(token)  # type: ignore[arg-type,unused-ignore]
