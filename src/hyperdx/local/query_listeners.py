@@ -13,6 +13,7 @@ from typing import Any
 
 from hyperdx.local import clickhouse_http, hyperdx_api
 from hyperdx.local.clickhouse_http import QueryEngine
+from hyperdx.local.loop_thread import serve_in_thread
 
 DEFAULT_CLICKHOUSE_PORT = 8123
 DEFAULT_UI_PORT = 8000
@@ -60,8 +61,6 @@ class QueryListeners:
 
         loop = asyncio.new_event_loop()
         loop.set_default_executor(self._executor)
-        ready = threading.Event()
-        failure: list[BaseException] = []
 
         async def listen(app: web.Application, port: int | None, default: int, flag: str) -> int:
             runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=3.0)
@@ -98,24 +97,13 @@ class QueryListeners:
             )
             self.ui_port = await listen(ui_app, self.ui_port, DEFAULT_UI_PORT, "--ui-port")
 
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(setup())
-            except BaseException as error:  # handed to start(), which re-raises it
-                failure.append(error)
-                ready.set()
-                return
-            ready.set()
-            loop.run_forever()
-
-        thread = threading.Thread(target=run, name="hyperdx-query-http", daemon=True)
-        self._loop, self._thread = loop, thread
-        thread.start()
-        ready.wait()
-        if failure:
-            self.stop()
-            raise failure[0]
+        try:
+            self._thread = serve_in_thread(loop, setup, "hyperdx-query-http")
+        except BaseException:
+            self._runners = []
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            raise
+        self._loop = loop
         return self
 
     def stop(self) -> None:

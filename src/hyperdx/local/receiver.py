@@ -26,6 +26,7 @@ from aiohttp import web
 
 from hyperdx.local import wire
 from hyperdx.local.admission import Admission
+from hyperdx.local.loop_thread import serve_in_thread
 from hyperdx.local.receiver_grpc import GrpcListener
 from hyperdx.local.receiver_http import HttpListener, RouteHandler, make_server
 from hyperdx.local.sinks import Sink
@@ -236,8 +237,6 @@ class Receiver:
 
     def _start_http(self) -> None:
         loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        failure: list[BaseException] = []
 
         async def setup() -> None:
             server = make_server(self._http)
@@ -253,26 +252,10 @@ class Receiver:
             address = runner.addresses[0]
             self.http_port = int(address[1])
 
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(setup())
-            except BaseException as error:  # handed to start(), which re-raises it
-                failure.append(error)
-                ready.set()
-                return
-            ready.set()
-            loop.run_forever()
-
-        thread = threading.Thread(target=run, name="hyperdx-receiver-http", daemon=True)
-        self._loop, self._thread = loop, thread
-        thread.start()
-        ready.wait()
-        if failure:
-            self._thread = None
-            thread.join()
-            self._loop = None
-            loop.close()
+        try:
+            thread = serve_in_thread(loop, setup, "hyperdx-receiver-http")
+        except BaseException as error:
             raise OSError(
-                f"cannot listen for OTLP/HTTP on {self.host}:{self.http_port}: {failure[0]}"
-            ) from failure[0]
+                f"cannot listen for OTLP/HTTP on {self.host}:{self.http_port}: {error}"
+            ) from error
+        self._loop, self._thread = loop, thread
