@@ -49,29 +49,39 @@ def _common(source_id: str, name: str, kind: str, table: str) -> dict[str, Any]:
     }
 
 
+#: Column expressions of the log-shaped tables (otel_logs, and hyperdx_sessions which has the
+#: same columns): one definition for both sources.
+_LOG_COLUMNS: dict[str, Any] = {
+    "defaultTableSelectExpression": "Timestamp, ServiceName, SeverityText, Body",
+    "implicitColumnExpression": "Body",
+    "bodyExpression": "Body",
+    "serviceNameExpression": "ServiceName",
+    "severityTextExpression": "SeverityText",
+    "eventAttributesExpression": "LogAttributes",
+    "resourceAttributesExpression": "ResourceAttributes",
+    "traceIdExpression": "TraceId",
+    "spanIdExpression": "SpanId",
+}
+
+
 def sources() -> list[dict[str, Any]]:
     """Logs, Traces, Metrics and Sessions over ClickStack's tables."""
-    logs = _common(LOG_SOURCE_ID, "Logs", "log", "otel_logs") | {
-        "timestampValueExpression": "Timestamp",
-        "displayedTimestampValueExpression": "Timestamp",
-        "defaultTableSelectExpression": "Timestamp, ServiceName, SeverityText, Body",
-        "implicitColumnExpression": "Body",
-        "bodyExpression": "Body",
-        "serviceNameExpression": "ServiceName",
-        "severityTextExpression": "SeverityText",
-        "eventAttributesExpression": "LogAttributes",
-        "resourceAttributesExpression": "ResourceAttributes",
-        "traceIdExpression": "TraceId",
-        "spanIdExpression": "SpanId",
-        "orderByExpression": "Timestamp DESC",
-        "traceSourceId": TRACE_SOURCE_ID,
-        "metricSourceId": METRIC_SOURCE_ID,
-        "sessionSourceId": SESSION_SOURCE_ID,
-        "metadataMaterializedViews": {
-            "kvRollupTable": "otel_logs_kv_rollup_15m",
-            "kvRollupGranularity": "15 minute",
-        },
-    }
+    logs = (
+        _common(LOG_SOURCE_ID, "Logs", "log", "otel_logs")
+        | _LOG_COLUMNS
+        | {
+            "timestampValueExpression": "Timestamp",
+            "displayedTimestampValueExpression": "Timestamp",
+            "orderByExpression": "Timestamp DESC",
+            "traceSourceId": TRACE_SOURCE_ID,
+            "metricSourceId": METRIC_SOURCE_ID,
+            "sessionSourceId": SESSION_SOURCE_ID,
+            "metadataMaterializedViews": {
+                "kvRollupTable": "otel_logs_kv_rollup_15m",
+                "kvRollupGranularity": "15 minute",
+            },
+        }
+    )
     traces = _common(TRACE_SOURCE_ID, "Traces", "trace", "otel_traces") | {
         "timestampValueExpression": "Timestamp",
         "displayedTimestampValueExpression": "Timestamp",
@@ -115,19 +125,14 @@ def sources() -> list[dict[str, Any]]:
         "logSourceId": LOG_SOURCE_ID,
         "traceSourceId": TRACE_SOURCE_ID,
     }
-    sessions = _common(SESSION_SOURCE_ID, "Sessions", "session", "hyperdx_sessions") | {
-        "timestampValueExpression": "TimestampTime",
-        "displayedTimestampValueExpression": "Timestamp",
-        "defaultTableSelectExpression": "Timestamp, ServiceName, SeverityText, Body",
-        "implicitColumnExpression": "Body",
-        "bodyExpression": "Body",
-        "serviceNameExpression": "ServiceName",
-        "severityTextExpression": "SeverityText",
-        "eventAttributesExpression": "LogAttributes",
-        "resourceAttributesExpression": "ResourceAttributes",
-        "traceIdExpression": "TraceId",
-        "spanIdExpression": "SpanId",
-        "traceSourceId": TRACE_SOURCE_ID,
-        "logSourceId": LOG_SOURCE_ID,
-    }
+    sessions = (
+        _common(SESSION_SOURCE_ID, "Sessions", "session", "hyperdx_sessions")
+        | _LOG_COLUMNS
+        | {
+            "timestampValueExpression": "TimestampTime",
+            "displayedTimestampValueExpression": "Timestamp",
+            "traceSourceId": TRACE_SOURCE_ID,
+            "logSourceId": LOG_SOURCE_ID,
+        }
+    )
     return [logs, traces, metrics, sessions]
