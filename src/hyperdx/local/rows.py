@@ -32,6 +32,7 @@ from hyperdx.local.values import (
     exemplar_id,
     format_double,
     hex_id,
+    scalar_attribute_map,
     service_name,
     string_map,
     stringify,
@@ -132,18 +133,24 @@ def log_rows_by_table(request: ExportLogsServiceRequest) -> dict[str, list[dict[
     Both keys are always present, possibly with empty lists.
     """
     tables: dict[str, list[dict[str, Any]]] = {LOGS_TABLE: [], SESSIONS_TABLE: []}
+    logs = tables[LOGS_TABLE]
     for resource_logs in request.resource_logs:
         resource = resource_logs.resource
         service = service_name(resource)
         resource_attrs = attribute_map(resource.attributes)
+        resource_schema_url = resource_logs.schema_url
         for scope_logs in resource_logs.scope_logs:
             scope = scope_logs.scope
             scope_attrs = attribute_map(scope.attributes)
+            scope_schema_url = scope_logs.schema_url
+            scope_name = scope.name
+            scope_version = scope.version
+            # Rows of one scope share its (never mutated) resource and scope maps.
             for record in scope_logs.log_records:
-                plain = _plain_log_attributes(record)
+                plain = _plain_log(record)
                 if plain is not None:  # the transform would only stringify: skip it
-                    body_kind = record.body.WhichOneof("value")
-                    tables[LOGS_TABLE].append(
+                    body, attributes_map = plain
+                    logs.append(
                         {
                             "Timestamp": datetime64(
                                 record.time_unix_nano or record.observed_time_unix_nano
@@ -152,18 +159,16 @@ def log_rows_by_table(request: ExportLogsServiceRequest) -> dict[str, list[dict[
                             "SpanId": hex_id(record.span_id),
                             "TraceFlags": record.flags & 0xFF,
                             "ServiceName": service,
-                            "Body": ""
-                            if body_kind is None
-                            else stringify(getattr(record.body, body_kind)),
-                            "ResourceSchemaUrl": resource_logs.schema_url,
-                            "ResourceAttributes": dict(resource_attrs),
-                            "ScopeSchemaUrl": scope_logs.schema_url,
-                            "ScopeName": scope.name,
-                            "ScopeVersion": scope.version,
-                            "ScopeAttributes": dict(scope_attrs),
+                            "Body": body,
+                            "ResourceSchemaUrl": resource_schema_url,
+                            "ResourceAttributes": resource_attrs,
+                            "ScopeSchemaUrl": scope_schema_url,
+                            "ScopeName": scope_name,
+                            "ScopeVersion": scope_version,
+                            "ScopeAttributes": scope_attrs,
                             "SeverityText": record.severity_text.lower(),
                             "SeverityNumber": record.severity_number & 0xFF,
-                            "LogAttributes": plain,
+                            "LogAttributes": attributes_map,
                             "EventName": record.event_name,
                         }
                     )
@@ -178,12 +183,12 @@ def log_rows_by_table(request: ExportLogsServiceRequest) -> dict[str, list[dict[
                     "TraceFlags": record.flags & 0xFF,
                     "ServiceName": service,
                     "Body": stringify(any_value_to_python(record.body)),
-                    "ResourceSchemaUrl": resource_logs.schema_url,
-                    "ResourceAttributes": dict(resource_attrs),
-                    "ScopeSchemaUrl": scope_logs.schema_url,
-                    "ScopeName": scope.name,
-                    "ScopeVersion": scope.version,
-                    "ScopeAttributes": dict(scope_attrs),
+                    "ResourceSchemaUrl": resource_schema_url,
+                    "ResourceAttributes": resource_attrs,
+                    "ScopeSchemaUrl": scope_schema_url,
+                    "ScopeName": scope_name,
+                    "ScopeVersion": scope_version,
+                    "ScopeAttributes": scope_attrs,
                 }
                 if RRWEB_ATTRIBUTE in attributes:
                     common["SeverityText"] = record.severity_text
@@ -196,12 +201,13 @@ def log_rows_by_table(request: ExportLogsServiceRequest) -> dict[str, list[dict[
                 common["SeverityNumber"] = number & 0xFF
                 common["LogAttributes"] = string_map(attributes)
                 common["EventName"] = record.event_name
-                tables[LOGS_TABLE].append(common)
+                logs.append(common)
     return tables
 
 
-def _plain_log_attributes(record: LogRecord) -> dict[str, str] | None:
-    """The ``LogAttributes`` of a record the log transform would only stringify, else None.
+def _plain_log(record: LogRecord) -> tuple[str, dict[str, str]] | None:
+    """(``Body``, ``LogAttributes``) of a record the log transform would only stringify,
+    else None.
 
     That is: severity already set (nothing to promote or infer), a scalar body with no ``{``
     (no JSON to parse, no map to merge), scalar attributes (nothing to flatten) and no
@@ -210,29 +216,19 @@ def _plain_log_attributes(record: LogRecord) -> dict[str, str] | None:
     if record.severity_number == 0 and record.severity_text == "":
         return None
     body = record.body
-    kind = body.WhichOneof("value")
-    if kind == "string_value":
-        if "{" in body.string_value:
+    text = body.string_value
+    if text:  # the common case: a set string names the oneof's kind without WhichOneof
+        if "{" in text:
             return None
-    elif kind in ("array_value", "kvlist_value"):
-        return None
-    out: dict[str, str] = {}
-    for pair in record.attributes:
-        value = pair.value
-        kind = value.WhichOneof("value")
-        if kind == "string_value":
-            out[pair.key] = value.string_value
-        elif kind == "int_value":
-            out[pair.key] = str(value.int_value)
-        elif kind is None:
-            out[pair.key] = ""
-        elif kind in ("array_value", "kvlist_value"):
+    else:
+        kind = body.WhichOneof("value")
+        if kind == "array_value" or kind == "kvlist_value":
             return None
-        else:
-            out[pair.key] = stringify(getattr(value, kind))
-    if RRWEB_ATTRIBUTE in out:
+        text = "" if kind is None else stringify(getattr(body, kind))
+    attributes = scalar_attribute_map(record.attributes)
+    if attributes is None or RRWEB_ATTRIBUTE in attributes:
         return None
-    return out
+    return text, attributes
 
 
 def log_rows(request: ExportLogsServiceRequest) -> list[dict[str, Any]]:

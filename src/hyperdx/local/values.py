@@ -26,6 +26,7 @@ __all__ = [
     "exemplar_id",
     "format_double",
     "hex_id",
+    "scalar_attribute_map",
     "service_name",
     "string_map",
     "stringify",
@@ -147,6 +148,17 @@ def string_map(values: Mapping[str, Any]) -> dict[str, str]:
 
 def attribute_map(pairs: Iterable[KeyValue]) -> dict[str, str]:
     """KeyValue list -> Map(String, String) value; the hot path of every row."""
+    out = _string_attributes(pairs, nested=True)
+    assert out is not None
+    return out
+
+
+def scalar_attribute_map(pairs: Iterable[KeyValue]) -> dict[str, str] | None:
+    """:func:`attribute_map`, or None as soon as a value is an array or a map."""
+    return _string_attributes(pairs, nested=False)
+
+
+def _string_attributes(pairs: Iterable[KeyValue], nested: bool) -> dict[str, str] | None:
     out: dict[str, str] = {}
     for pair in pairs:
         value = pair.value
@@ -163,6 +175,8 @@ def attribute_map(pairs: Iterable[KeyValue]) -> dict[str, str]:
         kind = value.WhichOneof("value")
         if kind is None or kind == "string_value" or kind == "int_value":
             out[pair.key] = "" if kind != "int_value" else "0"
+        elif not nested and (kind == "array_value" or kind == "kvlist_value"):
+            return None
         else:
             out[pair.key] = stringify(any_value_to_python(value))
     return out
