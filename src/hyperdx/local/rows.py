@@ -67,8 +67,11 @@ METRIC_TABLES = (GAUGE_TABLE, SUM_TABLE, HISTOGRAM_TABLE, EXP_HISTOGRAM_TABLE, S
 # routing connector sends it to hyperdx_sessions, untransformed.
 RRWEB_ATTRIBUTE = "rr-web.event"
 
-_SPAN_KINDS = ("Unspecified", "Internal", "Server", "Client", "Producer", "Consumer")
-_STATUS_CODES = ("Unset", "Ok", "Error")
+# Enum number -> ClickStack's name; an unknown number -> "" (as pdata's String()).
+_SPAN_KINDS = dict(
+    enumerate(("Unspecified", "Internal", "Server", "Client", "Producer", "Consumer"))
+)
+_STATUS_CODES = dict(enumerate(("Unset", "Ok", "Error")))
 
 # --------------------------------------------------------------------------------------------
 # Traces
@@ -84,42 +87,49 @@ def trace_rows(request: ExportTraceServiceRequest) -> list[dict[str, Any]]:
         resource_attrs = attribute_map(resource.attributes)
         for scope_spans in resource_spans.scope_spans:
             scope = scope_spans.scope
+            scope_name = scope.name
+            scope_version = scope.version
+            # Rows of one scope share its (never mutated) resource map.
             for span in scope_spans.spans:
-                events = list(span.events)
-                links = list(span.links)
-                rows.append(
-                    {
-                        "Timestamp": datetime64(span.start_time_unix_nano),
-                        "TraceId": hex_id(span.trace_id),
-                        "SpanId": hex_id(span.span_id),
-                        "ParentSpanId": hex_id(span.parent_span_id),
-                        "TraceState": span.trace_state,
-                        "SpanName": span.name,
-                        "SpanKind": _enum_name(_SPAN_KINDS, span.kind),
-                        "ServiceName": service,
-                        "ResourceAttributes": dict(resource_attrs),
-                        "ScopeName": scope.name,
-                        "ScopeVersion": scope.version,
-                        "SpanAttributes": attribute_map(span.attributes),
-                        # A span ending before it starts would underflow UInt64: store 0.
-                        "Duration": max(0, span.end_time_unix_nano - span.start_time_unix_nano),
-                        "StatusCode": _enum_name(_STATUS_CODES, span.status.code),
-                        "StatusMessage": span.status.message,
-                        "Events.Timestamp": [datetime64(e.time_unix_nano) for e in events],
-                        "Events.Name": [e.name for e in events],
-                        "Events.Attributes": [attribute_map(e.attributes) for e in events],
-                        "Links.TraceId": [hex_id(link.trace_id) for link in links],
-                        "Links.SpanId": [hex_id(link.span_id) for link in links],
-                        "Links.TraceState": [link.trace_state for link in links],
-                        "Links.Attributes": [attribute_map(link.attributes) for link in links],
-                    }
-                )
+                start = span.start_time_unix_nano
+                end = span.end_time_unix_nano
+                status = span.status
+                row: dict[str, Any] = {
+                    "Timestamp": datetime64(start),
+                    "TraceId": hex_id(span.trace_id),
+                    "SpanId": hex_id(span.span_id),
+                    "ParentSpanId": hex_id(span.parent_span_id),
+                    "TraceState": span.trace_state,
+                    "SpanName": span.name,
+                    "SpanKind": _SPAN_KINDS.get(span.kind, ""),
+                    "ServiceName": service,
+                    "ResourceAttributes": resource_attrs,
+                    "ScopeName": scope_name,
+                    "ScopeVersion": scope_version,
+                    "SpanAttributes": attribute_map(span.attributes),
+                    # A span ending before it starts would underflow UInt64: store 0.
+                    "Duration": end - start if end > start else 0,
+                    "StatusCode": _STATUS_CODES.get(status.code, ""),
+                    "StatusMessage": status.message,
+                }
+                events = span.events
+                if events:
+                    row["Events.Timestamp"] = [datetime64(e.time_unix_nano) for e in events]
+                    row["Events.Name"] = [e.name for e in events]
+                    row["Events.Attributes"] = [attribute_map(e.attributes) for e in events]
+                else:
+                    row["Events.Timestamp"] = row["Events.Name"] = row["Events.Attributes"] = []
+                links = span.links
+                if links:
+                    row["Links.TraceId"] = [hex_id(link.trace_id) for link in links]
+                    row["Links.SpanId"] = [hex_id(link.span_id) for link in links]
+                    row["Links.TraceState"] = [link.trace_state for link in links]
+                    row["Links.Attributes"] = [attribute_map(link.attributes) for link in links]
+                else:
+                    row["Links.TraceId"] = row["Links.SpanId"] = []
+                    row["Links.TraceState"] = row["Links.Attributes"] = []
+                rows.append(row)
     return rows
-
-
-def _enum_name(names: tuple[str, ...], number: int) -> str:
-    """Enum number -> ClickStack's name; unknown numbers -> "" (as pdata's String())."""
-    return names[number] if 0 <= number < len(names) else ""
 
 
 # --------------------------------------------------------------------------------------------
