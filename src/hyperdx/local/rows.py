@@ -25,6 +25,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import Exemplar, Metric
 
 from hyperdx.local.logtransform import transform_log
 from hyperdx.local.values import (
+    NestedValue,
     any_value_to_python,
     attribute_map,
     attributes_of,
@@ -32,7 +33,6 @@ from hyperdx.local.values import (
     exemplar_id,
     format_double,
     hex_id,
-    scalar_attribute_map,
     service_name,
     string_map,
     stringify,
@@ -157,7 +157,9 @@ def log_rows_by_table(request: ExportLogsServiceRequest) -> dict[str, list[dict[
             scope_version = scope.version
             # Rows of one scope share its (never mutated) resource and scope maps.
             for record in scope_logs.log_records:
-                plain = _plain_log(record)
+                severity_text = record.severity_text
+                severity_number = record.severity_number
+                plain = _plain_log(record, severity_text, severity_number)
                 if plain is not None:  # the transform would only stringify: skip it
                     body, attributes_map = plain
                     logs.append(
@@ -176,8 +178,8 @@ def log_rows_by_table(request: ExportLogsServiceRequest) -> dict[str, list[dict[
                             "ScopeName": scope_name,
                             "ScopeVersion": scope_version,
                             "ScopeAttributes": scope_attrs,
-                            "SeverityText": record.severity_text.lower(),
-                            "SeverityNumber": record.severity_number & 0xFF,
+                            "SeverityText": severity_text.lower(),
+                            "SeverityNumber": severity_number & 0xFF,
                             "LogAttributes": attributes_map,
                             "EventName": record.event_name,
                         }
@@ -201,8 +203,8 @@ def log_rows_by_table(request: ExportLogsServiceRequest) -> dict[str, list[dict[
                     "ScopeAttributes": scope_attrs,
                 }
                 if RRWEB_ATTRIBUTE in attributes:
-                    common["SeverityText"] = record.severity_text
-                    common["SeverityNumber"] = record.severity_number & 0xFF
+                    common["SeverityText"] = severity_text
+                    common["SeverityNumber"] = severity_number & 0xFF
                     common["LogAttributes"] = string_map(attributes)
                     tables[SESSIONS_TABLE].append(common)
                     continue
@@ -215,7 +217,9 @@ def log_rows_by_table(request: ExportLogsServiceRequest) -> dict[str, list[dict[
     return tables
 
 
-def _plain_log(record: LogRecord) -> tuple[str, dict[str, str]] | None:
+def _plain_log(
+    record: LogRecord, severity_text: str, severity_number: int
+) -> tuple[str, dict[str, str]] | None:
     """(``Body``, ``LogAttributes``) of a record the log transform would only stringify,
     else None.
 
@@ -223,7 +227,7 @@ def _plain_log(record: LogRecord) -> tuple[str, dict[str, str]] | None:
     (no JSON to parse, no map to merge), scalar attributes (nothing to flatten) and no
     session-replay marker. Most SDK logs are like this; the transform costs ~3x more.
     """
-    if record.severity_number == 0 and record.severity_text == "":
+    if severity_number == 0 and severity_text == "":
         return None
     body = record.body
     text = body.string_value
@@ -235,8 +239,11 @@ def _plain_log(record: LogRecord) -> tuple[str, dict[str, str]] | None:
         if kind == "array_value" or kind == "kvlist_value":
             return None
         text = "" if kind is None else stringify(getattr(body, kind))
-    attributes = scalar_attribute_map(record.attributes)
-    if attributes is None or RRWEB_ATTRIBUTE in attributes:
+    try:
+        attributes = attribute_map(record.attributes, scalar_only=True)
+    except NestedValue:
+        return None
+    if RRWEB_ATTRIBUTE in attributes:
         return None
     return text, attributes
 

@@ -19,6 +19,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 __all__ = [
+    "NestedValue",
     "any_value_to_python",
     "attribute_map",
     "attributes_of",
@@ -26,7 +27,6 @@ __all__ = [
     "exemplar_id",
     "format_double",
     "hex_id",
-    "scalar_attribute_map",
     "service_name",
     "string_map",
     "stringify",
@@ -146,19 +146,15 @@ def string_map(values: Mapping[str, Any]) -> dict[str, str]:
     return {key: stringify(value) for key, value in values.items()}
 
 
-def attribute_map(pairs: Iterable[KeyValue]) -> dict[str, str]:
-    """KeyValue list -> Map(String, String) value; the hot path of every row."""
-    out = _string_attributes(pairs, nested=True)
-    assert out is not None
-    return out
+class NestedValue(ValueError):
+    """An array or map attribute met by ``attribute_map(..., scalar_only=True)``."""
 
 
-def scalar_attribute_map(pairs: Iterable[KeyValue]) -> dict[str, str] | None:
-    """:func:`attribute_map`, or None as soon as a value is an array or a map."""
-    return _string_attributes(pairs, nested=False)
+def attribute_map(pairs: Iterable[KeyValue], scalar_only: bool = False) -> dict[str, str]:
+    """KeyValue list -> Map(String, String) value; the hot path of every row.
 
-
-def _string_attributes(pairs: Iterable[KeyValue], nested: bool) -> dict[str, str] | None:
+    With ``scalar_only``, an array or map value raises :class:`NestedValue` instead.
+    """
     out: dict[str, str] = {}
     for pair in pairs:
         value = pair.value
@@ -175,8 +171,8 @@ def _string_attributes(pairs: Iterable[KeyValue], nested: bool) -> dict[str, str
         kind = value.WhichOneof("value")
         if kind is None or kind == "string_value" or kind == "int_value":
             out[pair.key] = "" if kind != "int_value" else "0"
-        elif not nested and (kind == "array_value" or kind == "kvlist_value"):
-            return None
+        elif scalar_only and (kind == "array_value" or kind == "kvlist_value"):
+            raise NestedValue(pair.key)
         else:
             out[pair.key] = stringify(any_value_to_python(value))
     return out
