@@ -433,7 +433,7 @@ def test_plain_log_fast_path_matches_the_full_transform(monkeypatch: pytest.Monk
             record.attributes.append(KeyValue(key=f"k{n}", value=value))
         record.attributes.append(KeyValue(key="k0", value=AnyValue(string_value="last wins")))
     fast = rows.log_rows(request)
-    monkeypatch.setattr(rows, "_plain_log_attributes", lambda record: None)
+    monkeypatch.setattr(rows, "_plain_log", lambda record, text, number: None)
     assert fast == rows.log_rows(request)
     assert len(fast) == 9
 
