@@ -15,7 +15,6 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
-
 def module_files() -> dict[str, Path]:
     modules = {}
     for path in SRC.rglob("*.py"):
