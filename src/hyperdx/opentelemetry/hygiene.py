@@ -84,11 +84,14 @@ class SpanHygieneProcessor(SpanProcessor):
         self._redactor = redactor
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        if span.kind not in _HTTP_KINDS:  # URLs live on server and client spans only
+        kind = span.kind
+        if kind not in _HTTP_KINDS:  # URLs live on server and client spans only
             return
         updates = self._updates(span)
-        if updates:
-            span.set_attributes(updates)
+        # One key at a time: set_attributes validates a whole mapping (a copy, ABC checks)
+        # for what is usually the single http.url; the stored result is the same.
+        for key, value in updates.items():
+            span.set_attribute(key, value)
 
     def _on_ending(self, span: Span) -> None:
         if span.kind not in _HTTP_KINDS:
