@@ -73,3 +73,35 @@ def test_free_text_redaction_sees_pairs_inside_other_pairs() -> None:
         "token: [REDACTED], url: http://x/?a=1"
     )
     assert redactor.text("nothing secret here: a=1") == "nothing secret here: a=1"
+
+
+def _ended_spans(*steps: object) -> list[dict[str, object]]:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+
+    from hyperdx.opentelemetry.capture.redact import get_redactor
+    from hyperdx.opentelemetry.hygiene import SpanHygieneProcessor
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SpanHygieneProcessor(get_redactor(True, ())))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    start = {"http.scheme": "http", "http.host": "h:1", "http.target": "/a?page=1"}
+    for late in steps:
+        span = provider.get_tracer("t").start_span("GET", kind=SpanKind.SERVER, attributes=start)
+        if late:
+            span.set_attributes(late)  # type: ignore[arg-type]
+        span.end()
+    return [dict(s.attributes or {}) for s in exporter.get_finished_spans()]
+
+
+def test_url_attributes_set_after_start_are_still_redacted_at_end() -> None:
+    untouched, late_target, late_host = _ended_spans(
+        None, {"http.target": "/a?token=s3cr3t"}, {"url.full": "http://u:pw@h/x?api_key=k"}
+    )
+    assert untouched["http.url"] == "http://h:1/a?page=1"
+    assert late_target["http.target"] == "/a?token=[REDACTED]"
+    assert late_host["url.full"] == "http://u:[REDACTED]@h/x?api_key=[REDACTED]"
+    assert late_host["http.url"] == "http://h:1/a?page=1"

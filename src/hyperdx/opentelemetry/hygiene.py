@@ -82,13 +82,22 @@ class SpanHygieneProcessor(SpanProcessor):
 
     def __init__(self, redactor: Redactor) -> None:
         self._redactor = redactor
+        self._fixes = (
+            ("http.url", redactor.url),
+            ("url.full", redactor.url),
+            ("http.target", redactor.target),
+            ("url.query", redactor.query),
+        )
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        if span.kind not in _HTTP_KINDS:  # URLs live on server and client spans only
+        kind = span.kind
+        if kind not in _HTTP_KINDS:  # URLs live on server and client spans only
             return
         updates = self._updates(span)
-        if updates:
-            span.set_attributes(updates)
+        # One key at a time: set_attributes validates a whole mapping (a copy, ABC checks)
+        # for what is usually the single http.url; the stored result is the same.
+        for key, value in updates.items():
+            span.set_attribute(key, value)
 
     def _on_ending(self, span: Span) -> None:
         if span.kind not in _HTTP_KINDS:
@@ -111,18 +120,12 @@ class SpanHygieneProcessor(SpanProcessor):
         # several Python-level calls per key (~10 of them here).
         plain = getattr(getattr(span, "_attributes", None), "_dict", None)
         attrs: Any = plain if isinstance(plain, dict) else (span.attributes or {})
-        redactor = self._redactor
         updates: dict[str, Any] = {}
         if span.kind is SpanKind.SERVER and "http.url" not in attrs:
             url = _server_url(attrs)
             if url is not None:
                 updates["http.url"] = url
-        for key, fix in (
-            ("http.url", redactor.url),
-            ("url.full", redactor.url),
-            ("http.target", redactor.target),
-            ("url.query", redactor.query),
-        ):
+        for key, fix in self._fixes:
             value = updates.get(key, attrs.get(key))
             if isinstance(value, str):
                 clean = fix(value)

@@ -26,6 +26,8 @@ class BaggageSpanProcessor(SpanProcessor):
     """
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        if parent_context is not None and not parent_context:
+            return  # an empty context (a request without trace headers) holds no baggage
         entries = baggage.get_all(parent_context)
         for count, (key, value) in enumerate(entries.items()):
             if count >= MAX_BAGGAGE_KEYS:

@@ -121,6 +121,8 @@ class Redactor:
         """Redact secret query fields and userinfo passwords in a URL."""
         if not self.enabled or not url:
             return url
+        if "@" not in url and "?" not in url:
+            return url  # no userinfo, no query: nothing to redact (skips urlsplit)
         try:
             parts = urlsplit(url)
         except ValueError:

@@ -135,7 +135,10 @@ def encode_span(span: ReadableSpan) -> bytes:
     elif end:
         parts.append(b"\x41" + pack_fixed64(end))
     if attrs:
-        attributes_into(parts, b"\x4a", attrs)
+        # BoundedAttributes' items() is a Python-level __getitem__ per key; its plain dict
+        # (same keys, same order) iterates in C.
+        plain = getattr(attrs, "_dict", None)
+        attributes_into(parts, b"\x4a", plain if type(plain) is dict else attrs)
     if d_attrs:
         parts.append(b"\x50" + varint(d_attrs))
     if events:

@@ -349,7 +349,7 @@ class OpenTelemetryASGIMiddleware:
         scope: dict[str, Any],
         headers: Headers,
         attrs: dict[str, Any],
-        active: dict[str, Any],
+        active: semconv.ActiveKey,
         start: float,
         span: trace.Span,
         ctx: context.Context,

@@ -242,12 +242,18 @@ def _flask_version() -> str:
         return ""
 
 
+_request_var: Any = None  # Flask's request ContextVar, looked up once (None: not yet / absent)
+
+
 def _current_request() -> Any:
     """The active request object (None outside a request), without the LocalProxy detour."""
-    from flask import globals as flask_globals
+    global _request_var
+    var = _request_var
+    if var is None:
+        from flask import globals as flask_globals
 
-    var = getattr(flask_globals, "_cv_request", None)
-    if var is not None:  # Flask >= 2.3
+        var = _request_var = getattr(flask_globals, "_cv_request", None) or False
+    if var is not False:  # Flask >= 2.3
         ctx = var.get(None)
         return None if ctx is None else ctx.request
     import flask

@@ -211,8 +211,14 @@ _ACTIVE_KEYS = {
 }
 
 
-def active_attrs(attrs: Mapping[str, Any], mode: Mode) -> dict[str, Any]:
-    return pick(attrs, _ACTIVE_KEYS[mode.old, mode.new])
+ActiveKey = tuple[tuple[str, Any], ...]
+
+
+def active_attrs(attrs: Mapping[str, Any], mode: Mode) -> ActiveKey:
+    """The active-requests attributes as the counter's key, built once per request (used for
+    both the +1 and the -1)."""
+    keys = _ACTIVE_KEYS[mode.old, mode.new]
+    return tuple([item for item in attrs.items() if item[0] in keys])
 
 
 class HeaderCapture:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from importlib import metadata
 from typing import Any
 
@@ -140,8 +140,8 @@ class ActiveRequests:
                 found = cls._shared[key] = cls(meter, unit, description)
             return found
 
-    def add(self, amount: int, attributes: Mapping[str, Any]) -> None:
-        key = tuple(attributes.items())
+    def add(self, amount: int, key: tuple[tuple[str, Any], ...]) -> None:
+        """``key``: the attribute items, as :func:`semconv.active_attrs` builds them."""
         with self._lock:
             counts = self._counts
             if key not in counts and len(counts) >= _MAX_ATTRIBUTE_SETS:
