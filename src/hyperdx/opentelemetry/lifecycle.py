@@ -92,9 +92,8 @@ def _run_parallel(action: Callable[[Any, float], Any], timeout: float) -> list[s
             # CPython 3.12.0/3.12.1 refuse new threads inside atexit callbacks ("can't
             # create new thread at interpreter shutdown"): flush this signal here instead,
             # within what is left of the deadline, rather than lose it.
-            remaining = max(0.0, deadline - time.monotonic())
-            _guarded(action, name, provider, remaining)
-            if time.monotonic() > deadline:
+            _guarded_until(deadline, action, name, provider)
+            if time.monotonic() >= deadline:
                 late.append(name)
             continue
         threads.append((name, t))
@@ -103,6 +102,40 @@ def _run_parallel(action: Callable[[Any, float], Any], timeout: float) -> list[s
         if t.is_alive():
             late.append(name)
     return late
+
+
+class _DeadlinePassed(BaseException):
+    """Raised by the alarm in the calling thread when an inline flush runs past the deadline."""
+
+
+def _guarded_until(
+    deadline: float, action: Callable[[Any, float], Any], name: str, provider: Any
+) -> None:
+    """Run one signal's flush in this thread, cut off at ``deadline``.
+
+    Without a thread to abandon, a collector that never answers would hold the exit for the
+    exporter's whole timeout; in the main thread a SIGALRM interrupts the blocking socket read
+    instead (an exception the SDK's own ``except Exception`` cannot swallow).
+    """
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        return
+    if threading.current_thread() is not threading.main_thread():
+        _guarded(action, name, provider, remaining)
+        return
+
+    def on_alarm(signum: int, frame: FrameType | None) -> None:
+        raise _DeadlinePassed
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, remaining)
+    try:
+        _guarded(action, name, provider, remaining)
+    except _DeadlinePassed:
+        pass
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _guarded(action: Callable[[Any, float], Any], name: str, provider: Any, timeout: float) -> None:
