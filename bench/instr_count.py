@@ -16,7 +16,6 @@ holds every span, and the process leaves with ``os._exit`` (nothing is flushed).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import io
 import json
 import os
@@ -25,6 +24,8 @@ import subprocess
 import sys
 import tempfile
 from typing import Any
+
+from asgi_driver import asgi_runner
 
 HEADERS = {"HTTP_HOST": "127.0.0.1:8000", "HTTP_USER_AGENT": "bench/1.0", "HTTP_ACCEPT": "*/*"}
 QUIET_EXPORT = {
@@ -108,34 +109,7 @@ def _fastapi(variant: str) -> Any:
         from hyperdx.opentelemetry.server.fastapi import FastAPIInstrumentor as Lean
 
         Lean.instrument_app(app, tracer_provider=tp, meter_provider=mp)
-    headers = [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"bench/1.0"), (b"accept", b"*/*")]
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        return None
-
-    async def many(count: int) -> None:
-        for _ in range(count):
-            scope = {
-                "type": "http",
-                "asgi": {"version": "3.0"},
-                "http_version": "1.1",
-                "method": "GET",
-                "scheme": "http",
-                "path": "/items/7",
-                "raw_path": b"/items/7",
-                "root_path": "",
-                "query_string": b"",
-                "headers": headers,
-                "client": ("127.0.0.1", 50000),
-                "server": ("127.0.0.1", 8000),
-            }
-            await app(scope, receive, send)
-
-    loop = asyncio.new_event_loop()
-    return lambda count: loop.run_until_complete(many(count))
+    return asgi_runner(app)
 
 
 def child(framework: str, variant: str, n: int) -> None:

@@ -12,13 +12,14 @@ and a table of microseconds of CPU per request.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import io
 import json
 import subprocess
 import sys
 import time
 from typing import Any
+
+from asgi_driver import asgi_runner
 
 VARIANTS = ("bare", "contrib", "lean")
 FRAMEWORKS = ("flask", "fastapi")
@@ -98,36 +99,10 @@ def _fastapi(variant: str, n: int) -> float:
         from hyperdx.opentelemetry.server.fastapi import FastAPIInstrumentor as Lean
 
         Lean.instrument_app(app, tracer_provider=tp, meter_provider=mp)
-    headers = [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"bench/1.0"), (b"accept", b"*/*")]
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        return None
-
-    async def many(count: int) -> None:
-        for _ in range(count):
-            scope = {
-                "type": "http",
-                "asgi": {"version": "3.0"},
-                "http_version": "1.1",
-                "method": "GET",
-                "scheme": "http",
-                "path": "/items/7",
-                "raw_path": b"/items/7",
-                "root_path": "",
-                "query_string": b"",
-                "headers": headers,
-                "client": ("127.0.0.1", 50000),
-                "server": ("127.0.0.1", 8000),
-            }
-            await app(scope, receive, send)
-
-    loop = asyncio.new_event_loop()
-    loop.run_until_complete(many(200))  # warm-up (builds the middleware stack)
+    run = asgi_runner(app)
+    run(200)  # warm-up (builds the middleware stack)
     start = time.process_time()
-    loop.run_until_complete(many(n))
+    run(n)
     return (time.process_time() - start) / n * 1e6
 
 
