@@ -150,7 +150,10 @@ class FastHistogram:
             key: Key = (*attributes, *attributes.values(), *map(type, attributes.values()))
         else:
             key = ()
-        aggregations = self._aliases.get(key)
+        try:
+            aggregations = self._aliases.get(key)
+        except TypeError:  # an unhashable value (a list): never remembered
+            aggregations = None
         if aggregations is None:
             self._first(amount, attributes, context, key)
             return
