@@ -322,3 +322,52 @@ def test_a_forked_worker_reports_only_its_own_measurements(temporality: str) -> 
     assert out["kind"] == "FastHistogram"
     assert out["child"] == [{}, {"/child": [2, 30], "/parent": [1, 5]}]
     assert out["parent"] == {"/parent": [4, 10]}
+
+
+def test_every_reader_gets_the_sdks_points_including_one_added_later() -> None:
+    """Two readers (delta and cumulative) from the start and a third added after records: each
+    exports what it exports with the SDK's histogram."""
+
+    def readers_points(adopt: bool) -> list[list[Any]]:
+        delta = InMemoryMetricReader(
+            preferred_temporality={Histogram: AggregationTemporality.DELTA}
+        )
+        cumulative = InMemoryMetricReader()
+        provider = MeterProvider(
+            metric_readers=[delta, cumulative], exemplar_filter=AlwaysOffExemplarFilter()
+        )
+        if adopt:
+            metrics_fast.adopt(provider)
+        histogram = metrics_fast.histogram(
+            provider.get_meter("s").create_histogram(
+                "h", explicit_bucket_boundaries_advisory=[0.5, 1.0, 5.0]
+            )
+        )
+        assert isinstance(histogram, metrics_fast.FastHistogram) is adopt
+        exported: list[list[Any]] = []
+
+        def collect(*readers: InMemoryMetricReader) -> None:
+            for reader in readers:
+                exported.append(
+                    [
+                        (dict(p.attributes), p.count, p.sum, p.min, p.max, p.bucket_counts)
+                        + (p.explicit_bounds,)
+                        for p in _points(reader, "h")
+                    ]
+                )
+
+        for value in (0.1, 0.7, 3.0, 9.5):
+            histogram.record(value, {"route": "/a"})
+        collect(delta, cumulative)
+        late = InMemoryMetricReader(preferred_temporality={Histogram: AggregationTemporality.DELTA})
+        provider.add_metric_reader(late)
+        for value in (0.2, 6.0):
+            histogram.record(value, {"route": "/a"})
+            histogram.record(value, {"route": "/b"})
+        collect(delta, cumulative, late)
+        return exported
+
+    fast = readers_points(True)
+    assert fast == readers_points(False)
+    assert [len(points) for points in fast] == [1, 1, 2, 2, 2]
+    assert fast[4][0][1:3] == (2, 0.2 + 6.0)  # the late reader saw only what came after it
