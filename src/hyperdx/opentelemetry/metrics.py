@@ -17,7 +17,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 
-from hyperdx.opentelemetry import drops
+from hyperdx.opentelemetry import drops, metrics_fast
 from hyperdx.opentelemetry.hygiene import exemplar_filter, metric_views
 from hyperdx.opentelemetry.options import Settings
 from hyperdx.opentelemetry.temporality import DELTA
@@ -52,10 +52,12 @@ def build_meter_provider(
                 export_interval_millis=settings.metric_export_interval_ms.value,
             )
         )
-    return MeterProvider(
+    provider = MeterProvider(
         metric_readers=readers,
         resource=resource,
         shutdown_on_exit=False,
         views=metric_views(),
         exemplar_filter=exemplar_filter(),
     )
+    metrics_fast.adopt(provider)  # our server histograms may record cheaply into it
+    return provider

@@ -10,6 +10,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.metrics import CallbackOptions, Observation, get_meter
 
+from hyperdx.opentelemetry import metrics_fast
 from hyperdx.opentelemetry.server import semconv
 
 
@@ -41,7 +42,14 @@ class ServerTelemetry:
         schema_url = schema_url or mode.schema_url
         self.tracer = trace.get_tracer(scope, version, tracer_provider, schema_url=schema_url)
         self.meter = get_meter(scope, version, meter_provider, schema_url=schema_url)
-        self.duration_old, self.duration_new = semconv.duration_instruments(self.meter, mode)
+        old, new = semconv.duration_instruments(self.meter, mode)
+        self.duration_old = metrics_fast.histogram(old) if old is not None else None
+        self.duration_new = metrics_fast.histogram(new) if new is not None else None
+        # The span context is only read by exemplars, which the fast histograms never take.
+        self._exemplar_context = not all(
+            h is None or isinstance(h, metrics_fast.FastHistogram)
+            for h in (self.duration_old, self.duration_new)
+        )
         self.active = ActiveRequests.of(self.meter, active_unit, active_description)
         self.headers = headers or semconv.HeaderCapture()
 
@@ -58,7 +66,7 @@ class ServerTelemetry:
 
         ``span_context``: a context already holding ``span`` (the one attached for the request),
         so no new one is made per request."""
-        if span_context is None and span is not None:
+        if span_context is None and span is not None and self._exemplar_context:
             span_context = trace.set_span_in_context(span)
         semconv.record_duration(
             self.duration_old,
@@ -79,28 +87,36 @@ class ServerTelemetry:
         """The ASGI body-size histograms (contrib's ASGI middleware records these too)."""
         if self.request_size_old is not None or self.request_size_new is not None:
             return
-        meter, mode = self.meter, self.mode
+        meter, mode, fast = self.meter, self.mode, metrics_fast.histogram
         if mode.old:
-            self.response_size_old = meter.create_histogram(
-                name="http.server.response.size",
-                unit="By",
-                description="measures the size of HTTP response messages (compressed).",
+            self.response_size_old = fast(
+                meter.create_histogram(
+                    name="http.server.response.size",
+                    unit="By",
+                    description="measures the size of HTTP response messages (compressed).",
+                )
             )
-            self.request_size_old = meter.create_histogram(
-                name="http.server.request.size",
-                unit="By",
-                description="Measures the size of HTTP request messages (compressed).",
+            self.request_size_old = fast(
+                meter.create_histogram(
+                    name="http.server.request.size",
+                    unit="By",
+                    description="Measures the size of HTTP request messages (compressed).",
+                )
             )
         if mode.new:
-            self.response_size_new = meter.create_histogram(
-                name="http.server.response.body.size",
-                unit="By",
-                description="Size of HTTP server response bodies.",
+            self.response_size_new = fast(
+                meter.create_histogram(
+                    name="http.server.response.body.size",
+                    unit="By",
+                    description="Size of HTTP server response bodies.",
+                )
             )
-            self.request_size_new = meter.create_histogram(
-                name="http.server.request.body.size",
-                unit="By",
-                description="Size of HTTP server request bodies.",
+            self.request_size_new = fast(
+                meter.create_histogram(
+                    name="http.server.request.body.size",
+                    unit="By",
+                    description="Size of HTTP server request bodies.",
+                )
             )
 
 
