@@ -24,6 +24,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind
 
 from hyperdx.opentelemetry.capture.redact import Redactor, get_redactor
+from hyperdx.opentelemetry.fast_span import set_str_at_start
 from hyperdx.opentelemetry.options import Settings
 
 # Attributes HTTP client metrics may keep: bounded cardinality, no URLs (which carry query
@@ -48,9 +49,6 @@ CLIENT_METRIC_ATTRIBUTES = frozenset(
 )
 
 
-_HTTP_KINDS = frozenset({SpanKind.SERVER, SpanKind.CLIENT})
-
-
 def redactor_for(settings: Settings) -> Redactor:
     return get_redactor(settings.capture_redact.value, settings.capture_redact_patterns.value)
 
@@ -71,13 +69,21 @@ def _server_url(attrs: Any) -> str | None:
     return f"{scheme}://{host}{target}"
 
 
+def _plain_attributes(span: Any) -> dict[str, Any] | None:
+    """The SDK's plain dict behind ``span.attributes`` (a mappingproxy over BoundedAttributes,
+    whose Mapping.get is several Python-level calls per key), None for other span classes."""
+    plain = getattr(getattr(span, "_attributes", None), "_dict", None)
+    return plain if type(plain) is dict else None
+
+
 class SpanHygieneProcessor(SpanProcessor):
     """Redacts URL attributes and adds `http.url` to HTTP server spans.
 
-    Instrumentations pass URLs as start attributes, so `on_start` does the work through the
-    public API. A URL set later is caught at `_on_ending` (the SDK hook that runs before any
-    exporter sees the span); the SDK has already frozen the attributes there, so that rare path
-    writes through the frozen mapping of the pinned SDK version.
+    Instrumentations pass URLs as start attributes, so `on_start` does the work. A URL set
+    later is caught at `_on_ending` (the SDK hook that runs before any exporter sees the span),
+    which redoes it only when one of the attributes it reads is no longer the object `on_start`
+    left there; the SDK has already frozen the attributes there, so that rare path writes
+    through the frozen mapping of the pinned SDK version.
     """
 
     def __init__(self, redactor: Redactor) -> None:
@@ -91,17 +97,45 @@ class SpanHygieneProcessor(SpanProcessor):
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         kind = span.kind
-        if kind not in _HTTP_KINDS:  # URLs live on server and client spans only
-            return
+        if kind is not SpanKind.SERVER and kind is not SpanKind.CLIENT:
+            return  # URLs live on server and client spans only
         updates = self._updates(span)
-        # One key at a time: set_attributes validates a whole mapping (a copy, ABC checks)
-        # for what is usually the single http.url; the stored result is the same.
         for key, value in updates.items():
-            span.set_attribute(key, value)
+            if type(value) is str:
+                set_str_at_start(span, key, value)
+            else:
+                span.set_attribute(key, value)
+        # Remember the values now stored under the keys `_updates` fixes: while `_on_ending`
+        # finds the very same objects there, a second pass would change nothing (each
+        # redaction is idempotent, and a present `http.url` is never rebuilt).
+        plain = _plain_attributes(span)
+        if plain is not None and (kind is SpanKind.CLIENT or "http.url" in plain):
+            try:  # noqa: SIM105 - contextlib.suppress costs a context manager per span
+                span._hyperdx_url_fields = (  # type: ignore[attr-defined]
+                    plain.get("http.url"),
+                    plain.get("url.full"),
+                    plain.get("http.target"),
+                    plain.get("url.query"),
+                )
+            except AttributeError:  # a span class with __slots__: `_on_ending` redoes the work
+                pass
 
     def _on_ending(self, span: Span) -> None:
-        if span.kind not in _HTTP_KINDS:
+        kind = span.kind
+        if kind is not SpanKind.SERVER and kind is not SpanKind.CLIENT:
             return
+        seen = getattr(span, "_hyperdx_url_fields", None)
+        if seen is not None:
+            plain = _plain_attributes(span)
+            # Identity, not equality (`True == 1`); an equal value set again is just redone.
+            if (
+                plain is not None
+                and plain.get("http.url") is seen[0]
+                and plain.get("url.full") is seen[1]
+                and plain.get("http.target") is seen[2]
+                and plain.get("url.query") is seen[3]
+            ):
+                return
         updates = self._updates(span)
         if not updates:
             return
@@ -115,11 +149,8 @@ class SpanHygieneProcessor(SpanProcessor):
             frozen._immutable = True
 
     def _updates(self, span: Span) -> dict[str, Any]:
-        # Read the SDK's plain dict when there is one: this runs twice per HTTP span, and
-        # `span.attributes` is a mappingproxy over BoundedAttributes, whose Mapping.get is
-        # several Python-level calls per key (~10 of them here).
-        plain = getattr(getattr(span, "_attributes", None), "_dict", None)
-        attrs: Any = plain if isinstance(plain, dict) else (span.attributes or {})
+        plain = _plain_attributes(span)
+        attrs: Any = plain if plain is not None else (span.attributes or {})
         updates: dict[str, Any] = {}
         if span.kind is SpanKind.SERVER and "http.url" not in attrs:
             url = _server_url(attrs)

@@ -11,6 +11,7 @@ from opentelemetry.sdk.trace import Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
 
 from hyperdx.opentelemetry.export import HyperDXBatchSpanProcessor
+from hyperdx.opentelemetry.fast_span import set_str_at_start
 from hyperdx.opentelemetry.hygiene import SpanHygieneProcessor, redactor_for
 from hyperdx.opentelemetry.options import Settings
 
@@ -32,7 +33,7 @@ class BaggageSpanProcessor(SpanProcessor):
         for count, (key, value) in enumerate(entries.items()):
             if count >= MAX_BAGGAGE_KEYS:
                 break
-            span.set_attribute(key, str(value)[:MAX_BAGGAGE_VALUE_LENGTH])
+            set_str_at_start(span, key, str(value)[:MAX_BAGGAGE_VALUE_LENGTH])
 
 
 def build_sampler(settings: Settings) -> Sampler | None:

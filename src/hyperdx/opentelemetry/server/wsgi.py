@@ -21,6 +21,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.http import normalize_user_agent
 
+from hyperdx.opentelemetry import fast_span
 from hyperdx.opentelemetry.server import semconv
 from hyperdx.opentelemetry.server.faults import fault
 from hyperdx.opentelemetry.server.telemetry import ServerTelemetry
@@ -199,7 +200,7 @@ def start_server_span(
     else:
         parent = context.get_current()
         kind = SpanKind.INTERNAL
-    span = tracer.start_span(name, parent, kind, attrs, start_time=start_time)
+    span = fast_span.start_span(tracer, name, parent, kind, attrs, start_time)
     return span, trace.set_span_in_context(span, parent)
 
 

@@ -1,0 +1,209 @@
+"""SDK spans started, and given attributes, without re-validating values that are already clean.
+
+The SDK's ``Tracer.start_span`` cleans every start attribute (``_clean_attribute_value``, then
+one ``_setitem_locked`` call per key): about a third of a span's creation cost for the dozen
+``str``/``int`` attributes of an HTTP server span, all built by our own instrumentation.
+:func:`start_span` takes the same steps as ``Tracer.start_span`` (sampler, ids, span context,
+the SDK's own ``_Span`` constructor and ``start``, so processors' ``on_start`` sees the
+attributes), but when the attributes are all of plain types (non-empty str keys; str, int,
+bool, float values) within the span limits, which the cleaning would store unchanged and in the
+same order, they are copied into the span's attribute storage at once. Anything else (another
+value type, more attributes than the limit, a string over the length limit) is cleaned by the
+SDK as before. For the SDK's default sampler (parent-based always-on) and always-on, the
+decision they would return for a root or sampled-parent span is taken without building a
+``SamplingResult``; every other sampler is called.
+
+Relies on SDK internals, verified for opentelemetry-sdk >=1.45.1,<2 (the pinned range): the
+``Tracer`` fields ``sampler``, ``id_generator``, ``resource``, ``span_processor``,
+``instrumentation_info``, ``_span_limits``, ``_instrumentation_scope``, ``_tracer_metrics`` and
+``_is_enabled()``; ``_Span``'s constructor; ``BoundedAttributes._dict``, ``maxlen``,
+``max_value_len`` and ``_immutable``. The names each SDK function involved uses are
+fingerprinted at import: if a release changes any of them, the fast paths switch themselves off
+(spans take ``tracer.start_span`` / ``set_attribute``) and ``tests/core/test_fast_span.py``
+fails, naming the function to re-verify.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Mapping
+from typing import Any, cast
+
+from opentelemetry import attributes as sdk_attributes
+from opentelemetry import trace as trace_api
+from opentelemetry.context import Context
+from opentelemetry.sdk import trace as sdk_trace
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, DEFAULT_ON, Decision
+from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
+
+_SDK_TRACER = sdk_trace.Tracer
+_SDK_SPAN = sdk_trace._Span  # the class Tracer.start_span instantiates
+_BOUNDED = sdk_attributes.BoundedAttributes
+_DEFAULT_ON = DEFAULT_ON  # the SDK's default (OTEL_TRACES_SAMPLER unset): ParentBased(ALWAYS_ON)
+_ALWAYS_ON = ALWAYS_ON
+_SAMPLE = Decision.RECORD_AND_SAMPLE
+_PLAIN_VALUES = frozenset({str, int, bool, float})  # what _clean_attribute_value returns as is
+_STR_ONLY = frozenset({str})
+_FLAGS = {  # TraceFlags are immutable ints: one of each, as Tracer.start_span computes them
+    (sampled, random): TraceFlags(
+        (TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
+        | (TraceFlags.RANDOM_TRACE_ID if random else TraceFlags.DEFAULT)
+    )
+    for sampled in (False, True)
+    for random in (False, True)
+}
+
+
+def _fingerprint(function: Callable[..., Any]) -> int:
+    """CRC of the global, attribute and local names a function's code uses: stable across
+    Python versions, changed by any SDK edit that reads or writes something new."""
+    code: Any = function.__code__
+    return zlib.crc32(" ".join(sorted(set(code.co_names) | set(code.co_varnames))).encode())
+
+
+def fingerprints() -> dict[str, int]:
+    """The installed SDK's fingerprints of every function the fast paths mirror or bypass."""
+    return {
+        "Tracer.start_span": _fingerprint(_SDK_TRACER.start_span),
+        "Span.__init__": _fingerprint(sdk_trace.Span.__init__),
+        "Span.start": _fingerprint(sdk_trace.Span.start),
+        "Span.set_attribute": _fingerprint(sdk_trace.Span.set_attribute),
+        "BoundedAttributes.__init__": _fingerprint(_BOUNDED.__init__),
+        "BoundedAttributes.__setitem__": _fingerprint(_BOUNDED.__setitem__),
+        "BoundedAttributes._set_items": _fingerprint(_BOUNDED._set_items),
+        "BoundedAttributes._setitem_locked": _fingerprint(_BOUNDED._setitem_locked),
+        "_clean_attribute_value": _fingerprint(sdk_attributes._clean_attribute_value),
+    }
+
+
+# As read from opentelemetry-sdk 1.45.1 (after re-verifying a new SDK, update both).
+VERIFIED = {
+    "Tracer.start_span": 2656130168,
+    "Span.__init__": 1475908405,
+    "Span.start": 383901737,
+    "Span.set_attribute": 1048025406,
+    "BoundedAttributes.__init__": 861958662,
+    "BoundedAttributes.__setitem__": 705699478,
+    "BoundedAttributes._set_items": 1341838243,
+    "BoundedAttributes._setitem_locked": 3297577264,
+    "_clean_attribute_value": 55847215,
+}
+
+ENABLED = fingerprints() == VERIFIED
+
+
+def start_span(
+    tracer: trace_api.Tracer,
+    name: str,
+    context: Context | None,
+    kind: SpanKind,
+    attributes: Mapping[str, Any] | None,
+    start_time: int | None = None,
+) -> trace_api.Span:
+    """``tracer.start_span(name, context, kind, attributes, start_time=start_time)``."""
+    if type(tracer) is not _SDK_TRACER or not ENABLED:
+        return tracer.start_span(name, context, kind, attributes, start_time=start_time)
+    t: Any = tracer
+    parent: Any = trace_api.get_current_span(context).get_span_context()
+    if parent is not None and not isinstance(parent, SpanContext):
+        raise TypeError("parent_span_context must be a SpanContext or None.")
+    if not t._is_enabled():
+        return trace_api.NonRecordingSpan(context=cast(SpanContext, parent))  # None as the SDK
+    ids = t.id_generator
+    if parent is None or not parent.is_valid:
+        parent = None
+        trace_id = ids.generate_trace_id()
+    else:
+        trace_id = parent.trace_id
+    sampler = t.sampler
+    if sampler is _ALWAYS_ON or (
+        sampler is _DEFAULT_ON and (parent is None or parent.trace_flags.sampled)
+    ):
+        # What these stock samplers return here: record and sample, the caller's attributes,
+        # the parent's trace state.
+        decision = _SAMPLE
+        attrs: Any = attributes
+        trace_state = None if parent is None else parent.trace_state
+    else:
+        result = sampler.should_sample(context, trace_id, name, kind, attributes, ())
+        decision, attrs, trace_state = result.decision, result.attributes, result.trace_state
+    random = ids.is_trace_id_random() if parent is None else parent.trace_flags.random_trace_id
+    span_context = SpanContext(
+        trace_id,
+        ids.generate_span_id(),
+        False,
+        _FLAGS[decision.is_sampled(), bool(random)],
+        trace_state,
+    )
+    record_end_metrics = t._tracer_metrics.start_span(parent, decision)
+    if not decision.is_recording():
+        return trace_api.NonRecordingSpan(context=span_context)
+    limits = t._span_limits
+    plain = _plain(attrs, limits.max_span_attributes, limits.max_span_attribute_length)
+    span: Any = _SDK_SPAN(
+        name=name,
+        context=span_context,
+        parent=parent,
+        sampler=sampler,
+        resource=t.resource,
+        attributes=None if plain else attrs,
+        span_processor=t.span_processor,
+        kind=kind,
+        links=(),
+        instrumentation_info=t.instrumentation_info,
+        record_exception=True,
+        set_status_on_exception=True,
+        limits=limits,
+        instrumentation_scope=t._instrumentation_scope,
+        record_end_metrics=record_end_metrics,
+    )
+    if plain and attrs:
+        span._attributes._dict.update(attrs)
+    span.start(start_time=start_time, parent_context=context)
+    return span
+
+
+def _plain(attrs: Any, max_count: int | None, max_len: int | None) -> bool:
+    """Whether the SDK's cleaning would store ``attrs`` unchanged, in order, dropping none."""
+    if not attrs:
+        return True
+    if max_count is not None and len(attrs) > max_count:
+        return False
+    if set(map(type, attrs)) != _STR_ONLY or "" in attrs:
+        return False
+    values = attrs.values()
+    if not set(map(type, values)) <= _PLAIN_VALUES:
+        return False
+    if max_len is not None:
+        return all(len(v) <= max_len for v in values if type(v) is str)
+    return True
+
+
+def set_str_at_start(span: Any, key: str, value: str) -> None:
+    """``span.set_attribute(key, value)`` for a ``str`` set from a processor's ``on_start``.
+
+    Same stored result (an existing key moves to the end, as the SDK re-inserts it) without the
+    cleaning; the span is not yet visible to other threads there, so the attribute lock is not
+    needed. Falls back to ``set_attribute`` whenever the SDK would do anything else (a full
+    mapping, a value over the length limit, an ended span, another span class).
+    """
+    attrs = getattr(span, "_attributes", None)
+    if (
+        ENABLED
+        and type(span) is _SDK_SPAN
+        and type(attrs) is _BOUNDED
+        and type(value) is str
+        and type(key) is str
+        and key
+        and span._end_time is None
+        and not attrs._immutable
+    ):
+        stored = attrs._dict
+        maxlen, max_value_len = attrs.maxlen, attrs.max_value_len
+        if (max_value_len is None or len(value) <= max_value_len) and (
+            maxlen is None or len(stored) < maxlen or key in stored
+        ):
+            stored.pop(key, None)
+            stored[key] = value
+            return
+    span.set_attribute(key, value)

@@ -1,0 +1,295 @@
+"""`fast_span` produces exactly what the SDK's own `Tracer.start_span` / `set_attribute` would,
+for every sampler, parent and attribute shape, and switches itself off if the SDK changes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pytest
+from opentelemetry import context as context_api
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import SpanLimits, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    DEFAULT_OFF,
+    DEFAULT_ON,
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags, TraceState
+
+from hyperdx.opentelemetry import fast_span
+from hyperdx.opentelemetry.export._spans import encode_span
+
+
+def test_installed_sdk_is_the_verified_one() -> None:
+    """Fails when an SDK release changes a function the fast paths mirror: re-read it, re-check
+    fast_span against it, then record the new fingerprints in `fast_span.VERIFIED`."""
+    changed = {
+        name
+        for name, value in fast_span.fingerprints().items()
+        if fast_span.VERIFIED.get(name) != value
+    }
+    assert not changed, f"opentelemetry-sdk changed {sorted(changed)}: re-verify fast_span"
+    assert fast_span.ENABLED
+
+
+class _Counter(IdGenerator):
+    """Deterministic ids, so both paths can be compared field for field."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def generate_span_id(self) -> int:
+        self.n += 1
+        return self.n
+
+    def generate_trace_id(self) -> int:
+        self.n += 1
+        return (7 << 64) + self.n
+
+    def is_trace_id_random(self) -> bool:
+        return self.n % 2 == 0
+
+
+class _AddsAttributes(Sampler):
+    def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+        return SamplingResult(Decision.RECORD_AND_SAMPLE, {"sampler.rule": "x", "n": 1})
+
+    def get_description(self) -> str:
+        return "adds"
+
+
+class _Reorders(Sampler):
+    def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+        attributes = args[4] if len(args) > 4 else kwargs.get("attributes")
+        items = list((attributes or {}).items())[::-1]
+        return SamplingResult(Decision.RECORD_ONLY, dict(items))
+
+    def get_description(self) -> str:
+        return "reorders"
+
+
+class _Seen(SpanProcessor):
+    """What a processor's on_start sees (the attributes must already be there)."""
+
+    def __init__(self) -> None:
+        self.started: list[Any] = []
+        self.ended: list[Any] = []
+
+    def on_start(self, span: Any, parent_context: Context | None = None) -> None:
+        self.started.append((list(span.attributes.items()), parent_context))
+
+    def on_end(self, span: Any) -> None:
+        self.ended.append(span)
+
+
+def _remote(sampled: bool, state: TraceState | None = None) -> Context:
+    flags = TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
+    ctx = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=flags, trace_state=state)
+    return trace.set_span_in_context(NonRecordingSpan(ctx), Context())
+
+
+def _local(sampled: bool) -> Context:
+    flags = TraceFlags(TraceFlags.SAMPLED | (TraceFlags.RANDOM_TRACE_ID if sampled else 0))
+    ctx = SpanContext(0x123, 0x456, is_remote=False, trace_flags=flags)
+    return trace.set_span_in_context(NonRecordingSpan(ctx), Context())
+
+
+PLAIN = {"http.method": "GET", "http.target": "/a?b=1", "net.host.port": 8000, "ok": True, "f": 1.5}
+ATTRIBUTES: dict[str, Mapping[Any, Any] | None] = {
+    "plain": PLAIN,
+    "empty": {},
+    "none": None,
+    "sequence": {**PLAIN, "list": ["a", "b"]},
+    "none-value": {"a": None, "b": "x"},
+    "object": {"a": object(), "b": "x"},
+    "empty-key": {"": "x", "b": "y"},
+    "int-key": {1: "x", "b": "y"},
+    "str-subclass": {"a": type("S", (str,), {})("x")},
+}
+SAMPLERS: dict[str, Sampler] = {
+    "default": DEFAULT_ON,
+    "always-on": ALWAYS_ON,
+    "always-off": ALWAYS_OFF,
+    "default-off": DEFAULT_OFF,
+    "ratio": ParentBased(TraceIdRatioBased(0.5)),
+    "adds": _AddsAttributes(),
+    "reorders": _Reorders(),
+}
+PARENTS = {
+    "none": lambda: None,
+    "empty": Context,
+    "remote-sampled": lambda: _remote(True, TraceState([("k", "v")])),
+    "remote-unsampled": lambda: _remote(False),
+    "local-sampled": lambda: _local(True),
+}
+LIMITS = {
+    "default": SpanLimits(),
+    "three": SpanLimits(max_span_attributes=3),
+    "short": SpanLimits(max_span_attribute_length=3),
+    "zero": SpanLimits(max_span_attributes=0),
+}
+
+
+def _run(start: Any, sampler: Sampler, limits: SpanLimits, parent: Any, attrs: Any) -> Any:
+    ids = _Counter()
+    seen = _Seen()
+    provider = TracerProvider(sampler=sampler, id_generator=ids, span_limits=limits)
+    provider.add_span_processor(seen)
+    tracer = provider.get_tracer("t", "1")
+    span = start(tracer, parent(), attrs)
+    recording = span.is_recording()
+    if recording:
+        span.set_attribute("late", "x")
+        span.end(end_time=20)
+    ended = seen.ended[0] if seen.ended else None
+    return (
+        type(span).__name__,
+        span.get_span_context(),
+        recording,
+        [(items, _parent_of(ctx)) for items, ctx in seen.started],
+        None if ended is None else _fields(ended),
+    )
+
+
+def _parent_of(ctx: Context | None) -> Any:
+    return None if ctx is None else (len(ctx), trace.get_current_span(ctx).get_span_context())
+
+
+def _fields(span: Any) -> tuple[Any, ...]:
+    return (
+        span.name,
+        span.context,
+        span.parent,
+        span.kind,
+        list(span.attributes.items()),
+        span.dropped_attributes,
+        span.start_time,
+        span.end_time,
+        span.instrumentation_scope,
+        encode_span(span),
+    )
+
+
+def _sdk(tracer: Any, parent: Any, attrs: Any) -> Any:
+    return tracer.start_span("GET /a", parent, SpanKind.SERVER, attrs, start_time=10)
+
+
+def _fast(tracer: Any, parent: Any, attrs: Any) -> Any:
+    return fast_span.start_span(tracer, "GET /a", parent, SpanKind.SERVER, attrs, 10)
+
+
+def _cases() -> Iterator[Any]:
+    for sampler in SAMPLERS:
+        for parent in PARENTS:
+            yield pytest.param(sampler, "default", parent, "plain", id=f"{sampler}-{parent}")
+    for limits in LIMITS:
+        for attrs in ATTRIBUTES:
+            yield pytest.param("default", limits, "empty", attrs, id=f"{limits}-{attrs}")
+
+
+@pytest.mark.parametrize(("sampler", "limits", "parent", "attrs"), list(_cases()))
+def test_same_span_as_the_sdk(sampler: str, limits: str, parent: str, attrs: str) -> None:
+    args = (SAMPLERS[sampler], LIMITS[limits], PARENTS[parent], ATTRIBUTES[attrs])
+    assert _run(_fast, *args) == _run(_sdk, *args)
+
+
+def test_plain_attributes_skip_the_sdk_cleaning(monkeypatch: pytest.MonkeyPatch) -> None:
+    import opentelemetry.attributes as sdk_attributes
+
+    cleaned: list[Any] = []
+    original = sdk_attributes._clean_attribute_value
+
+    def counting(value: Any, limit: Any) -> Any:
+        cleaned.append(value)
+        return original(value, limit)
+
+    tracer = TracerProvider().get_tracer("t")
+    monkeypatch.setattr(sdk_attributes, "_clean_attribute_value", counting)
+    span = fast_span.start_span(tracer, "GET", Context(), SpanKind.SERVER, PLAIN)
+    assert dict(span.attributes or {}) == PLAIN and cleaned == []
+    fast_span.start_span(tracer, "GET", Context(), SpanKind.SERVER, {"l": [1]})
+    assert cleaned  # anything else is still the SDK's to clean
+
+
+def test_other_tracers_and_a_changed_sdk_take_the_tracers_own_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[str] = []
+
+    class Custom(trace.NoOpTracer):
+        def start_span(self, name: str, *args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            return super().start_span(name, *args, **kwargs)
+
+    fast_span.start_span(Custom(), "custom", None, SpanKind.SERVER, PLAIN)
+    assert calls == ["custom"]
+
+    provider = TracerProvider()
+    tracer = provider.get_tracer("t")
+    monkeypatch.setattr(type(tracer), "start_span", _spy(type(tracer).start_span, calls))
+    fast_span.start_span(tracer, "fast", None, SpanKind.SERVER, PLAIN)
+    assert calls == ["custom"]  # the SDK tracer is bypassed...
+    monkeypatch.setattr(fast_span, "ENABLED", False)
+    fast_span.start_span(tracer, "off", None, SpanKind.SERVER, PLAIN)
+    assert calls == ["custom", "off"]  # ...unless the SDK is not the verified one
+
+
+def _spy(method: Any, calls: list[str]) -> Any:
+    def spy(self: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(name)
+        return method(self, name, *args, **kwargs)
+
+    return spy
+
+
+def _both(limits: SpanLimits, start: Mapping[str, Any], key: str, value: Any) -> list[Any]:
+    out = []
+    for fast in (False, True):
+        tracer = TracerProvider(span_limits=limits).get_tracer("t")
+        span: Any = tracer.start_span("s", attributes=start)
+        if fast:
+            fast_span.set_str_at_start(span, key, value)
+        else:
+            span.set_attribute(key, value)
+        out.append((list(span.attributes.items()), span.dropped_attributes))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("limits", "key", "value"),
+    [
+        (SpanLimits(), "b", "new"),  # an existing key moves to the end, as the SDK re-inserts
+        (SpanLimits(), "c", "added"),
+        (SpanLimits(max_span_attributes=2), "c", "drops the oldest"),
+        (SpanLimits(max_span_attributes=2), "a", "replaces in a full mapping"),
+        (SpanLimits(max_span_attribute_length=4), "c", "truncated"),
+        (SpanLimits(), "", "dropped"),
+    ],
+)
+def test_set_str_at_start_stores_what_set_attribute_stores(
+    limits: SpanLimits, key: str, value: str
+) -> None:
+    sdk, fast = _both(limits, {"a": "1", "b": "2"}, key, value)
+    assert fast == sdk
+
+
+def test_set_str_at_start_on_an_ended_span_is_ignored_like_the_sdk() -> None:
+    span: Any = TracerProvider().get_tracer("t").start_span("s", attributes={"a": "1"})
+    span.end()
+    fast_span.set_str_at_start(span, "b", "late")
+    assert dict(span.attributes) == {"a": "1"}
+
+
+def test_start_span_attaches_nothing() -> None:
+    before = context_api.get_current()
+    fast_span.start_span(TracerProvider().get_tracer("t"), "s", None, SpanKind.SERVER, PLAIN)
+    assert context_api.get_current() is before
