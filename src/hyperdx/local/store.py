@@ -15,6 +15,7 @@ pays for it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -28,6 +29,7 @@ from importlib import resources
 from pathlib import Path
 from typing import IO, Any
 
+from hyperdx.local.resident import HeapTrimmer, page_out_library
 from hyperdx.local.sinks import SinkUnavailable, commit_deadline
 
 try:  # part of the `local` extra; the stdlib encoder is the fallback
@@ -58,6 +60,41 @@ WRITABLE_TABLES = frozenset(
 # process TZ (chDB otherwise parses naive times in local time), and plain JSON numbers for
 # 64-bit integers (Duration, counts) so readers need no string-to-int dance.
 _SESSION_SETTINGS = "session_timezone=UTC&output_format_json_quote_64bit_integers=0"
+# chDB's embedded server starts with ClickHouse's server defaults, sized for a dedicated host:
+# caches of up to 5 GiB each (marks, primary index, skip-index marks) and 1-2 GiB for the
+# text indexes. They only fill as data is read, but nothing else bounds them, so they get
+# caps sized for a local backend (the first session of the process starts the server; the
+# read sessions share it).
+_SERVER_SETTINGS = "&".join(
+    f"{name}={size << 20}"
+    for name, size in (
+        ("mark_cache_size", 64),
+        ("index_mark_cache_size", 32),
+        ("primary_index_cache_size", 32),
+        ("text_index_tokens_cache_size", 16),
+        ("text_index_header_cache_size", 16),
+        ("text_index_postings_cache_size", 32),
+        ("query_condition_cache_size", 16),
+        ("compiled_expression_cache_size", 32),
+    )
+)
+# Merges were ~45 % of the server's CPU under ingestion (BENCHMARKS.md "Local ingest",
+# 2026-11-29): each group commit is a part of ~2-8k rows, and with ClickHouse's default
+# merge_selector_base (5) every row was merged again at each ~5x size step, rebuilding
+# otel_logs' 8 text indexes each time (half of a merge's cost). A higher base merges more
+# parts at once and so each row fewer times (~25 -> ~15 us of merge CPU per log row), at
+# the cost of more parts between merges (tens per day partition; parts_to_delay_insert is
+# 1000). Applied with ALTER ... MODIFY
+# SETTING, so ClickStack's DDL stays as it is and existing data directories get it too.
+_MERGE_SETTINGS = (
+    "merge_selector_base = 30, "
+    # Vertical merges (sorting key first, then one column at a time) instead of whole rows:
+    # a 30-part horizontal merge held one block per part of every column, up to ~250 MB
+    # (ClickHouse's MemoryTracking), against ~90 MB vertically, for the same CPU (measured).
+    "vertical_merge_algorithm_min_rows_to_activate = 1, "
+    "vertical_merge_algorithm_min_columns_to_activate = 1"
+)
+_MERGE_TUNED_TABLES = ("otel_logs", "otel_traces")
 _INSERT_CHUNK_BYTES = 4 << 20
 # Cap on one combined insert (~6k log rows, ~0.1-0.3 s): bounds the latency a request can
 # wait behind others. A failed insert commits nothing (measured up to 35 MiB with the bad
@@ -212,6 +249,7 @@ class Store:
         self._query_session: Any = None
         self._insert_session: Any = None
         self._commits = _GroupCommit(self._stream, _GROUP_COMMIT_BYTES)
+        self._heap = HeapTrimmer(self._purge_allocator)
 
     @classmethod
     def open(cls, data_dir: Path | str) -> Store:
@@ -226,7 +264,7 @@ class Store:
         try:
             from chdb.session import Session
 
-            url = f"{self.data_dir}?{_SESSION_SETTINGS}"
+            url = f"{self.data_dir}?{_SESSION_SETTINGS}&{_SERVER_SETTINGS}"
             try:
                 self._query_session = Session(url)
             except RuntimeError as exc:
@@ -236,6 +274,9 @@ class Store:
             self._insert_session = Session(url)
             for statement in schema_statements():
                 self._run(statement)
+            for table in _MERGE_TUNED_TABLES:
+                self._run(f"ALTER TABLE {DATABASE}.{table} MODIFY SETTING {_MERGE_SETTINGS}")
+            page_out_library("_chdb.abi3.so")
         except BaseException:
             self.close()
             raise
@@ -370,6 +411,13 @@ class Store:
                     ins.finish()
             except RuntimeError as exc:
                 raise StoreError(f"insert into {table} failed: {exc}") from exc
+            finally:
+                self._heap.maybe_trim(time.monotonic())
+
+    def _purge_allocator(self) -> None:
+        """Return chDB's free allocator pages to the kernel (writer thread, insert lock held)."""
+        with contextlib.suppress(RuntimeError):  # a build without jemalloc: nothing to purge
+            self._insert_session.query("SYSTEM JEMALLOC PURGE", "CSV")
 
 
 # Tables whose rows hold only strings, integers and lists/maps of them: orjson encodes them
