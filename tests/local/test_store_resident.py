@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mmap
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -90,3 +91,48 @@ def test_store_tunes_merges_and_caps_caches_without_changing_rows(tmp_path: Path
     # reopening an existing directory applies the settings again (idempotent ALTER)
     with Store.open(tmp_path / "data") as store:
         assert store.query("SELECT count() AS n FROM otel_logs").rows == [{"n": 9}]
+
+
+def test_writer_gathers_more_requests_per_insert_under_a_steady_flow() -> None:
+    from hyperdx.local.store import _GroupCommit
+
+    inserts: list[list[bytes]] = []
+    first_started = threading.Event()
+    release_first = threading.Event()
+
+    def stream(table: str, payloads: list[bytes]) -> None:
+        inserts.append(list(payloads))
+        if len(inserts) == 1:
+            first_started.set()
+            release_first.wait(10)
+
+    commits = _GroupCommit(stream, max_bytes=1 << 20, linger=2.0)
+    threads = [threading.Thread(target=commits.submit, args=("otel_logs", b"a"))]
+    threads[0].start()
+    assert first_started.wait(10)
+    for body in (b"b", b"c"):  # queued while the first insert runs: a steady flow
+        threads.append(threading.Thread(target=commits.submit, args=("otel_logs", body)))
+        threads[-1].start()
+    while len(commits._queue) < 2:
+        time.sleep(0.01)
+    release_first.set()
+    time.sleep(0.3)  # the writer is now lingering for more: this one joins the next insert
+    threads.append(threading.Thread(target=commits.submit, args=("otel_logs", b"d")))
+    threads[-1].start()
+    for thread in threads:
+        thread.join(10)
+    commits.close()
+    assert inserts == [[b"a"], [b"b", b"c", b"d"]]
+
+
+def test_writer_writes_a_lone_request_at_once() -> None:
+    from hyperdx.local.store import _GroupCommit
+
+    inserts: list[list[bytes]] = []
+    commits = _GroupCommit(lambda t, p: inserts.append(p), max_bytes=1 << 20, linger=30.0)
+    started = time.monotonic()
+    for body in (b"x", b"y"):  # one after the other: never a backlog, never a wait
+        commits.submit("otel_logs", body)
+    commits.close()
+    assert inserts == [[b"x"], [b"y"]]
+    assert time.monotonic() - started < 10  # far below one 30 s linger
