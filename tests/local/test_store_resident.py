@@ -136,3 +136,16 @@ def test_writer_writes_a_lone_request_at_once() -> None:
     commits.close()
     assert inserts == [[b"x"], [b"y"]]
     assert time.monotonic() - started < 10  # far below one 30 s linger
+
+
+@linux_only
+def test_store_gives_back_chdb_library_pages_and_keeps_answering(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "data") as store:
+        store.query("SELECT count() FROM otel_logs")
+        before = _mapping_rss_kb("_chdb.abi3.so")
+        advised = store.release_startup_pages()
+        after = _mapping_rss_kb("_chdb.abi3.so")
+        assert advised > 100 << 20, advised  # the library's read-only mappings
+        assert after < before, (before, after)
+        store.insert("otel_logs", [{"Timestamp": f"{int(time.time())}.0", "Body": "after"}])
+        assert store.query("SELECT Body FROM otel_logs").rows == [{"Body": "after"}]

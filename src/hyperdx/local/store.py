@@ -280,7 +280,6 @@ class Store:
                 self._run(statement)
             for table in _MERGE_TUNED_TABLES:
                 self._run(f"ALTER TABLE {DATABASE}.{table} MODIFY SETTING {_MERGE_SETTINGS}")
-            page_out_library("_chdb.abi3.so")
         except BaseException:
             self.close()
             raise
@@ -298,6 +297,12 @@ class Store:
         if readers is not None:
             readers.close()
         self._lock.release()
+
+    def release_startup_pages(self) -> int:
+        """Page out chDB's library pages that only its start-up read (see
+        :mod:`hyperdx.local.resident`): for a long-running process, after the store opened.
+        Returns the bytes advised."""
+        return page_out_library("_chdb.abi3.so")
 
     def __enter__(self) -> Store:
         return self
