@@ -306,15 +306,56 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def rss_now(pid: int) -> dict[str, int]:
+    """VmRSS, RssAnon and RssFile of ``pid`` in MB."""
+    wanted = ("VmRSS", "RssAnon", "RssFile")
+    out: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in wanted:
+            out[name] = int(value.split()[0]) // 1024
+    return out
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds per thread name (chDB's pools share names, so they are summed by name)."""
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            head, rest = (task / "stat").read_text().rsplit(")", 1)
+        except OSError:  # the thread ended meanwhile
+            continue
+        name = head.split("(", 1)[1]
+        fields = rest.split()
+        out[f"{name}#{task.name}"] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def thread_cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds spent per thread name between two :func:`thread_cpu` snapshots."""
+    spent: dict[str, float] = {}
+    for key, value in after.items():
+        name = key.split("#", 1)[0]
+        spent[name] = spent.get(name, 0.0) + value - before.get(key, 0.0)
+    return {n: round(v, 2) for n, v in sorted(spent.items(), key=lambda kv: -kv[1]) if v >= 0.05}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     data_dir = Path(tempfile.mkdtemp(prefix="hyperdx-ingest-bench-"))
     proc, state = start_server(data_dir)
     try:
+        rss_start = rss_now(proc.pid)
         load_before = os.getloadavg()
         cpu_before = cpu_seconds(proc.pid)
+        threads_before = thread_cpu(proc.pid)
         tally = asyncio.run(drive(args, state, proc.pid))
         server_cpu = cpu_seconds(proc.pid) - cpu_before
+        threads = thread_cpu_delta(threads_before, thread_cpu(proc.pid))
         load_after = os.getloadavg()
+        rss_end = rss_now(proc.pid)
+        time.sleep(args.drain)  # merges still running on what was stored: their CPU counts too
+        drained_cpu = cpu_seconds(proc.pid) - cpu_before
         rows = int(query(state, f"SELECT count() AS n FROM {TABLES[args.signal]}")[0]["n"])
     finally:
         proc.terminate()
@@ -334,6 +375,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # machine-share-independent cost: what 2 idle cores would give, less the client's share
         "server_cpu_s": round(server_cpu, 2),
         "items_per_server_cpu_s": round(tally.acked / server_cpu) if server_cpu else 0,
+        "server_cpu_s_by_thread": threads,
+        "drain_s": args.drain,
+        "items_per_server_cpu_s_with_drain": round(tally.acked / drained_cpu) if drained_cpu else 0,
         "acked_items": tally.acked,
         "rows": rows,
         "rows_equal_acked": rows == tally.acked,
@@ -346,6 +390,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "all_answers_max_ms": round(max(tally.all_latency, default=0) * 1000),
         "rss_peak_mb": round(tally.rss_peak_kb / 1024),
         "rss_anon_peak_mb": round(tally.anon_peak_kb / 1024),
+        "rss_mb_start_end": [rss_start, rss_end],
         "query_ms": {
             "count": len(tally.query_latency),
             "p50": round(percentile(tally.query_latency, 0.5) * 1000),
@@ -402,6 +447,12 @@ def main() -> None:
     parser.add_argument("--probe-queries", action="store_true")
     parser.add_argument("--json", action="store_true")
     parser.add_argument(
+        "--drain",
+        type=float,
+        default=0.0,
+        help="seconds to keep counting server CPU after the load (background merges)",
+    )
+    parser.add_argument(
         "--components", action="store_true", help="only the per-stage CPU cost, in process"
     )
     args = parser.parse_args()
@@ -423,10 +474,12 @@ def main() -> None:
         f"({result['items_per_server_cpu_s']:,} per server CPU-second), "
         f"p50 {ms['p50']} ms p99 {ms['p99']} ms max {ms['max']} ms "
         f"(all answers max {result['all_answers_max_ms']} ms), answers {result['answers']}, "
-        f"RSS peak {result['rss_peak_mb']} MB (anon {result['rss_anon_peak_mb']} MB), "
+        f"RSS peak {result['rss_peak_mb']} MB (anon {result['rss_anon_peak_mb']} MB; "
+        f"at start, at end {result['rss_mb_start_end']}), "
         f"rows {result['rows']} vs acked "
         f"{result['acked_items']} ({'equal' if result['rows_equal_acked'] else 'DIFFERENT'}), "
-        f"queries {result['query_ms']}, load {result['loadavg_1m_before_after']}"
+        f"queries {result['query_ms']}, load {result['loadavg_1m_before_after']}, "
+        f"server CPU s by thread {result['server_cpu_s_by_thread']}"
     )
 
 

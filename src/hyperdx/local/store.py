@@ -15,6 +15,7 @@ pays for it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -28,6 +29,7 @@ from importlib import resources
 from pathlib import Path
 from typing import IO, Any
 
+from hyperdx.local.resident import HeapTrimmer, page_out_library
 from hyperdx.local.sinks import SinkUnavailable, commit_deadline
 
 try:  # part of the `local` extra; the stdlib encoder is the fallback
@@ -58,12 +60,51 @@ WRITABLE_TABLES = frozenset(
 # process TZ (chDB otherwise parses naive times in local time), and plain JSON numbers for
 # 64-bit integers (Duration, counts) so readers need no string-to-int dance.
 _SESSION_SETTINGS = "session_timezone=UTC&output_format_json_quote_64bit_integers=0"
+# chDB's embedded server starts with ClickHouse's server defaults, sized for a dedicated host:
+# caches of up to 5 GiB each (marks, primary index, skip-index marks) and 1-2 GiB for the
+# text indexes. They only fill as data is read, but nothing else bounds them, so they get
+# caps sized for a local backend (the first session of the process starts the server; the
+# read sessions share it).
+_SERVER_SETTINGS = "&".join(
+    f"{name}={size << 20}"
+    for name, size in (
+        ("mark_cache_size", 64),
+        ("index_mark_cache_size", 32),
+        ("primary_index_cache_size", 32),
+        ("text_index_tokens_cache_size", 16),
+        ("text_index_header_cache_size", 16),
+        ("text_index_postings_cache_size", 32),
+        ("query_condition_cache_size", 16),
+        ("compiled_expression_cache_size", 32),
+    )
+)
+# Merges were ~45 % of the server's CPU under ingestion (BENCHMARKS.md "Local ingest",
+# 2026-11-29): each group commit is a part of ~2-8k rows, and with ClickHouse's default
+# merge_selector_base (5) every row was merged again at each ~5x size step, rebuilding
+# otel_logs' 8 text indexes each time (half of a merge's cost). A higher base merges more
+# parts at once and so each row fewer times (~25 -> ~15 us of merge CPU per log row), at
+# the cost of more parts between merges (tens per day partition; parts_to_delay_insert is
+# 1000). Applied with ALTER ... MODIFY
+# SETTING, so ClickStack's DDL stays as it is and existing data directories get it too.
+_MERGE_SETTINGS = (
+    "merge_selector_base = 30, "
+    # Vertical merges (sorting key first, then one column at a time) instead of whole rows:
+    # a 30-part horizontal merge held one block per part of every column, up to ~250 MB
+    # (ClickHouse's MemoryTracking), against ~90 MB vertically, for the same CPU (measured).
+    "vertical_merge_algorithm_min_rows_to_activate = 1, "
+    "vertical_merge_algorithm_min_columns_to_activate = 1"
+)
+_MERGE_TUNED_TABLES = ("otel_logs", "otel_traces")
 _INSERT_CHUNK_BYTES = 4 << 20
 # Cap on one combined insert (~6k log rows, ~0.1-0.3 s): bounds the latency a request can
 # wait behind others. A failed insert commits nothing (measured up to 35 MiB with the bad
 # row last), so retrying the requests of a failed combined insert one by one never
 # duplicates rows.
 _GROUP_COMMIT_BYTES = 4 << 20
+# Under a steady flow (the previous insert ended with requests waiting), the writer waits up
+# to this long for more requests before the next insert: fewer, larger inserts and parts.
+# A request arriving alone is written at once.
+_GROUP_COMMIT_LINGER = 0.05
 # Inserts leave the skip indexes (ClickStack's 8 text indexes on otel_logs, the bloom filters
 # of the metric tables) to the background merges, which build them for every part they
 # write anyway: building them at insert too cost ~40 % of an insert's CPU (measured
@@ -211,7 +252,8 @@ class Store:
         self._insert_lock = threading.Lock()
         self._query_session: Any = None
         self._insert_session: Any = None
-        self._commits = _GroupCommit(self._stream, _GROUP_COMMIT_BYTES)
+        self._commits = _GroupCommit(self._stream, _GROUP_COMMIT_BYTES, _GROUP_COMMIT_LINGER)
+        self._heap = HeapTrimmer(self._purge_allocator)
 
     @classmethod
     def open(cls, data_dir: Path | str) -> Store:
@@ -226,7 +268,7 @@ class Store:
         try:
             from chdb.session import Session
 
-            url = f"{self.data_dir}?{_SESSION_SETTINGS}"
+            url = f"{self.data_dir}?{_SESSION_SETTINGS}&{_SERVER_SETTINGS}"
             try:
                 self._query_session = Session(url)
             except RuntimeError as exc:
@@ -236,6 +278,8 @@ class Store:
             self._insert_session = Session(url)
             for statement in schema_statements():
                 self._run(statement)
+            for table in _MERGE_TUNED_TABLES:
+                self._run(f"ALTER TABLE {DATABASE}.{table} MODIFY SETTING {_MERGE_SETTINGS}")
         except BaseException:
             self.close()
             raise
@@ -253,6 +297,12 @@ class Store:
         if readers is not None:
             readers.close()
         self._lock.release()
+
+    def release_startup_pages(self) -> int:
+        """Page out chDB's library pages that only its start-up read (see
+        :mod:`hyperdx.local.resident`): for a long-running process, after the store opened.
+        Returns the bytes advised."""
+        return page_out_library("_chdb.abi3.so")
 
     def __enter__(self) -> Store:
         return self
@@ -370,6 +420,13 @@ class Store:
                     ins.finish()
             except RuntimeError as exc:
                 raise StoreError(f"insert into {table} failed: {exc}") from exc
+            finally:
+                self._heap.maybe_trim(time.monotonic())
+
+    def _purge_allocator(self) -> None:
+        """Return chDB's free allocator pages to the kernel (writer thread, insert lock held)."""
+        with contextlib.suppress(RuntimeError):  # a build without jemalloc: nothing to purge
+            self._insert_session.query("SYSTEM JEMALLOC PURGE", "CSV")
 
 
 # Tables whose rows hold only strings, integers and lists/maps of them: orjson encodes them
@@ -415,9 +472,15 @@ class _GroupCommit:
     rounds ahead of it: a leader would keep writing other callers' rows while its own caller
     waits."""
 
-    def __init__(self, stream: Callable[[str, list[bytes]], None], max_bytes: int) -> None:
+    def __init__(
+        self,
+        stream: Callable[[str, list[bytes]], None],
+        max_bytes: int,
+        linger: float = 0.0,
+    ) -> None:
         self._stream = stream
         self._max_bytes = max_bytes
+        self._linger = linger
         self._cond = threading.Condition()
         self._queue: deque[_Pending] = deque()
         self._thread: threading.Thread | None = None
@@ -452,12 +515,15 @@ class _GroupCommit:
             thread.join()
 
     def _run(self) -> None:
+        backlog = False  # the last insert ended with requests waiting: a steady flow
         while True:
             with self._cond:
                 while not self._queue and not self._closed:
                     self._cond.wait()
                 if not self._queue:
                     return
+                if backlog and self._linger > 0:
+                    self._gather(time.monotonic() + self._linger)
                 self._busy = True
                 batch = [self._queue.popleft()]
                 size = len(batch[0].payload)
@@ -476,7 +542,21 @@ class _GroupCommit:
                             item.error = StoreError(f"insert into {item.table} was not performed")
                         item.done = True
                     self._busy = False
+                    backlog = bool(self._queue)
                     self._cond.notify_all()
+
+    def _gather(self, until: float) -> None:
+        """Under a steady flow, wait (``_cond`` held) until ``until`` for the queue to fill
+        half an insert: each insert has a large fixed CPU cost (~15-20 ms: a new part plus
+        the rollup view's), so doubling the requests per insert cut chDB's CPU per log row
+        from ~14-22 us to ~10-14 us (measured 2026-11-29), and every part it saves is one
+        less for the merges to rewrite."""
+        while not self._closed:
+            queued = sum(len(item.payload) for item in self._queue)
+            left = until - time.monotonic()
+            if queued >= self._max_bytes // 2 or left <= 0:
+                return
+            self._cond.wait(left)
 
     def _round(self, batch: list[_Pending]) -> None:
         now = time.monotonic()

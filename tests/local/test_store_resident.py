@@ -1,0 +1,151 @@
+"""The store's memory and merge tuning: pages given back, heaps purged, merge settings set."""
+
+from __future__ import annotations
+
+import mmap
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from hyperdx.local.resident import HeapTrimmer, page_out_library
+from hyperdx.local.store import Store
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="MADV_PAGEOUT")
+
+
+def _mapping_rss_kb(suffix: str) -> int:
+    """Resident kB of this process's mappings of the file ending in ``suffix`` (smaps)."""
+    total, current = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if fields and "-" in fields[0] and len(fields) >= 5 and not fields[0].endswith(":"):
+            current = len(fields) >= 6 and fields[-1].endswith(suffix)
+        elif current and fields[0] == "Rss:":
+            total += int(fields[1])
+    return total
+
+
+@linux_only
+def test_read_only_pages_are_given_back_and_still_read_the_same(tmp_path: Path) -> None:
+    data = bytes(range(256)) * (16 << 12)  # 16 MiB
+    path = tmp_path / "library-like.bin"
+    path.write_bytes(data)
+    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as view:
+        assert view[:] == data  # touch every page
+        before = _mapping_rss_kb("library-like.bin")
+        advised = page_out_library("library-like.bin")
+        after = _mapping_rss_kb("library-like.bin")
+        assert advised == len(data)
+        assert before >= 15 * 1024, before
+        assert after < before // 2, (before, after)
+        assert view[:] == data  # faulted back from the file, unchanged
+
+
+@linux_only
+def test_writable_mappings_are_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "private-copy.bin"
+    path.write_bytes(b"\0" * (1 << 20))
+    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY) as view:
+        view[:5] = b"dirty"  # a private change that exists nowhere else
+        assert page_out_library("private-copy.bin") == 0
+        assert view[:5] == b"dirty"
+    assert page_out_library("no-such-file.so") == 0
+
+
+def test_heap_trimmer_purges_at_most_once_per_interval() -> None:
+    calls: list[int] = []
+    trimmer = HeapTrimmer(lambda: calls.append(1), interval=1.0)
+    assert trimmer.maybe_trim(100.0) is True
+    assert trimmer.maybe_trim(100.5) is False
+    assert trimmer.maybe_trim(101.0) is True
+    assert len(calls) == 2
+
+
+def test_store_tunes_merges_and_caps_caches_without_changing_rows(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "data") as store:
+        for table in ("otel_logs", "otel_traces"):
+            ddl = store.query(f"SHOW CREATE TABLE {table}").rows[0]["statement"]
+            assert "merge_selector_base = 30" in ddl, ddl
+            assert "vertical_merge_algorithm_min_rows_to_activate = 1" in ddl, ddl
+        caps = {
+            row["name"]: int(row["value"])
+            for row in store.query(
+                "SELECT name, value FROM system.server_settings "
+                "WHERE name IN ('mark_cache_size', 'primary_index_cache_size')"
+            ).rows
+        }
+        assert caps == {"mark_cache_size": 64 << 20, "primary_index_cache_size": 32 << 20}
+        now = int(time.time())  # within ClickStack's 30-day TTL, which OPTIMIZE applies
+        rows = [
+            {"Timestamp": f"{now}.{n:09d}", "ServiceName": "svc", "Body": f"line {n}"}
+            for n in range(3)
+        ]
+        for _ in range(3):  # three parts, then one merge: the rows come out as written
+            store.insert("otel_logs", rows)
+        store.query("OPTIMIZE TABLE otel_logs FINAL")
+        stored = store.query("SELECT Body, count() AS n FROM otel_logs GROUP BY Body ORDER BY Body")
+        assert stored.rows == [{"Body": f"line {n}", "n": 3} for n in range(3)]
+    # reopening an existing directory applies the settings again (idempotent ALTER)
+    with Store.open(tmp_path / "data") as store:
+        assert store.query("SELECT count() AS n FROM otel_logs").rows == [{"n": 9}]
+
+
+def test_writer_gathers_more_requests_per_insert_under_a_steady_flow() -> None:
+    from hyperdx.local.store import _GroupCommit
+
+    inserts: list[list[bytes]] = []
+    first_started = threading.Event()
+    release_first = threading.Event()
+
+    def stream(table: str, payloads: list[bytes]) -> None:
+        inserts.append(list(payloads))
+        if len(inserts) == 1:
+            first_started.set()
+            release_first.wait(10)
+
+    commits = _GroupCommit(stream, max_bytes=1 << 20, linger=2.0)
+    threads = [threading.Thread(target=commits.submit, args=("otel_logs", b"a"))]
+    threads[0].start()
+    assert first_started.wait(10)
+    for body in (b"b", b"c"):  # queued while the first insert runs: a steady flow
+        threads.append(threading.Thread(target=commits.submit, args=("otel_logs", body)))
+        threads[-1].start()
+    while len(commits._queue) < 2:
+        time.sleep(0.01)
+    release_first.set()
+    time.sleep(0.3)  # the writer is now lingering for more: this one joins the next insert
+    threads.append(threading.Thread(target=commits.submit, args=("otel_logs", b"d")))
+    threads[-1].start()
+    for thread in threads:
+        thread.join(10)
+    commits.close()
+    assert inserts == [[b"a"], [b"b", b"c", b"d"]]
+
+
+def test_writer_writes_a_lone_request_at_once() -> None:
+    from hyperdx.local.store import _GroupCommit
+
+    inserts: list[list[bytes]] = []
+    commits = _GroupCommit(lambda t, p: inserts.append(p), max_bytes=1 << 20, linger=30.0)
+    started = time.monotonic()
+    for body in (b"x", b"y"):  # one after the other: never a backlog, never a wait
+        commits.submit("otel_logs", body)
+    commits.close()
+    assert inserts == [[b"x"], [b"y"]]
+    assert time.monotonic() - started < 10  # far below one 30 s linger
+
+
+@linux_only
+def test_store_gives_back_chdb_library_pages_and_keeps_answering(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "data") as store:
+        store.query("SELECT count() FROM otel_logs")
+        before = _mapping_rss_kb("_chdb.abi3.so")
+        advised = store.release_startup_pages()
+        after = _mapping_rss_kb("_chdb.abi3.so")
+        assert advised > 100 << 20, advised  # the library's read-only mappings
+        assert after < before, (before, after)
+        store.insert("otel_logs", [{"Timestamp": f"{int(time.time())}.0", "Body": "after"}])
+        assert store.query("SELECT Body FROM otel_logs").rows == [{"Body": "after"}]
