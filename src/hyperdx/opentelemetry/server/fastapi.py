@@ -46,9 +46,11 @@ class _FastAPI(Framework):
 
     def span_details(self, scope: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         route = self.route(scope)
-        method = semconv.sanitize_method(scope.get("method", "").strip())
-        if method == "_OTHER":
-            method = "HTTP"
+        method = scope.get("method", "")
+        if method not in semconv.KNOWN_METHODS:  # a known one is its own normalised form
+            method = semconv.sanitize_method(method.strip())
+            if method == "_OTHER":
+                method = "HTTP"
         attrs: dict[str, Any] = {"http.route": route} if route else {}
         if method and route:
             return f"{method} {route}", attrs
