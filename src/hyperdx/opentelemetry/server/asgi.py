@@ -44,15 +44,44 @@ def header_map(raw: Any) -> Headers:
         for item in raw:
             try:
                 name, value = item
-            except (TypeError, ValueError):
-                continue  # a malformed header entry is skipped, never raised
-            key = decode(name).lower()
+                key = name.decode().lower()  # the common case, inline: UTF-8 bytes
+                text = value.decode()
+            except (AttributeError, TypeError, ValueError):
+                try:
+                    name, value = item
+                except (TypeError, ValueError):
+                    continue  # a malformed header entry is skipped, never raised
+                key = decode(name).lower()
+                text = decode(value)
             found = headers.get(key)
             if found is None:
-                headers[key] = [decode(value)]
+                headers[key] = [text]
             else:
-                found.append(decode(value))
+                found.append(text)
     return headers
+
+
+def content_length(raw: Any) -> int | None:
+    """``header_map(raw)["content-length"][0]`` as an int, without decoding other headers."""
+    for item in raw:
+        try:
+            name, value = item
+        except (TypeError, ValueError):
+            continue
+        if type(name) is bytes:
+            # equal to decoding then lower-casing: no non-ASCII character lower-cases into
+            # this name, and a name that is not UTF-8 keeps a non-ASCII character
+            if len(name) != 14 or name.lower() != b"content-length":
+                continue
+        elif decode(name).lower() != "content-length":
+            continue
+        return semconv.as_int(decode(value))
+    return None
+
+
+def instrumentation_enabled() -> bool:
+    """contrib's ``is_http_instrumentation_enabled``; an empty context suppresses nothing."""
+    return not context.get_current() or is_http_instrumentation_enabled()
 
 
 class HeaderGetter(Getter[Headers]):
@@ -80,12 +109,34 @@ class _HeaderAppender:
 _header_appender = _HeaderAppender()
 
 
-def host_port_url(scope: dict[str, Any], headers: Headers) -> tuple[str, Any, str]:
-    """(server host, port, URL without query) as contrib's ``get_host_port_url_tuple``."""
-    server = scope.get("server") or ["0.0.0.0", 80]
+_DEFAULT_SERVER = ("0.0.0.0", 80)
+_SERVERS: dict[Any, tuple[str, Any, int | None]] = {}  # a server's few addresses, bounded
+_MAX_SERVERS = 64
+
+
+def server_address(server: Any) -> tuple[str, Any, int | None]:
+    """(``host[:port]`` as contrib writes it, the port, the port as an int) of ``scope["server"]``
+    (the same few values on every request: remembered for the usual ``(str, int)``)."""
+    usual = type(server) is tuple and len(server) == 2
+    if usual and type(server[0]) is str and type(server[1]) is int:
+        found = _SERVERS.get(server)
+        if found is None:
+            if len(_SERVERS) >= _MAX_SERVERS:
+                _SERVERS.clear()
+            found = _SERVERS[server] = _server_address(server)
+        return found
+    return _server_address(server)
+
+
+def _server_address(server: Any) -> tuple[str, Any, int | None]:
     port = server[1]
     suffix = ":" + str(port) if str(port) != "80" else ""
-    server_host = str(server[0]) + suffix
+    return str(server[0]) + suffix, port, semconv.as_int(port)
+
+
+def host_port_url(scope: dict[str, Any], headers: Headers) -> tuple[str, Any, str]:
+    """(server host, port, URL without query) as contrib's ``get_host_port_url_tuple``."""
+    server_host, port, _ = server_address(scope.get("server") or _DEFAULT_SERVER)
     host = headers.get("host")
     url_host = host[0] if host else server_host
     url = scope.get("scheme", "http") + "://" + url_host + scope.get("path", "")
@@ -97,14 +148,15 @@ def request_attributes(
 ) -> dict[str, Any]:
     """Span attributes of an ASGI request, as contrib's ``collect_request_attributes``."""
     old, new = mode.old, mode.new
+    get = scope.get
     attrs: dict[str, Any] = {}
-    server_host, port, url = host_port_url(scope, headers)
-    query = scope.get("query_string")
-    if query:
-        if isinstance(query, bytes):
-            query = decode(query)
-        url += "?" + urllib.parse.unquote(query)
-    scheme = scope.get("scheme")
+    server_host, _, port_number = server_address(get("server") or _DEFAULT_SERVER)
+    host = headers.get("host")
+    path = get("path")
+    query = get("query_string")
+    if query and isinstance(query, bytes):
+        query = decode(query)
+    scheme = get("scheme")
     if scheme:
         if old:
             attrs["http.scheme"] = scheme
@@ -115,19 +167,17 @@ def request_attributes(
             attrs["http.host"] = server_host
         if new:
             attrs["server.address"] = server_host
-    port_number = semconv.as_int(port)
     if port_number:
         if old:
             attrs["net.host.port"] = port_number
         if new:
             attrs["server.port"] = port_number
-    flavor = scope.get("http_version")
+    flavor = get("http_version")
     if flavor:
         if old:
             attrs["http.flavor"] = flavor
         if new:
             attrs["network.protocol.version"] = flavor
-    path = scope.get("path")
     if path:
         if old:
             attrs["http.target"] = path
@@ -136,13 +186,21 @@ def request_attributes(
             if query:
                 attrs["url.query"] = query
     if old:
+        url = get("scheme", "http") + "://" + (host[0] if host else server_host) + get("path", "")
+        if query:
+            url += "?" + urllib.parse.unquote(query)
         attrs["http.url"] = semconv.redact(url)
-    method = scope.get("method", "")
+    method = get("method", "")
     if method:
-        semconv.set_method(attrs, method, mode)
-    host = headers.get("host")
+        if method in semconv.KNOWN_METHODS:  # already normalised: set_method's result
+            if old:
+                attrs["http.method"] = method
+            if new:
+                attrs["http.request.method"] = method
+        else:
+            semconv.set_method(attrs, method, mode)
     if host and old:
-        attrs["http.server_name"] = ",".join(host)
+        attrs["http.server_name"] = host[0] if len(host) == 1 else ",".join(host)
     agent = headers.get("user-agent")
     if agent:
         value = agent[0]
@@ -151,23 +209,51 @@ def request_attributes(
                 attrs["http.user_agent"] = value
             if new:
                 attrs["user_agent.original"] = value
-        synthetic = semconv.synthetic_type(value) if value else None
-        if synthetic:
-            attrs["user_agent.synthetic.type"] = synthetic
-    client = scope.get("client")
+            synthetic = semconv.synthetic_type(value)
+            if synthetic:
+                attrs["user_agent.synthetic.type"] = synthetic
+    client = get("client")
     if client is not None:
         if client[0]:
             if old:
                 attrs["net.peer.ip"] = client[0]
             if new:
                 attrs["client.address"] = client[0]
-        peer_port = semconv.as_int(client[1])
+        peer_port = client[1]
+        if type(peer_port) is not int:
+            peer_port = semconv.as_int(peer_port)
         if peer_port:
             if old:
                 attrs["net.peer.port"] = peer_port
             if new:
                 attrs["client.port"] = peer_port
     return attrs
+
+
+# The active-requests attributes in the order request_attributes adds them, per (old, new)
+# mode; which keys they are is semconv's rule (checked here once).
+_ACTIVE_ORDER: tuple[str, ...] = ("http.scheme", "url.scheme", "http.host", "http.flavor")
+_ACTIVE_ORDER += ("http.method", "http.request.method", "http.server_name")
+assert set(_ACTIVE_ORDER) == semconv.ACTIVE_OLD | semconv.ACTIVE_NEW
+_ACTIVE_KEYS = {
+    (old, new): tuple(
+        key
+        for key in _ACTIVE_ORDER
+        if (old and key in semconv.ACTIVE_OLD) or (new and key in semconv.ACTIVE_NEW)
+    )
+    for old in (False, True)
+    for new in (False, True)
+}
+
+
+def active_key(attrs: dict[str, Any], mode: semconv.Mode) -> semconv.ActiveKey:
+    """``semconv.active_attrs`` reading only the few active keys, not every attribute."""
+    found: list[tuple[str, Any]] = []
+    for key in _ACTIVE_KEYS[mode.old, mode.new]:
+        value = attrs.get(key, found)
+        if value is not found:
+            found.append((key, value))
+    return tuple(found)
 
 
 def default_span_details(scope: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -238,7 +324,7 @@ class OpenTelemetryASGIMiddleware:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope.get("type")
-        if kind not in ("http", "websocket") or not is_http_instrumentation_enabled():
+        if (kind != "http" and kind != "websocket") or not instrumentation_enabled():
             return await self.app(scope, receive, send)
         t = self.telemetry
         mode = t.mode
@@ -251,13 +337,15 @@ class OpenTelemetryASGIMiddleware:
                 return await self.app(scope, receive, send)
             name, extra = self.span_details(scope)
             attrs = request_attributes(scope, headers, mode)
-            attrs.update(extra)
+            if extra:
+                attrs.update(extra)
             span, ctx = start_server_span(t.tracer, name, headers, header_getter, attrs)
-            active = semconv.active_attrs(attrs, mode)
             http = kind == "http"
+            active: semconv.ActiveKey = ()
             if http:
+                active = active_key(attrs, mode)
                 t.active.add(1, active)
-            server = semconv.is_server(span) and span.is_recording()
+            server = span.is_recording() and semconv.is_server(span)
             if server and t.headers.request is not None:
                 custom = t.headers.attributes(t.headers.request, REQ_PREFIX, headers.items())
                 if custom:
@@ -295,12 +383,18 @@ class OpenTelemetryASGIMiddleware:
                         status = 200
                     if response_hook is not None:
                         response_hook(span, scope, message)
-                    raw = message.get("headers") if "headers" in message else None
-                    got = header_map(raw) if raw else {}
-                    if headers_pattern is not None and "headers" in message:
-                        custom = t.headers.attributes(headers_pattern, RESP_PREFIX, got.items())
-                        if custom:
-                            span.set_attributes(custom)
+                    size = None
+                    if "headers" in message:
+                        raw = message["headers"]
+                        if headers_pattern is not None:
+                            got = header_map(raw) if raw else {}
+                            custom = t.headers.attributes(headers_pattern, RESP_PREFIX, got.items())
+                            if custom:
+                                span.set_attributes(custom)
+                            length = got.get("content-length")
+                            size = semconv.as_int(length[0]) if length else None
+                        elif raw:
+                            size = content_length(raw)
                     if status:
                         code, text = semconv.status_code_of(status)
                         semconv.set_status(span, attrs, code, text, mode)
@@ -311,11 +405,8 @@ class OpenTelemetryASGIMiddleware:
                             context=trace.set_span_in_context(span, context.Context()),
                             setter=_header_appender,
                         )
-                    length = got.get("content-length")
-                    if length:
-                        size = semconv.as_int(length[0])
-                        if size is not None:
-                            response_size[:] = [size]
+                    if size is not None:
+                        response_size[:] = [size]
                 except Exception as exc:  # noqa: BLE001
                     fault("asgi.send", exc)
                 await send(message)

@@ -12,6 +12,7 @@ from opentelemetry.util.http import ExcludeList, get_excluded_urls, parse_exclud
 
 from hyperdx.opentelemetry.server import semconv
 from hyperdx.opentelemetry.server.faults import fault
+from hyperdx.opentelemetry.server.route_cache import bound
 from hyperdx.opentelemetry.server.starlette import _STATE, Framework, record_exceptions
 from hyperdx.opentelemetry.server.telemetry import ServerTelemetry
 
@@ -31,17 +32,25 @@ class _FastAPI(Framework):
                 flat.append(route)
         return flat
 
-    def _matches(self, route: Any, scope: dict[str, Any]) -> Any:
+    def _matcher(self, route: Any) -> Any:
+        """As contrib: starlette's ``Route.matches`` for a Route (also an APIRoute), else the
+        route's own ``matches``."""
         route_cls = _route_cls()
         if isinstance(route, route_cls):
-            return route_cls.matches(route, scope)
-        return route.matches(scope)
+            return bound(route_cls.matches, route)
+        return route.matches
+
+    def _version(self, app: Any) -> Any:
+        version = getattr(getattr(app, "router", None), "_get_routes_version", None)
+        return version() if version is not None else None
 
     def span_details(self, scope: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         route = self.route(scope)
-        method = semconv.sanitize_method(scope.get("method", "").strip())
-        if method == "_OTHER":
-            method = "HTTP"
+        method = scope.get("method", "")
+        if method not in semconv.KNOWN_METHODS:  # a known one is its own normalised form
+            method = semconv.sanitize_method(method.strip())
+            if method == "_OTHER":
+                method = "HTTP"
         attrs: dict[str, Any] = {"http.route": route} if route else {}
         if method and route:
             return f"{method} {route}", attrs

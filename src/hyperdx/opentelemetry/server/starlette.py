@@ -21,9 +21,12 @@ from opentelemetry.util.http import ExcludeList, get_excluded_urls
 from hyperdx.opentelemetry.server import semconv
 from hyperdx.opentelemetry.server.asgi import OpenTelemetryASGIMiddleware
 from hyperdx.opentelemetry.server.faults import fault
+from hyperdx.opentelemetry.server.route_cache import RouteTable
 from hyperdx.opentelemetry.server.telemetry import ServerTelemetry
 
 _STATE = "_hyperdx_server"
+_TABLE = "_hyperdx_routes"
+_MISSING = object()
 _LEGACY_SCHEMA = "https://opentelemetry.io/schemas/1.11.0"
 
 
@@ -33,6 +36,29 @@ def _match_values() -> tuple[Any, Any]:
     from starlette.routing import Match
 
     return Match.FULL, Match.PARTIAL
+
+
+def _lookup(routes: list[tuple[Any, Any]], scope: dict[str, Any]) -> str | None:
+    """contrib's lookup: the first full match's path (the request path for a route without
+    one), else the last partial match's path (a 405), else None."""
+    full, partial = _match_values()
+    route: str | None = None
+    for matches, candidate in routes:
+        match, _ = matches(scope)
+        if match == full:
+            try:
+                route = candidate.path
+            except AttributeError:
+                route = scope.get("path")
+            break
+        if match == partial:
+            route = candidate.path
+    return route
+
+
+def _includes_routers(route: Any) -> bool:
+    """FastAPI's included-router node: its routes can change without the app's list changing."""
+    return hasattr(route, "effective_route_contexts")
 
 
 class Framework:
@@ -46,36 +72,50 @@ class Framework:
 
     # route matching -------------------------------------------------------------------------
 
-    def routes(self, app: Any) -> list[Any]:
-        """The app's matchable routes, flattened once per routes list (not per request)."""
+    def table(self, app: Any) -> RouteTable:
+        """The app's matchable routes and route memo, made again whenever its routes change."""
         routes = app.routes
-        cached = app.__dict__.get("_hyperdx_routes")
-        if cached is not None and cached[0] is routes and cached[1] == len(routes):
-            return list(cached[2])
-        flat = list(self._flatten(routes))
-        app.__dict__["_hyperdx_routes"] = (routes, len(routes), flat)
-        return flat
+        table = app.__dict__.get(_TABLE)
+        if (
+            table is not None
+            and table.source == (routes if type(routes) is list else list(routes))
+            and (table.version is None or table.version == self._version(app))
+        ):
+            return table  # the list comparison is by identity first: C speed for the same routes
+        source = list(routes)
+        flat = list(self._flatten(source))
+        version = self._version(app) if any(map(_includes_routers, source)) else None
+        table = RouteTable(source, version, [(self._matcher(r), r) for r in flat])
+        app.__dict__[_TABLE] = table
+        return table
 
     def _flatten(self, routes: Any) -> Any:
         return routes
 
-    def route(self, scope: dict[str, Any]) -> str | None:
-        full, partial = _match_values()
-        route: str | None = None
-        for candidate in self.routes(scope["app"]):
-            match, _ = self._matches(candidate, scope)
-            if match == full:
-                try:
-                    route = candidate.path
-                except AttributeError:
-                    route = scope.get("path")
-                break
-            if match == partial:
-                route = candidate.path
-        return route
+    def _version(self, app: Any) -> Any:
+        """A number that changes when routes inside included routers change (FastAPI)."""
+        return None
 
-    def _matches(self, route: Any, scope: dict[str, Any]) -> Any:
-        return route.matches(scope)
+    def _matcher(self, route: Any) -> Any:
+        """What contrib calls to match ``route`` (its ``matches``, looked up once)."""
+        return route.matches
+
+    def route(self, scope: dict[str, Any]) -> str | None:
+        """contrib's route lookup, memoised where its answer depends on the memo key only."""
+        table = self.table(scope["app"])
+        if table.memo is None:
+            return _lookup(table.routes, scope)
+        key = table.key(scope)
+        if key is None:
+            return _lookup(table.routes, scope)
+        try:
+            found = table.memo.get(key, _MISSING)
+        except TypeError:  # an unhashable method or root path: not memoised
+            return _lookup(table.routes, scope)
+        if found is _MISSING:
+            found = _lookup(table.routes, scope)
+            table.remember(key, found)
+        return found  # type: ignore[return-value]
 
     def span_details(self, scope: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         route = self.route(scope)
