@@ -1,4 +1,4 @@
-"""What advanced network capture costs per request, in-process: CPU us and (optionally) instructions.
+"""What advanced network capture costs per request, in-process: CPU us and instructions.
 
 A Flask app (WSGI callable, as Gunicorn calls it: iterate the response, then ``close()``) and a
 FastAPI app (ASGI, one event loop) are driven without a server or socket, through the distro's
@@ -62,7 +62,7 @@ BROWSER_HEADERS = [
 SECRETS = ("hunter2", "abc.def.ghi", "s3cr3t")
 
 
-def _pipeline(capture: bool) -> tuple[Any, Any, dict[str, Any]]:
+def _pipeline(capture: bool, entry: str) -> tuple[Any, Any, dict[str, Any]]:
     os.environ.update(QUIET_EXPORT)
     from hyperdx.opentelemetry import configure_opentelemetry
     from hyperdx.opentelemetry.instrumentor_arguments import capture_config
@@ -78,20 +78,8 @@ def _pipeline(capture: bool) -> tuple[Any, Any, dict[str, Any]]:
     if capture:
         from hyperdx.opentelemetry import capture as cap
 
-        kwargs = cap.instrumentor_kwargs("flask", capture_config(pipeline.settings))
+        kwargs = cap.instrumentor_kwargs(entry, capture_config(pipeline.settings))
     return pipeline.tracer_provider, pipeline.meter_provider, kwargs
-
-
-def _asgi_kwargs(capture: bool, pipeline_kwargs: dict[str, Any]) -> dict[str, Any]:
-    if not capture:
-        return {}
-    from hyperdx.opentelemetry import capture as cap
-    from hyperdx.opentelemetry import lifecycle
-    from hyperdx.opentelemetry.instrumentor_arguments import capture_config
-
-    pipeline = lifecycle.current()
-    assert pipeline is not None
-    return dict(cap.instrumentor_kwargs("fastapi", capture_config(pipeline.settings)))
 
 
 def _flask(capture: bool, request: str) -> Callable[[int], None]:
@@ -107,7 +95,7 @@ def _flask(capture: bool, request: str) -> Callable[[int], None]:
     def echo() -> Any:
         return flask.Response(flask.request.get_data(), content_type="application/json")
 
-    tp, mp, kwargs = _pipeline(capture)
+    tp, mp, kwargs = _pipeline(capture, "flask")
     from hyperdx.opentelemetry.server.flask import FlaskInstrumentor
 
     FlaskInstrumentor.instrument_app(app, tracer_provider=tp, meter_provider=mp, **kwargs)
@@ -170,10 +158,9 @@ def _fastapi(capture: bool, request: str) -> Callable[[int], None]:
     async def echo(req: Request) -> Any:
         return Response(await req.body(), media_type="application/json")
 
-    tp, mp, kwargs = _pipeline(capture)
+    tp, mp, kwargs = _pipeline(capture, "fastapi")
     from hyperdx.opentelemetry.server.fastapi import FastAPIInstrumentor
 
-    kwargs = _asgi_kwargs(capture, kwargs)
     FastAPIInstrumentor.instrument_app(app, tracer_provider=tp, meter_provider=mp, **kwargs)
 
     if request == "hello":
