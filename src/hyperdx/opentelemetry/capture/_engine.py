@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from .body import Tee, body_attributes, content_length, find_header, header_attributes
+from .body import HeaderKeys, Tee, body_attributes, content_length, find_header, header_attributes
 from .config import CaptureConfig
 from .redact import Redactor, get_redactor
 
@@ -159,14 +159,24 @@ class Deferred:
 
 def _after_fork_in_child() -> None:
     """Spans waiting for bodies belong to the parent's requests; locks may have been held."""
-    global _errors_lock
+    global _errors_lock, _finish_lock
     _errors_lock = threading.Lock()
+    _finish_lock = threading.Lock()
     Deferred._registry_lock = threading.Lock()
     Deferred._registry = {}
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def span_attributes(span: Any) -> Any:
+    """A span's current attributes, read cheaply: the SDK's plain dict when there is one
+    (``span.attributes`` is a mappingproxy over BoundedAttributes: ~10 Python calls a lookup)."""
+    plain = getattr(getattr(span, "_attributes", None), "_dict", None)
+    if isinstance(plain, dict):
+        return plain
+    return getattr(span, "attributes", None) or {}
 
 
 class Engine:
@@ -177,29 +187,65 @@ class Engine:
         self.cap = config.max_body_bytes
         self.redactor: Redactor = get_redactor(config.redact, tuple(config.extra_patterns))
         self.excluded = tuple(e for e in config.excluded_endpoints if e)
+        # header name as sent -> (attribute key, is secret), per prefix: names repeat.
+        self.header_keys: dict[str, HeaderKeys] = {REQ_HEADER: {}, RESP_HEADER: {}}
 
     def is_excluded(self, url: str | None) -> bool:
         return bool(url) and any(str(url).startswith(e) for e in self.excluded)
 
-    def set_url(self, span: Any, url: str | None, target: str | None = None) -> None:
-        """Ensure ``http.url`` (HyperDX shows its network panel on it) and redact URL attributes."""
+    def url_updates(
+        self,
+        span: Any,
+        url: str | Callable[[], str | None] | None,
+        target: str | None = None,
+        out: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """What ensures ``http.url`` (HyperDX shows its network panel on it) and redacts the URL
+        attributes: only values that differ from the span's. ``url`` may be a function, called
+        only when the span has neither ``http.url`` nor ``url.full``."""
         redactor = self.redactor
-        attrs = getattr(span, "attributes", None) or {}
-        full = attrs.get("http.url") or attrs.get("url.full") or url
-        updates: dict[str, Any] = {}
+        attrs = span_attributes(span)
+        updates: dict[str, Any] = {} if out is None else out
+        full = attrs.get("http.url") or attrs.get("url.full")
+        if not full:
+            full = url() if callable(url) else url
         if full:
-            updates["http.url"] = redactor.url(str(full))
-        if "url.full" in attrs:
-            updates["url.full"] = redactor.url(str(attrs["url.full"]))
-        old_target = attrs.get("http.target") or target
-        if "http.target" in attrs and old_target:
-            updates["http.target"] = redactor.target(str(old_target))
-        if "url.query" in attrs:
-            updates["url.query"] = redactor.query(str(attrs["url.query"]))
-        span.set_attributes(updates)
+            value = redactor.url(str(full))
+            if value != attrs.get("http.url"):
+                updates["http.url"] = value
+        old = attrs.get("url.full")
+        if old is not None:
+            value = redactor.url(str(old))
+            if value != old:
+                updates["url.full"] = value
+        old = attrs.get("http.target")
+        old_target = old or target
+        if old is not None and old_target:
+            value = redactor.target(str(old_target))
+            if value != old:
+                updates["http.target"] = value
+        old = attrs.get("url.query")
+        if old is not None:
+            value = redactor.query(str(old))
+            if value != old:
+                updates["url.query"] = value
+        return updates
+
+    def set_url(self, span: Any, url: str | None, target: str | None = None) -> None:
+        """Ensure ``http.url`` and redact URL attributes on the span now."""
+        updates = self.url_updates(span, url, target)
+        if updates:
+            span.set_attributes(updates)
+
+    def header_attributes(
+        self, prefix: str, items: Iterable[tuple[Any, Any]], out: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        return header_attributes(prefix, items, self.redactor, self.header_keys[prefix], out)
 
     def headers(self, span: Any, prefix: str, items: Iterable[tuple[Any, Any]]) -> None:
-        span.set_attributes(header_attributes(prefix, items, self.redactor))
+        attrs = self.header_attributes(prefix, items)
+        if attrs:
+            span.set_attributes(attrs)
 
     def body(
         self,
@@ -218,21 +264,26 @@ class Engine:
 
 
 class Exchange:
-    """One request/response being captured onto one span whose end may be deferred."""
+    """One request/response being captured onto one span whose end may be deferred.
+
+    Attributes known before the bodies (``pending``) are written with them, in one
+    ``set_attributes`` call: the SDK validates and locks per call.
+    """
 
     def __init__(self, engine: Engine, span: Any, defer: bool) -> None:
         self.engine = engine
         self.span = span
-        self.request = engine.tee()
-        self.response = engine.tee()
+        cap = engine.cap
+        self.request = Tee(cap)
+        self.response = Tee(cap)
         self.request_type: str | None = None
         self.response_type: str | None = None
         self.request_size: int | None = None
         self.response_size: int | None = None
         self.request_seen = False
         self.response_seen = False
+        self.pending: dict[str, Any] | None = None
         self._finished = False
-        self._lock = threading.Lock()
         self.deferred = Deferred(span, self.finish) if defer else None
 
     def defer(self) -> None:
@@ -242,7 +293,7 @@ class Exchange:
 
     def finish(self) -> None:
         """Write body attributes (once) and let the span end."""
-        with self._lock:
+        with _finish_lock:
             if self._finished:
                 return
             self._finished = True
@@ -255,20 +306,51 @@ class Exchange:
                 self.deferred.release()
 
     def write_bodies(self) -> None:
-        self._write(REQ_BODY, self.request, self.request_seen, self.request_size, self.request_type)
+        attrs = self.pending if self.pending is not None else {}
+        self.pending = None
+        try:
+            self.body_attributes(attrs)
+        finally:  # a body that cannot be formatted still leaves the headers on the span
+            if attrs:
+                self.span.set_attributes(attrs)
+
+    def body_attributes(self, out: dict[str, Any]) -> None:
         self._write(
-            RESP_BODY, self.response, self.response_seen, self.response_size, self.response_type
+            out, REQ_BODY, self.request, self.request_seen, self.request_size, self.request_type
+        )
+        self._write(
+            out,
+            RESP_BODY,
+            self.response,
+            self.response_seen,
+            self.response_size,
+            self.response_type,
         )
 
     def _write(
-        self, prefix: str, tee: Tee, seen: bool, hint: int | None, content_type: str | None
+        self,
+        out: dict[str, Any],
+        prefix: str,
+        tee: Tee,
+        seen: bool,
+        hint: int | None,
+        content_type: str | None,
     ) -> None:
         """``seen``: the whole body passed the tee. ``hint``: its declared size, if comparable."""
         size = tee.size if seen or hint is None else max(hint, tee.size)
         if tee.size or seen:
-            self.engine.body(self.span, prefix, tee.data, size, content_type)
+            engine = self.engine
+            if size > 0 or tee.size:
+                out.update(
+                    body_attributes(
+                        prefix, tee.data, size, content_type, engine.redactor, engine.cap
+                    )
+                )
         elif hint:
-            self.span.set_attribute(f"{prefix}.size", hint)
+            out[f"{prefix}.size"] = hint
+
+
+_finish_lock = threading.Lock()  # held only to flip an exchange's "finished" flag
 
 
 class _Switch:

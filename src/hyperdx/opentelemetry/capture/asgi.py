@@ -31,20 +31,47 @@ def _url(scope: dict[str, Any]) -> str:
     return url
 
 
+def _find_three(
+    headers: Any, first: str, second: str, third: str
+) -> tuple[str | None, str | None, str | None]:
+    """The first value of each of three headers, in one pass (as ``find_header`` finds them)."""
+    found: list[str | None] = [None, None, None]
+    wanted = (first, second, third)
+    for name, value in headers:
+        if isinstance(name, bytes):
+            name = name.decode("latin-1")
+        lname = str(name).lower()
+        if lname not in wanted:
+            continue
+        for i in range(3):
+            if found[i] is None and lname == wanted[i]:
+                found[i] = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+    return found[0], found[1], found[2]
+
+
+def _find_two(headers: Any, first: str, second: str) -> tuple[str | None, str | None]:
+    one, two, _ = _find_three(headers, first, second, "")
+    return one, two
+
+
 def hooks(engine: Engine) -> dict[str, Any]:
     @guarded("asgi.server_request_hook")
     def server_request_hook(span: Any, scope: dict[str, Any]) -> None:
         if scope.get("type") != "http" or not recording(span):
             return
-        url = _url(scope)
-        if engine.is_excluded(url):
-            return
+        url: Any = None
+        if engine.excluded:
+            url = _url(scope)
+            if engine.is_excluded(url):
+                return
         headers = scope.get("headers") or ()
-        engine.set_url(span, url)
-        engine.headers(span, REQ_HEADER, headers)
+        attrs = engine.header_attributes(REQ_HEADER, headers)
+        engine.url_updates(span, url or (lambda: _url(scope)), out=attrs)
+        if attrs:
+            span.set_attributes(attrs)
         ex = Exchange(engine, span, defer=False)
-        ex.request_type = find_header(headers, "content-type")
-        ex.request_size = content_length(find_header(headers, "content-length"))
+        ex.request_type, length = _find_two(headers, "content-type", "content-length")
+        ex.request_size = content_length(length)
         scope[STATE_KEY] = ex
 
     @guarded("asgi.client_request_hook")
@@ -65,9 +92,11 @@ def hooks(engine: Engine) -> dict[str, Any]:
         if kind == "http.response.start":
             headers = message.get("headers") or ()
             engine.headers(ex.span, RESP_HEADER, headers)
-            ex.response_type = find_header(headers, "content-type")
-            if find_header(headers, "content-encoding") is None:
-                ex.response_size = content_length(find_header(headers, "content-length"))
+            ex.response_type, length, encoding = _find_three(
+                headers, "content-type", "content-length", "content-encoding"
+            )
+            if encoding is None:
+                ex.response_size = content_length(length)
         elif kind == "http.response.body":
             ex.response.feed(message.get("body") or b"")
             if not message.get("more_body", False):

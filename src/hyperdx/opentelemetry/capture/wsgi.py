@@ -30,14 +30,32 @@ STATE_KEY = "hyperdx.capture"
 _active: Engine | None = None
 _patched: list[tuple[Any, str, Any]] = []
 
+# environ key -> header name (None: not a header); bounded, as clients choose header names.
+_HEADER_NAMES: dict[str, str | None] = {}
+_MAX_NAMES = 1024
+
+
+def _header_name(key: str) -> str | None:
+    name = _HEADER_NAMES.get(key, "")
+    if name == "":
+        if key.startswith("HTTP_"):
+            name = key[5:].replace("_", "-").lower()
+        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            name = key.replace("_", "-").lower()
+        else:
+            name = None
+        if len(_HEADER_NAMES) >= _MAX_NAMES:
+            _HEADER_NAMES.clear()
+        _HEADER_NAMES[key] = name
+    return name
+
 
 def environ_headers(environ: dict[str, Any]) -> list[tuple[str, str]]:
     items = []
     for key, value in environ.items():
-        if key.startswith("HTTP_"):
-            items.append((key[5:].replace("_", "-").lower(), str(value)))
-        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
-            items.append((key.replace("_", "-").lower(), str(value)))
+        name = _header_name(key)
+        if name is not None and (value or key[0] == "H"):  # CONTENT_*: only when set
+            items.append((name, str(value)))
     return items
 
 
@@ -92,25 +110,42 @@ class _State(Exchange):
         self.status: str | None = None
         self.response_headers: list[tuple[str, str]] | None = None
         self.span_attached = False
+        self._url: str | None = None
         super().__init__(engine, None, defer=False)
         self.request_type = environ.get("CONTENT_TYPE") or None
         self.request_size = content_length(environ.get("CONTENT_LENGTH"))
 
-    def attach(self, span: Any) -> None:
+    def url(self) -> str:
+        """The request URL as wsgiref rebuilds it, computed at most once."""
+        if self._url is None:
+            self._url = request_uri(self.environ, include_query=True)
+        return self._url
+
+    def attach(self, span: Any, pending: dict[str, Any]) -> None:
+        """``pending``: the request's attributes, written with the bodies."""
         if self.span_attached:
             return
         self.span_attached = True
         self.span = span
+        self.pending = pending
         self.defer()
 
     def write_bodies(self) -> None:
-        if self.span is None:
+        span = self.span
+        if span is None:
             return
-        # URL attributes now, not in the request hook: Flask re-sets them after its hook runs.
-        self.engine.set_url(self.span, request_uri(self.environ, include_query=True))
-        if self.response_headers is not None:
-            self.engine.headers(self.span, RESP_HEADER, self.response_headers)
-        super().write_bodies()
+        engine = self.engine
+        attrs = self.pending if self.pending is not None else {}
+        self.pending = None
+        try:
+            # URL attributes now, not in the request hook: Flask re-sets them after its hook.
+            engine.url_updates(span, self.url, out=attrs)
+            if self.response_headers is not None:
+                engine.header_attributes(RESP_HEADER, self.response_headers, attrs)
+            self.body_attributes(attrs)
+        finally:  # what could be formatted is written, even if a body could not
+            if attrs:
+                span.set_attributes(attrs)
 
 
 class _Body:
@@ -162,6 +197,27 @@ def _after_app(state: _State, result: Any) -> Any:
     return _Body(result, state)
 
 
+def _response_started(state: _State, headers: Any) -> None:
+    """Remember the response headers as sent, and what they say about the body."""
+    items = state.response_headers = list(headers)
+    content_type = encoding = length = None
+    for name, value in items:
+        if isinstance(name, bytes):
+            name = name.decode("latin-1")
+        lname = name.lower() if isinstance(name, str) else str(name).lower()
+        if lname == "content-type":
+            if content_type is None:
+                content_type = value
+        elif lname == "content-encoding":
+            if encoding is None:
+                encoding = value
+        elif lname == "content-length" and length is None:
+            length = value
+    state.response_type = None if content_type is None else str(content_type)
+    if encoding is None:
+        state.response_size = content_length(None if length is None else str(length))
+
+
 def wrap_call(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def __call__(self: Any, environ: dict[str, Any], start_response: Any) -> Any:
@@ -177,12 +233,7 @@ def wrap_call(original: Callable[..., Any]) -> Callable[..., Any]:
         def capturing_start_response(status: str, headers: Any, *args: Any) -> Any:
             try:
                 state.status = status
-                state.response_headers = list(headers)
-                state.response_type = find_header(state.response_headers, "content-type")
-                if find_header(state.response_headers, "content-encoding") is None:
-                    state.response_size = content_length(
-                        find_header(state.response_headers, "content-length")
-                    )
+                _response_started(state, headers)
             except Exception as exc:
                 record_error("wsgi.start_response", exc)
             return start_response(status, headers, *args)
@@ -209,16 +260,22 @@ def request_from_environ(
     """Request side for a span: URL and headers; link the span to the body tee if present."""
     if not recording(span):
         return
-    if url is None:
-        url = request_uri(environ, include_query=True)
-    if engine.is_excluded(url):
-        return
-    engine.headers(span, REQ_HEADER, environ_headers(environ))
     state = environ.get(STATE_KEY)
-    if isinstance(state, _State) and state.engine is engine:
-        state.attach(span)  # URL attributes are written when the exchange finishes
-    else:
-        engine.set_url(span, url)
+    if not (isinstance(state, _State) and state.engine is engine):
+        state = None
+    if engine.excluded:
+        if url is None:
+            url = state.url() if state is not None else request_uri(environ, include_query=True)
+        if engine.is_excluded(url):
+            return
+    attrs = engine.header_attributes(REQ_HEADER, environ_headers(environ))
+    if state is not None:
+        state.attach(span, attrs)  # URL and headers are written when the exchange finishes
+        return
+    whole = url if url is not None else (lambda: request_uri(environ, include_query=True))
+    engine.url_updates(span, whole, out=attrs)
+    if attrs:
+        span.set_attributes(attrs)
 
 
 def flask_hooks(engine: Engine) -> dict[str, Any]:
@@ -228,13 +285,15 @@ def flask_hooks(engine: Engine) -> dict[str, Any]:
 
     @guarded("flask.response_hook")
     def response_hook(span: Any, status: str, response_headers: Any) -> None:
-        import flask
-
-        environ = flask.request.environ if flask.has_request_context() else {}
+        environ = _flask_environ()
         if not recording(span) or isinstance(environ.get(STATE_KEY), _State):
             return  # the WSGI wrapper records the headers as sent, with the body
-        engine.set_url(span, request_uri(environ, include_query=True) if environ else None)
-        engine.headers(span, RESP_HEADER, list(response_headers))
+        attrs = engine.header_attributes(RESP_HEADER, list(response_headers))
+        engine.url_updates(
+            span, request_uri(environ, include_query=True) if environ else None, out=attrs
+        )
+        if attrs:
+            span.set_attributes(attrs)
 
     return {"request_hook": request_hook, "response_hook": response_hook}
 
@@ -255,7 +314,7 @@ def django_hooks(engine: Engine) -> dict[str, Any]:
         items = list(response.items()) + [
             ("Set-Cookie", c.output(header="")) for c in response.cookies.values()
         ]
-        engine.headers(span, RESP_HEADER, items)
+        ex.pending = engine.header_attributes(RESP_HEADER, items)  # written with the bodies
         ex.request_type = request.META.get("CONTENT_TYPE")
         body = request.__dict__.get("_body")
         if isinstance(body, bytes):
@@ -270,6 +329,25 @@ def django_hooks(engine: Engine) -> dict[str, Any]:
         ex.finish()
 
     return {"request_hook": request_hook, "response_hook": response_hook}
+
+
+_request_var: Any = None  # Flask's request-context ContextVar (False: Flask < 2.3)
+
+
+def _flask_environ() -> dict[str, Any]:
+    """The current Flask request's environ ({} outside a request), without LocalProxy lookups."""
+    global _request_var
+    var = _request_var
+    if var is None:
+        from flask import globals as flask_globals
+
+        var = _request_var = getattr(flask_globals, "_cv_request", None) or False
+    if var is not False:
+        ctx = var.get(None)
+        return {} if ctx is None else ctx.request.environ
+    import flask
+
+    return flask.request.environ if flask.has_request_context() else {}
 
 
 def _django_url(request: Any) -> str:
