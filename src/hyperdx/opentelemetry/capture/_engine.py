@@ -11,7 +11,15 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from .body import HeaderKeys, Tee, body_attributes, content_length, find_header, header_attributes
+from .body import (
+    HeaderKeys,
+    Tee,
+    body_attributes,
+    content_length,
+    find_header,
+    header_attributes,
+    header_key,
+)
 from .config import CaptureConfig
 from .redact import Redactor, get_redactor
 
@@ -189,6 +197,8 @@ class Engine:
         self.excluded = tuple(e for e in config.excluded_endpoints if e)
         # header name as sent -> (attribute key, is secret), per prefix: names repeat.
         self.header_keys: dict[str, HeaderKeys] = {REQ_HEADER: {}, RESP_HEADER: {}}
+        # WSGI environ key -> (request-header attribute key, is secret), None: not a header.
+        self.environ_keys: dict[str, tuple[str, bool] | None] = {}
 
     def is_excluded(self, url: str | None) -> bool:
         return bool(url) and any(str(url).startswith(e) for e in self.excluded)
@@ -236,6 +246,9 @@ class Engine:
         updates = self.url_updates(span, url, target)
         if updates:
             span.set_attributes(updates)
+
+    def header_key(self, prefix: str, name: Any) -> tuple[str, bool]:
+        return header_key(prefix, name, self.redactor, self.header_keys[prefix])
 
     def header_attributes(
         self, prefix: str, items: Iterable[tuple[Any, Any]], out: dict[str, Any] | None = None

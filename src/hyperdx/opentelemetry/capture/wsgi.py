@@ -10,6 +10,7 @@ happens with the original end time.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from wsgiref.util import request_uri
@@ -24,38 +25,85 @@ from ._engine import (
     recording,
 )
 from .body import content_length, find_header, is_text, parse_content_type
+from .redact import REDACTED
 
 STATE_KEY = "hyperdx.capture"
 
 _active: Engine | None = None
 _patched: list[tuple[Any, str, Any]] = []
 
-# environ key -> header name (None: not a header); bounded, as clients choose header names.
-_HEADER_NAMES: dict[str, str | None] = {}
-_MAX_NAMES = 1024
+# What ``urllib.parse.quote`` leaves as is: with wsgiref's ``safe`` for PATH_INFO and SCRIPT_NAME.
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9_.~/;=,-]*")
+_PLAIN_SCRIPT = re.compile(r"[A-Za-z0-9_.~/-]*")
+_MISSING: Any = object()
+_MAX_KEYS = 1024  # the caches below are keyed by what clients send: bounded
 
 
-def _header_name(key: str) -> str | None:
-    name = _HEADER_NAMES.get(key, "")
-    if name == "":
-        if key.startswith("HTTP_"):
-            name = key[5:].replace("_", "-").lower()
-        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-            name = key.replace("_", "-").lower()
-        else:
-            name = None
-        if len(_HEADER_NAMES) >= _MAX_NAMES:
-            _HEADER_NAMES.clear()
-        _HEADER_NAMES[key] = name
-    return name
+def request_url(environ: dict[str, Any]) -> str:
+    """``wsgiref.util.request_uri(environ, include_query=True)``, the same string, without
+    ``quote()`` when the path has nothing to quote (nearly always)."""
+    script = environ.get("SCRIPT_NAME") or ""
+    path = environ.get("PATH_INFO", "")
+    if not (
+        isinstance(script, str)
+        and isinstance(path, str)
+        and _PLAIN_SCRIPT.fullmatch(script)
+        and _PLAIN_PATH.fullmatch(path)
+    ):
+        return request_uri(environ, include_query=True)
+    scheme = environ["wsgi.url_scheme"]
+    host = environ.get("HTTP_HOST")
+    if not host:
+        host = environ["SERVER_NAME"]
+        port = environ["SERVER_PORT"]
+        if port != ("443" if scheme == "https" else "80"):
+            host = f"{host}:{port}"
+    url = f"{scheme}://{host}{script or '/'}{path[1:] if not script else path}"
+    query = environ.get("QUERY_STRING")
+    return f"{url}?{query}" if query else url
+
+
+def _environ_key(engine: Engine, key: str) -> tuple[str, bool] | None:
+    """(attribute key, is secret) of an environ key that carries a request header, else None."""
+    if key.startswith("HTTP_"):
+        name = key[5:].replace("_", "-").lower()
+    elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        name = key.replace("_", "-").lower()
+    else:
+        return None
+    return engine.header_key(REQ_HEADER, name)
+
+
+def environ_header_attributes(engine: Engine, environ: dict[str, Any]) -> dict[str, Any]:
+    """The request headers of a WSGI environ as attributes (as ``header_attributes`` makes them
+    from ``environ_headers``), with each environ key's meaning cached."""
+    keys = engine.environ_keys
+    attrs: dict[str, Any] = {}
+    for key, value in environ.items():
+        entry = keys.get(key, _MISSING)
+        if entry is _MISSING:
+            entry = _environ_key(engine, key)
+            if len(keys) >= _MAX_KEYS:
+                keys.clear()
+            keys[key] = entry
+        if entry is None or (not value and key[0] == "C"):  # CONTENT_*: only when set
+            continue
+        attr, secret = entry
+        if secret:
+            attrs[attr] = REDACTED
+            continue
+        value = value if isinstance(value, str) else str(value)
+        attrs[attr] = f"{attrs[attr]}, {value}" if attr in attrs else value
+    return attrs
 
 
 def environ_headers(environ: dict[str, Any]) -> list[tuple[str, str]]:
     items = []
     for key, value in environ.items():
-        name = _header_name(key)
-        if name is not None and (value or key[0] == "H"):  # CONTENT_*: only when set
-            items.append((name, str(value)))
+        if key.startswith("HTTP_"):
+            items.append((key[5:].replace("_", "-").lower(), str(value)))
+        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
+            items.append((key.replace("_", "-").lower(), str(value)))
     return items
 
 
@@ -118,7 +166,7 @@ class _State(Exchange):
     def url(self) -> str:
         """The request URL as wsgiref rebuilds it, computed at most once."""
         if self._url is None:
-            self._url = request_uri(self.environ, include_query=True)
+            self._url = request_url(self.environ)
         return self._url
 
     def attach(self, span: Any, pending: dict[str, Any]) -> None:
@@ -265,14 +313,14 @@ def request_from_environ(
         state = None
     if engine.excluded:
         if url is None:
-            url = state.url() if state is not None else request_uri(environ, include_query=True)
+            url = state.url() if state is not None else request_url(environ)
         if engine.is_excluded(url):
             return
-    attrs = engine.header_attributes(REQ_HEADER, environ_headers(environ))
+    attrs = environ_header_attributes(engine, environ)
     if state is not None:
         state.attach(span, attrs)  # URL and headers are written when the exchange finishes
         return
-    whole = url if url is not None else (lambda: request_uri(environ, include_query=True))
+    whole = url if url is not None else (lambda: request_url(environ))
     engine.url_updates(span, whole, out=attrs)
     if attrs:
         span.set_attributes(attrs)
@@ -289,9 +337,7 @@ def flask_hooks(engine: Engine) -> dict[str, Any]:
         if not recording(span) or isinstance(environ.get(STATE_KEY), _State):
             return  # the WSGI wrapper records the headers as sent, with the body
         attrs = engine.header_attributes(RESP_HEADER, list(response_headers))
-        engine.url_updates(
-            span, request_uri(environ, include_query=True) if environ else None, out=attrs
-        )
+        engine.url_updates(span, request_url(environ) if environ else None, out=attrs)
         if attrs:
             span.set_attributes(attrs)
 
