@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import os
@@ -90,6 +89,8 @@ class Deferred:
     span instance, remember when it was called, and really end the span on ``release()``.
     """
 
+    __slots__ = ("_created", "_done", "_end_time", "_on_stale", "_orig_end", "_released", "_span")
+
     _registry: dict[int, Deferred] = {}
     _registry_lock = threading.Lock()
     _last_sweep = 0.0
@@ -100,16 +101,16 @@ class Deferred:
         self._end_time: int | None = None
         self._released = False
         self._done = False
-        self._lock = threading.Lock()
-        self._created = time.monotonic()
+        self._created = now = time.monotonic()
         self._on_stale = on_stale
         span.end = self._end
         with Deferred._registry_lock:
             Deferred._registry[id(self)] = self
-        self._sweep(self._created)
+        if now - Deferred._last_sweep >= 5.0:
+            self._sweep(now)
 
     def _end(self, end_time: int | None = None) -> None:
-        with self._lock:
+        with _flags_lock:
             if self._end_time is None:
                 self._end_time = end_time if end_time is not None else time.time_ns()
             ready = self._released
@@ -121,7 +122,7 @@ class Deferred:
         return self._end_time is not None
 
     def release(self) -> None:
-        with self._lock:
+        with _flags_lock:
             if self._released:
                 return
             self._released = True
@@ -134,11 +135,13 @@ class Deferred:
     def _restore(self) -> None:
         with Deferred._registry_lock:
             Deferred._registry.pop(id(self), None)
-        with contextlib.suppress(AttributeError):
+        try:  # noqa: SIM105 - contextlib.suppress costs three Python calls a request
             del self._span.end
+        except AttributeError:
+            pass
 
     def _really_end(self) -> None:
-        with self._lock:
+        with _flags_lock:
             if self._done:
                 return
             self._done = True
@@ -167,9 +170,10 @@ class Deferred:
 
 def _after_fork_in_child() -> None:
     """Spans waiting for bodies belong to the parent's requests; locks may have been held."""
-    global _errors_lock, _finish_lock
+    global _errors_lock, _finish_lock, _flags_lock
     _errors_lock = threading.Lock()
     _finish_lock = threading.Lock()
+    _flags_lock = threading.Lock()
     Deferred._registry_lock = threading.Lock()
     Deferred._registry = {}
 
@@ -214,13 +218,16 @@ class Engine:
         attributes: only values that differ from the span's. ``url`` may be a function, called
         only when the span has neither ``http.url`` nor ``url.full``."""
         redactor = self.redactor
-        attrs = span_attributes(span)
+        plain = getattr(getattr(span, "_attributes", None), "_dict", None)
+        attrs = plain if isinstance(plain, dict) else span_attributes(span)
         updates: dict[str, Any] = {} if out is None else out
         full = attrs.get("http.url") or attrs.get("url.full")
         if not full:
             full = url() if callable(url) else url
         if full:
-            value = redactor.url(str(full))
+            value = full if isinstance(full, str) else str(full)
+            if "?" in value or "@" in value:  # else redactor.url() has nothing to do
+                value = redactor.url(value)
             if value != attrs.get("http.url"):
                 updates["http.url"] = value
         old = attrs.get("url.full")
@@ -231,7 +238,9 @@ class Engine:
         old = attrs.get("http.target")
         old_target = old or target
         if old is not None and old_target:
-            value = redactor.target(str(old_target))
+            value = str(old_target)
+            if "?" in value:  # else redactor.target() has nothing to do
+                value = redactor.target(value)
             if value != old:
                 updates["http.target"] = value
         old = attrs.get("url.query")
@@ -328,17 +337,19 @@ class Exchange:
                 self.span.set_attributes(attrs)
 
     def body_attributes(self, out: dict[str, Any]) -> None:
-        self._write(
-            out, REQ_BODY, self.request, self.request_seen, self.request_size, self.request_type
-        )
-        self._write(
-            out,
-            RESP_BODY,
-            self.response,
-            self.response_seen,
-            self.response_size,
-            self.response_type,
-        )
+        if self.request.size or self.request_seen or self.request_size:
+            self._write(
+                out, REQ_BODY, self.request, self.request_seen, self.request_size, self.request_type
+            )
+        if self.response.size or self.response_seen or self.response_size:
+            self._write(
+                out,
+                RESP_BODY,
+                self.response,
+                self.response_seen,
+                self.response_size,
+                self.response_type,
+            )
 
     def _write(
         self,
@@ -364,6 +375,7 @@ class Exchange:
 
 
 _finish_lock = threading.Lock()  # held only to flip an exchange's "finished" flag
+_flags_lock = threading.Lock()  # held only to read/flip a Deferred's flags
 
 
 class _Switch:

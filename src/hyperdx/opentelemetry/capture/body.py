@@ -119,12 +119,15 @@ def body_attributes(
     if size <= 0 and not data:
         return attrs
     attrs[f"{prefix}.size"] = size
-    media, charset = parse_content_type(content_type)
+    media, charset = _parse_content_type(content_type) if content_type else ("", None)
     if not is_text(media) or cap <= 0:
         return attrs
     kept = data[:cap]
     complete = len(kept) >= size
-    text = decode(kept, charset, complete)
+    if complete and charset in _UTF8:
+        text = kept.decode("utf-8", "replace")
+    else:
+        text = decode(kept, charset, complete)
     if media.endswith("json"):
         text = redactor.json_text(text, complete)
     elif media == "application/x-www-form-urlencoded":

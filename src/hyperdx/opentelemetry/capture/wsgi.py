@@ -18,11 +18,13 @@ from wsgiref.util import request_uri
 from ._engine import (
     REQ_HEADER,
     RESP_HEADER,
+    Deferred,
     Engine,
     Exchange,
     guarded,
     record_error,
     recording,
+    switch,
 )
 from .body import content_length, find_header, is_text, parse_content_type
 from .redact import REDACTED
@@ -161,7 +163,8 @@ class _State(Exchange):
         self._url: str | None = None
         super().__init__(engine, None, defer=False)
         self.request_type = environ.get("CONTENT_TYPE") or None
-        self.request_size = content_length(environ.get("CONTENT_LENGTH"))
+        length = environ.get("CONTENT_LENGTH")
+        self.request_size = content_length(length) if length else None
 
     def url(self) -> str:
         """The request URL as wsgiref rebuilds it, computed at most once."""
@@ -176,7 +179,7 @@ class _State(Exchange):
         self.span_attached = True
         self.span = span
         self.pending = pending
-        self.defer()
+        self.deferred = Deferred(span, self.finish)
 
     def write_bodies(self) -> None:
         span = self.span
@@ -223,23 +226,14 @@ class _Body:
             self._state.finish()
 
 
-def _start_state(engine: Engine, environ: dict[str, Any]) -> _State:
-    state = _State(engine, environ)
-    environ[STATE_KEY] = state
-    wsgi_input = environ.get("wsgi.input")
-    if wsgi_input is not None:
-        environ["wsgi.input"] = _Input(wsgi_input, state)
-    return state
-
-
 def _after_app(state: _State, result: Any) -> Any:
     """Decide whether to tee the response; returns what the server gets."""
     if state.span is None:
         state.finish()  # not traced (excluded URL, no instrumentation): nothing to do
         return result
-    if state.response_headers is not None:
+    if state.response_headers is not None and state.response_size is not None:
         media, _ = parse_content_type(state.response_type)
-        if (not is_text(media) or state.engine.cap <= 0) and state.response_size is not None:
+        if not is_text(media) or state.engine.cap <= 0:
             state.finish()  # size only and known: keep the original iterable (sendfile)
             return result
     return _Body(result, state)
@@ -263,7 +257,7 @@ def _response_started(state: _State, headers: Any) -> None:
             length = value
     state.response_type = None if content_type is None else str(content_type)
     if encoding is None:
-        state.response_size = content_length(None if length is None else str(length))
+        state.response_size = None if length is None else content_length(str(length))
 
 
 def wrap_call(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -273,7 +267,11 @@ def wrap_call(original: Callable[..., Any]) -> Callable[..., Any]:
         if engine is None or STATE_KEY in environ:
             return original(self, environ, start_response)
         try:
-            state = _start_state(engine, environ)
+            state = _State(engine, environ)
+            environ[STATE_KEY] = state
+            wsgi_input = environ.get("wsgi.input")
+            if wsgi_input is not None:
+                environ["wsgi.input"] = _Input(wsgi_input, state)
         except Exception as exc:
             record_error("wsgi.start", exc)
             return original(self, environ, start_response)
@@ -306,7 +304,13 @@ def request_from_environ(
     engine: Engine, span: Any, environ: dict[str, Any], url: str | None = None
 ) -> None:
     """Request side for a span: URL and headers; link the span to the body tee if present."""
-    if not recording(span):
+    if switch.off or span is None:
+        return
+    try:
+        if not span.is_recording():
+            return
+    except Exception as exc:  # a foreign span implementation
+        record_error("is_recording", exc)
         return
     state = environ.get(STATE_KEY)
     if not (isinstance(state, _State) and state.engine is engine):
@@ -327,21 +331,34 @@ def request_from_environ(
 
 
 def flask_hooks(engine: Engine) -> dict[str, Any]:
-    @guarded("flask.request_hook")
     def request_hook(span: Any, environ: dict[str, Any]) -> None:
-        request_from_environ(engine, span, environ)
+        try:
+            request_from_environ(engine, span, environ)
+        except Exception as exc:  # capture must never break the application
+            record_error("flask.request_hook", exc)
 
-    @guarded("flask.response_hook")
     def response_hook(span: Any, status: str, response_headers: Any) -> None:
-        environ = _flask_environ()
-        if not recording(span) or isinstance(environ.get(STATE_KEY), _State):
-            return  # the WSGI wrapper records the headers as sent, with the body
-        attrs = engine.header_attributes(RESP_HEADER, list(response_headers))
-        engine.url_updates(span, request_url(environ) if environ else None, out=attrs)
-        if attrs:
-            span.set_attributes(attrs)
+        try:
+            var = _request_var if _request_var is not None else _flask_request_var()
+            ctx = var.get(None) if var is not False else None
+            if ctx is not None and isinstance(ctx.request.environ.get(STATE_KEY), _State):
+                return  # the WSGI wrapper records the headers as sent, with the body
+            _flask_response(engine, span, response_headers)
+        except Exception as exc:
+            record_error("flask.response_hook", exc)
 
     return {"request_hook": request_hook, "response_hook": response_hook}
+
+
+def _flask_response(engine: Engine, span: Any, response_headers: Any) -> None:
+    """Response headers from Flask's hook, when the app was not called through our wrapper."""
+    environ = _flask_environ()
+    if not recording(span) or isinstance(environ.get(STATE_KEY), _State):
+        return
+    attrs = engine.header_attributes(RESP_HEADER, list(response_headers))
+    engine.url_updates(span, request_url(environ) if environ else None, out=attrs)
+    if attrs:
+        span.set_attributes(attrs)
 
 
 def django_hooks(engine: Engine) -> dict[str, Any]:
@@ -380,14 +397,18 @@ def django_hooks(engine: Engine) -> dict[str, Any]:
 _request_var: Any = None  # Flask's request-context ContextVar (False: Flask < 2.3)
 
 
-def _flask_environ() -> dict[str, Any]:
-    """The current Flask request's environ ({} outside a request), without LocalProxy lookups."""
+def _flask_request_var() -> Any:
     global _request_var
-    var = _request_var
-    if var is None:
+    if _request_var is None:
         from flask import globals as flask_globals
 
-        var = _request_var = getattr(flask_globals, "_cv_request", None) or False
+        _request_var = getattr(flask_globals, "_cv_request", None) or False
+    return _request_var
+
+
+def _flask_environ() -> dict[str, Any]:
+    """The current Flask request's environ ({} outside a request), without LocalProxy lookups."""
+    var = _flask_request_var()
     if var is not False:
         ctx = var.get(None)
         return {} if ctx is None else ctx.request.environ
