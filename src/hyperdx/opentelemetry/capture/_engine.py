@@ -133,6 +133,7 @@ class Deferred:
             self._restore()
 
     def _restore(self) -> None:
+        self._on_stale = None  # it holds the exchange, which holds this: break the cycle
         with Deferred._registry_lock:
             Deferred._registry.pop(id(self), None)
         try:  # noqa: SIM105 - contextlib.suppress costs three Python calls a request
@@ -324,8 +325,10 @@ class Exchange:
         except Exception as exc:
             record_error("finish", exc)
         finally:
-            if self.deferred is not None:
-                self.deferred.release()
+            deferred = self.deferred
+            if deferred is not None:
+                self.deferred = None  # no Exchange <-> Deferred cycle left for the GC
+                deferred.release()
 
     def write_bodies(self) -> None:
         attrs = self.pending if self.pending is not None else {}

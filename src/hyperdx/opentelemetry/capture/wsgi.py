@@ -182,6 +182,9 @@ class _State(Exchange):
         self.deferred = Deferred(span, self.finish)
 
     def write_bodies(self) -> None:
+        # The environ holds this state (and wsgi.input our tee): without the way back, the
+        # request's objects are freed by reference counting, not left to the cyclic GC.
+        environ, self.environ = self.environ, {}
         span = self.span
         if span is None:
             return
@@ -190,7 +193,8 @@ class _State(Exchange):
         self.pending = None
         try:
             # URL attributes now, not in the request hook: Flask re-sets them after its hook.
-            engine.url_updates(span, self.url, out=attrs)
+            url = self._url
+            engine.url_updates(span, url or (lambda: request_url(environ)), out=attrs)
             if self.response_headers is not None:
                 engine.header_attributes(RESP_HEADER, self.response_headers, attrs)
             self.body_attributes(attrs)
