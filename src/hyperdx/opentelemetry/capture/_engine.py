@@ -293,6 +293,23 @@ class Exchange:
     ``set_attributes`` call: the SDK validates and locks per call.
     """
 
+    __slots__ = (
+        "__weakref__",
+        "_finished",
+        "deferred",
+        "engine",
+        "pending",
+        "request",
+        "request_seen",
+        "request_size",
+        "request_type",
+        "response",
+        "response_seen",
+        "response_size",
+        "response_type",
+        "span",
+    )
+
     def __init__(self, engine: Engine, span: Any, defer: bool) -> None:
         self.engine = engine
         self.span = span

@@ -155,6 +155,8 @@ class _Input:
 class _State(Exchange):
     """One WSGI request; the span arrives later, from the instrumentation's request hook."""
 
+    __slots__ = ("_url", "environ", "response_headers", "span_attached", "status")
+
     def __init__(self, engine: Engine, environ: dict[str, Any]) -> None:
         self.environ = environ
         self.status: str | None = None
@@ -205,6 +207,8 @@ class _State(Exchange):
 
 class _Body:
     """The response iterable, teed as the server pulls it."""
+
+    __slots__ = ("_result", "_state")
 
     def __init__(self, result: Iterable[bytes], state: _State) -> None:
         self._result = result
