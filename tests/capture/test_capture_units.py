@@ -333,3 +333,33 @@ def test_environ_header_attributes_match_the_generic_path() -> None:
         got = environ_header_attributes(engine, environ)
         assert got == expected
         assert "s3cr3t" not in repr(got) and "k3y" not in repr(got)
+
+
+@pytest.mark.parametrize(
+    "endpoints",
+    [
+        ("http://h:8000/v1/traces", "http://h/v1/logs"),
+        ("https://h:8443/a", "http://other:4318/v1/traces"),
+        ("http://h",),  # no path: a prefix inside the host name, only the full check is right
+    ],
+)
+def test_exclusion_precheck_never_misses_an_excluded_url(endpoints: tuple[str, ...]) -> None:
+    """The origin pre-check only skips URLs that cannot start with an excluded endpoint."""
+    from hyperdx.opentelemetry.capture._engine import Engine
+    from hyperdx.opentelemetry.capture.wsgi import _may_be_excluded, request_url
+
+    engine = Engine(CaptureConfig(enabled=True, excluded_endpoints=endpoints))
+    extra = [
+        {"wsgi.url_scheme": "http", "HTTP_HOST": "h:8000", "PATH_INFO": "/v1/traces"},
+        {"wsgi.url_scheme": "http", "HTTP_HOST": "h", "PATH_INFO": "/v1/logs/x"},
+        {"wsgi.url_scheme": "https", "HTTP_HOST": "h:8443", "PATH_INFO": "/a"},
+        {"wsgi.url_scheme": "http", "HTTP_HOST": "h:80", "SCRIPT_NAME": "x", "PATH_INFO": "/"},
+        {"wsgi.url_scheme": "http", "HTTP_HOST": "h/v1", "PATH_INFO": "/logs"},
+        {"wsgi.url_scheme": "http", "HTTP_HOST": "hx", "PATH_INFO": "/"},
+    ]
+    excluded = 0
+    for environ in _ENVIRONS + extra:
+        if engine.is_excluded(request_url(environ)):
+            excluded += 1
+            assert _may_be_excluded(engine, environ), environ
+    assert excluded >= 2

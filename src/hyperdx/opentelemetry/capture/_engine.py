@@ -192,6 +192,20 @@ def span_attributes(span: Any) -> Any:
     return getattr(span, "attributes", None) or {}
 
 
+def _origins(endpoints: tuple[str, ...]) -> frozenset[str] | None:
+    """``scheme://netloc`` of each excluded endpoint. A URL that starts with an endpoint has
+    that origin when the endpoint has a path; None if one has none (its prefix could end inside
+    a host name: only the full comparison is right then)."""
+    origins = set()
+    for endpoint in endpoints:
+        scheme, sep, rest = endpoint.partition("://")
+        netloc, slash, _ = rest.partition("/")
+        if not (sep and slash):
+            return None
+        origins.add(f"{scheme}://{netloc}")
+    return frozenset(origins)
+
+
 class Engine:
     """Capture settings plus the compiled redactor, shared by all hooks of one config."""
 
@@ -200,6 +214,7 @@ class Engine:
         self.cap = config.max_body_bytes
         self.redactor: Redactor = get_redactor(config.redact, tuple(config.extra_patterns))
         self.excluded = tuple(e for e in config.excluded_endpoints if e)
+        self.excluded_origins = _origins(self.excluded)
         # header name as sent -> (attribute key, is secret), per prefix: names repeat.
         self.header_keys: dict[str, HeaderKeys] = {REQ_HEADER: {}, RESP_HEADER: {}}
         # WSGI environ key -> (request-header attribute key, is secret), None: not a header.

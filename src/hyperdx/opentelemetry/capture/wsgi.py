@@ -65,6 +65,24 @@ def request_url(environ: dict[str, Any]) -> str:
     return f"{url}?{query}" if query else url
 
 
+def _may_be_excluded(engine: Engine, environ: dict[str, Any]) -> bool:
+    """False when the request URL cannot start with an excluded endpoint (the SDK's own export
+    URLs): its origin is none of theirs. Saves rebuilding the URL on every request."""
+    origins = engine.excluded_origins
+    host = environ.get("HTTP_HOST")
+    script = environ.get("SCRIPT_NAME") or ""
+    if (
+        origins is None
+        or not isinstance(host, str)
+        or not host
+        or "/" in host
+        or not isinstance(script, str)
+        or (script and script[0] != "/")
+    ):
+        return True  # the full comparison decides
+    return f"{environ.get('wsgi.url_scheme')}://{host}" in origins
+
+
 def _environ_key(engine: Engine, key: str) -> tuple[str, bool] | None:
     """(attribute key, is secret) of an environ key that carries a request header, else None."""
     if key.startswith("HTTP_"):
@@ -323,7 +341,7 @@ def request_from_environ(
     state = environ.get(STATE_KEY)
     if not (isinstance(state, _State) and state.engine is engine):
         state = None
-    if engine.excluded:
+    if engine.excluded and (url is not None or _may_be_excluded(engine, environ)):
         if url is None:
             url = state.url() if state is not None else request_url(environ)
         if engine.is_excluded(url):
