@@ -219,6 +219,8 @@ class Engine:
         self.header_keys: dict[str, HeaderKeys] = {REQ_HEADER: {}, RESP_HEADER: {}}
         # WSGI environ key -> (request-header attribute key, is secret), None: not a header.
         self.environ_keys: dict[str, tuple[str, bool] | None] = {}
+        # The environ's key sequence -> its header-carrying keys (see wsgi.py).
+        self.environ_plans: dict[tuple[str, ...], list[tuple[str, str, bool]]] = {}
 
     def is_excluded(self, url: str | None) -> bool:
         return bool(url) and any(str(url).startswith(e) for e in self.excluded)

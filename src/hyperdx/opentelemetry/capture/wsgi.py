@@ -39,6 +39,7 @@ _PLAIN_PATH = re.compile(r"[A-Za-z0-9_.~/;=,-]*")
 _PLAIN_SCRIPT = re.compile(r"[A-Za-z0-9_.~/-]*")
 _MISSING: Any = object()
 _MAX_KEYS = 1024  # the caches below are keyed by what clients send: bounded
+_MAX_PLANS = 256
 
 
 def request_url(environ: dict[str, Any]) -> str:
@@ -94,21 +95,40 @@ def _environ_key(engine: Engine, key: str) -> tuple[str, bool] | None:
     return engine.header_key(REQ_HEADER, name)
 
 
-def environ_header_attributes(engine: Engine, environ: dict[str, Any]) -> dict[str, Any]:
-    """The request headers of a WSGI environ as attributes (as ``header_attributes`` makes them
-    from ``environ_headers``), with each environ key's meaning cached."""
+def _header_plan(engine: Engine, names: tuple[str, ...]) -> list[tuple[str, str, bool]]:
+    """(environ key, attribute key, is secret) of the header-carrying keys among ``names``."""
     keys = engine.environ_keys
-    attrs: dict[str, Any] = {}
-    for key, value in environ.items():
+    plan = []
+    for key in names:
         entry = keys.get(key, _MISSING)
         if entry is _MISSING:
             entry = _environ_key(engine, key)
             if len(keys) >= _MAX_KEYS:
                 keys.clear()
             keys[key] = entry
-        if entry is None or (not value and key[0] == "C"):  # CONTENT_*: only when set
+        if entry is not None:
+            plan.append((key, entry[0], entry[1]))
+    return plan
+
+
+def environ_header_attributes(engine: Engine, environ: dict[str, Any]) -> dict[str, Any]:
+    """The request headers of a WSGI environ as attributes (as ``header_attributes`` makes them
+    from ``environ_headers``). Which keys carry headers is cached per environ key sequence (a
+    server builds the same one for the same set of request headers), so the ~25 environ keys
+    are not examined one by one on every request."""
+    names = tuple(environ)
+    plans = engine.environ_plans
+    plan = plans.get(names)
+    if plan is None:
+        plan = _header_plan(engine, names)
+        if len(plans) >= _MAX_PLANS:
+            plans.clear()
+        plans[names] = plan
+    attrs: dict[str, Any] = {}
+    for key, attr, secret in plan:
+        value = environ[key]
+        if not value and key[0] == "C":  # CONTENT_TYPE / CONTENT_LENGTH: only when set
             continue
-        attr, secret = entry
         if secret:
             attrs[attr] = REDACTED
             continue
