@@ -281,3 +281,49 @@ def test_capture_error_never_reaches_app(name: str, monkeypatch: pytest.MonkeyPa
             assert "http.request.body" not in attrs
             assert not [e for e in span.events if e.name == "exception"]
     assert capture_errors() >= before + 2
+
+
+def test_captured_wsgi_request_is_freed_by_reference_counting() -> None:
+    """A finished exchange leaves no reference cycle (environ <-> state, exchange <-> deferred
+    span end): its objects go when the server drops the environ, not at the next GC pass."""
+    import gc
+    import io
+    import sys
+    import weakref
+
+    from hyperdx.opentelemetry.capture.wsgi import STATE_KEY
+
+    fw = FRAMEWORKS["flask"]
+    tracing = Tracing()
+    body = json.dumps({"password": "SECRET08", "n": 1}).encode()
+    with instrumented(fw.instrumentor(), fw.entry, tracing):
+        app = fw.make_app()
+        gc.collect()
+        gc.disable()
+        try:
+            environ: dict[str, Any] = {
+                "REQUEST_METHOD": "POST",
+                "PATH_INFO": "/echo",
+                "SCRIPT_NAME": "",
+                "QUERY_STRING": "",
+                "SERVER_NAME": "127.0.0.1",
+                "SERVER_PORT": "80",
+                "SERVER_PROTOCOL": "HTTP/1.1",
+                "HTTP_HOST": "127.0.0.1",
+                "CONTENT_TYPE": "application/json",
+                "CONTENT_LENGTH": str(len(body)),
+                "wsgi.url_scheme": "http",
+                "wsgi.input": io.BytesIO(body),
+                "wsgi.errors": sys.stderr,
+            }
+            result = app(environ, lambda status, headers, exc_info=None: None)
+            assert b"".join(result) == body
+            result.close()
+            state = weakref.ref(environ[STATE_KEY])
+            del environ, result
+            assert state() is None
+        finally:
+            gc.enable()
+    attrs = dict(_server_span(tracing).attributes or {})
+    assert json.loads(attrs["http.request.body"]) == {"password": REDACTED, "n": 1}
+    assert attrs["http.response.body.size"] == len(body)

@@ -282,3 +282,84 @@ def test_errors_counted_and_reported_once(caplog: pytest.LogCaptureFixture) -> N
     records = [r for r in caplog.records if "unit.site" in r.getMessage()]
     assert len(records) == 1
     assert "SECRET" not in records[0].getMessage()
+
+
+_ENVIRONS = [
+    {"wsgi.url_scheme": "http", "HTTP_HOST": "h:8000", "PATH_INFO": "/items/7", "SCRIPT_NAME": ""},
+    {"wsgi.url_scheme": "http", "SERVER_NAME": "h", "SERVER_PORT": "80", "PATH_INFO": "/"},
+    {"wsgi.url_scheme": "https", "SERVER_NAME": "h", "SERVER_PORT": "8443", "PATH_INFO": "/a"},
+    {"wsgi.url_scheme": "https", "SERVER_NAME": "h", "SERVER_PORT": "443", "PATH_INFO": ""},
+    {"wsgi.url_scheme": "http", "HTTP_HOST": "h", "SCRIPT_NAME": "/app", "PATH_INFO": "/x;y=1,2"},
+    {"wsgi.url_scheme": "http", "HTTP_HOST": "h", "PATH_INFO": "/caf\xe9 x", "QUERY_STRING": "a=1"},
+    {"wsgi.url_scheme": "http", "HTTP_HOST": "h", "SCRIPT_NAME": "/a b", "PATH_INFO": "/%2F?#"},
+    {"wsgi.url_scheme": "http", "HTTP_HOST": "", "SERVER_NAME": "h", "SERVER_PORT": "81"},
+]
+
+
+@pytest.mark.parametrize("environ", _ENVIRONS)
+def test_request_url_is_wsgirefs(environ: dict[str, str]) -> None:
+    """The fast URL rebuild gives wsgiref's string, quoting included."""
+    from wsgiref.util import request_uri
+
+    from hyperdx.opentelemetry.capture.wsgi import request_url
+
+    for query in ("", "token=x&b=2"):
+        env = {**environ, "QUERY_STRING": query} if query else environ
+        assert request_url(env) == request_uri(env, include_query=True)
+
+
+def test_environ_header_attributes_match_the_generic_path() -> None:
+    """Cached per-environ-key header attributes equal header_attributes(environ_headers(...)),
+    twice (cold and warm cache), secrets redacted."""
+    from hyperdx.opentelemetry.capture import _engine_for
+    from hyperdx.opentelemetry.capture.wsgi import environ_header_attributes, environ_headers
+
+    engine = _engine_for(CaptureConfig(enabled=True))
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "HTTP_HOST": "h",
+        "HTTP_AUTHORIZATION": "Bearer s3cr3t",
+        "HTTP_X_API_KEY": "k3y",
+        "HTTP_COOKIE": "sid=1",
+        "HTTP_ACCEPT": "a, b",
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": "",
+        "HTTP_CONTENT_TYPE": "text/plain",
+        "wsgi.input": object(),
+    }
+    expected = header_attributes("http.request.header", environ_headers(environ), R)
+    assert expected["http.request.header.content-type"] == "application/json, text/plain"
+    for _ in range(2):
+        got = environ_header_attributes(engine, environ)
+        assert got == expected
+        assert "s3cr3t" not in repr(got) and "k3y" not in repr(got)
+
+
+@pytest.mark.parametrize(
+    "endpoints",
+    [
+        ("http://h:8000/v1/traces", "http://h/v1/logs"),
+        ("https://h:8443/a", "http://other:4318/v1/traces"),
+        ("http://h",),  # no path: a prefix inside the host name, only the full check is right
+    ],
+)
+def test_exclusion_precheck_never_misses_an_excluded_url(endpoints: tuple[str, ...]) -> None:
+    """The origin pre-check only skips URLs that cannot start with an excluded endpoint."""
+    from hyperdx.opentelemetry.capture._engine import Engine
+    from hyperdx.opentelemetry.capture.wsgi import _may_be_excluded, request_url
+
+    engine = Engine(CaptureConfig(enabled=True, excluded_endpoints=endpoints))
+    extra = [
+        {"wsgi.url_scheme": "http", "HTTP_HOST": "h:8000", "PATH_INFO": "/v1/traces"},
+        {"wsgi.url_scheme": "http", "HTTP_HOST": "h", "PATH_INFO": "/v1/logs/x"},
+        {"wsgi.url_scheme": "https", "HTTP_HOST": "h:8443", "PATH_INFO": "/a"},
+        {"wsgi.url_scheme": "http", "HTTP_HOST": "h:80", "SCRIPT_NAME": "x", "PATH_INFO": "/"},
+        {"wsgi.url_scheme": "http", "HTTP_HOST": "h/v1", "PATH_INFO": "/logs"},
+        {"wsgi.url_scheme": "http", "HTTP_HOST": "hx", "PATH_INFO": "/"},
+    ]
+    excluded = 0
+    for environ in _ENVIRONS + extra:
+        if engine.is_excluded(request_url(environ)):
+            excluded += 1
+            assert _may_be_excluded(engine, environ), environ
+    assert excluded >= 2

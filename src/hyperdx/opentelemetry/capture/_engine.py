@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import os
@@ -11,7 +10,15 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from .body import Tee, body_attributes, content_length, find_header, header_attributes
+from .body import (
+    HeaderKeys,
+    Tee,
+    body_attributes,
+    content_length,
+    find_header,
+    header_attributes,
+    header_key,
+)
 from .config import CaptureConfig
 from .redact import Redactor, get_redactor
 
@@ -82,6 +89,8 @@ class Deferred:
     span instance, remember when it was called, and really end the span on ``release()``.
     """
 
+    __slots__ = ("_created", "_done", "_end_time", "_on_stale", "_orig_end", "_released", "_span")
+
     _registry: dict[int, Deferred] = {}
     _registry_lock = threading.Lock()
     _last_sweep = 0.0
@@ -92,16 +101,16 @@ class Deferred:
         self._end_time: int | None = None
         self._released = False
         self._done = False
-        self._lock = threading.Lock()
-        self._created = time.monotonic()
+        self._created = now = time.monotonic()
         self._on_stale = on_stale
         span.end = self._end
         with Deferred._registry_lock:
             Deferred._registry[id(self)] = self
-        self._sweep(self._created)
+        if now - Deferred._last_sweep >= 5.0:
+            self._sweep(now)
 
     def _end(self, end_time: int | None = None) -> None:
-        with self._lock:
+        with _flags_lock:
             if self._end_time is None:
                 self._end_time = end_time if end_time is not None else time.time_ns()
             ready = self._released
@@ -113,7 +122,7 @@ class Deferred:
         return self._end_time is not None
 
     def release(self) -> None:
-        with self._lock:
+        with _flags_lock:
             if self._released:
                 return
             self._released = True
@@ -124,13 +133,16 @@ class Deferred:
             self._restore()
 
     def _restore(self) -> None:
+        self._on_stale = None  # it holds the exchange, which holds this: break the cycle
         with Deferred._registry_lock:
             Deferred._registry.pop(id(self), None)
-        with contextlib.suppress(AttributeError):
+        try:  # noqa: SIM105 - contextlib.suppress costs three Python calls a request
             del self._span.end
+        except AttributeError:
+            pass
 
     def _really_end(self) -> None:
-        with self._lock:
+        with _flags_lock:
             if self._done:
                 return
             self._done = True
@@ -159,14 +171,39 @@ class Deferred:
 
 def _after_fork_in_child() -> None:
     """Spans waiting for bodies belong to the parent's requests; locks may have been held."""
-    global _errors_lock
+    global _errors_lock, _finish_lock, _flags_lock
     _errors_lock = threading.Lock()
+    _finish_lock = threading.Lock()
+    _flags_lock = threading.Lock()
     Deferred._registry_lock = threading.Lock()
     Deferred._registry = {}
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def span_attributes(span: Any) -> Any:
+    """A span's current attributes, read cheaply: the SDK's plain dict when there is one
+    (``span.attributes`` is a mappingproxy over BoundedAttributes: ~10 Python calls a lookup)."""
+    plain = getattr(getattr(span, "_attributes", None), "_dict", None)
+    if isinstance(plain, dict):
+        return plain
+    return getattr(span, "attributes", None) or {}
+
+
+def _origins(endpoints: tuple[str, ...]) -> frozenset[str] | None:
+    """``scheme://netloc`` of each excluded endpoint. A URL that starts with an endpoint has
+    that origin when the endpoint has a path; None if one has none (its prefix could end inside
+    a host name: only the full comparison is right then)."""
+    origins = set()
+    for endpoint in endpoints:
+        scheme, sep, rest = endpoint.partition("://")
+        netloc, slash, _ = rest.partition("/")
+        if not (sep and slash):
+            return None
+        origins.add(f"{scheme}://{netloc}")
+    return frozenset(origins)
 
 
 class Engine:
@@ -177,29 +214,78 @@ class Engine:
         self.cap = config.max_body_bytes
         self.redactor: Redactor = get_redactor(config.redact, tuple(config.extra_patterns))
         self.excluded = tuple(e for e in config.excluded_endpoints if e)
+        self.excluded_origins = _origins(self.excluded)
+        # header name as sent -> (attribute key, is secret), per prefix: names repeat.
+        self.header_keys: dict[str, HeaderKeys] = {REQ_HEADER: {}, RESP_HEADER: {}}
+        # WSGI environ key -> (request-header attribute key, is secret), None: not a header.
+        self.environ_keys: dict[str, tuple[str, bool] | None] = {}
+        # The environ's key sequence -> its header-carrying keys (see wsgi.py).
+        self.environ_plans: dict[tuple[str, ...], list[tuple[str, str, bool]]] = {}
 
     def is_excluded(self, url: str | None) -> bool:
         return bool(url) and any(str(url).startswith(e) for e in self.excluded)
 
-    def set_url(self, span: Any, url: str | None, target: str | None = None) -> None:
-        """Ensure ``http.url`` (HyperDX shows its network panel on it) and redact URL attributes."""
+    def url_updates(
+        self,
+        span: Any,
+        url: str | Callable[[], str | None] | None,
+        target: str | None = None,
+        out: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """What ensures ``http.url`` (HyperDX shows its network panel on it) and redacts the URL
+        attributes: only values that differ from the span's. ``url`` may be a function, called
+        only when the span has neither ``http.url`` nor ``url.full``."""
         redactor = self.redactor
-        attrs = getattr(span, "attributes", None) or {}
-        full = attrs.get("http.url") or attrs.get("url.full") or url
-        updates: dict[str, Any] = {}
+        plain = getattr(getattr(span, "_attributes", None), "_dict", None)
+        attrs = plain if isinstance(plain, dict) else span_attributes(span)
+        updates: dict[str, Any] = {} if out is None else out
+        full = attrs.get("http.url") or attrs.get("url.full")
+        if not full:
+            full = url() if callable(url) else url
         if full:
-            updates["http.url"] = redactor.url(str(full))
-        if "url.full" in attrs:
-            updates["url.full"] = redactor.url(str(attrs["url.full"]))
-        old_target = attrs.get("http.target") or target
-        if "http.target" in attrs and old_target:
-            updates["http.target"] = redactor.target(str(old_target))
-        if "url.query" in attrs:
-            updates["url.query"] = redactor.query(str(attrs["url.query"]))
-        span.set_attributes(updates)
+            value = full if isinstance(full, str) else str(full)
+            if "?" in value or "@" in value:  # else redactor.url() has nothing to do
+                value = redactor.url(value)
+            if value != attrs.get("http.url"):
+                updates["http.url"] = value
+        old = attrs.get("url.full")
+        if old is not None:
+            value = redactor.url(str(old))
+            if value != old:
+                updates["url.full"] = value
+        old = attrs.get("http.target")
+        old_target = old or target
+        if old is not None and old_target:
+            value = str(old_target)
+            if "?" in value:  # else redactor.target() has nothing to do
+                value = redactor.target(value)
+            if value != old:
+                updates["http.target"] = value
+        old = attrs.get("url.query")
+        if old is not None:
+            value = redactor.query(str(old))
+            if value != old:
+                updates["url.query"] = value
+        return updates
+
+    def set_url(self, span: Any, url: str | None, target: str | None = None) -> None:
+        """Ensure ``http.url`` and redact URL attributes on the span now."""
+        updates = self.url_updates(span, url, target)
+        if updates:
+            span.set_attributes(updates)
+
+    def header_key(self, prefix: str, name: Any) -> tuple[str, bool]:
+        return header_key(prefix, name, self.redactor, self.header_keys[prefix])
+
+    def header_attributes(
+        self, prefix: str, items: Iterable[tuple[Any, Any]], out: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        return header_attributes(prefix, items, self.redactor, self.header_keys[prefix], out)
 
     def headers(self, span: Any, prefix: str, items: Iterable[tuple[Any, Any]]) -> None:
-        span.set_attributes(header_attributes(prefix, items, self.redactor))
+        attrs = self.header_attributes(prefix, items)
+        if attrs:
+            span.set_attributes(attrs)
 
     def body(
         self,
@@ -218,21 +304,43 @@ class Engine:
 
 
 class Exchange:
-    """One request/response being captured onto one span whose end may be deferred."""
+    """One request/response being captured onto one span whose end may be deferred.
+
+    Attributes known before the bodies (``pending``) are written with them, in one
+    ``set_attributes`` call: the SDK validates and locks per call.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_finished",
+        "deferred",
+        "engine",
+        "pending",
+        "request",
+        "request_seen",
+        "request_size",
+        "request_type",
+        "response",
+        "response_seen",
+        "response_size",
+        "response_type",
+        "span",
+    )
 
     def __init__(self, engine: Engine, span: Any, defer: bool) -> None:
         self.engine = engine
         self.span = span
-        self.request = engine.tee()
-        self.response = engine.tee()
+        cap = engine.cap
+        self.request = Tee(cap)
+        self.response = Tee(cap)
         self.request_type: str | None = None
         self.response_type: str | None = None
         self.request_size: int | None = None
         self.response_size: int | None = None
         self.request_seen = False
         self.response_seen = False
+        self.pending: dict[str, Any] | None = None
         self._finished = False
-        self._lock = threading.Lock()
         self.deferred = Deferred(span, self.finish) if defer else None
 
     def defer(self) -> None:
@@ -242,7 +350,7 @@ class Exchange:
 
     def finish(self) -> None:
         """Write body attributes (once) and let the span end."""
-        with self._lock:
+        with _finish_lock:
             if self._finished:
                 return
             self._finished = True
@@ -251,24 +359,60 @@ class Exchange:
         except Exception as exc:
             record_error("finish", exc)
         finally:
-            if self.deferred is not None:
-                self.deferred.release()
+            deferred = self.deferred
+            if deferred is not None:
+                self.deferred = None  # no Exchange <-> Deferred cycle left for the GC
+                deferred.release()
 
     def write_bodies(self) -> None:
-        self._write(REQ_BODY, self.request, self.request_seen, self.request_size, self.request_type)
-        self._write(
-            RESP_BODY, self.response, self.response_seen, self.response_size, self.response_type
-        )
+        attrs = self.pending if self.pending is not None else {}
+        self.pending = None
+        try:
+            self.body_attributes(attrs)
+        finally:  # a body that cannot be formatted still leaves the headers on the span
+            if attrs:
+                self.span.set_attributes(attrs)
+
+    def body_attributes(self, out: dict[str, Any]) -> None:
+        if self.request.size or self.request_seen or self.request_size:
+            self._write(
+                out, REQ_BODY, self.request, self.request_seen, self.request_size, self.request_type
+            )
+        if self.response.size or self.response_seen or self.response_size:
+            self._write(
+                out,
+                RESP_BODY,
+                self.response,
+                self.response_seen,
+                self.response_size,
+                self.response_type,
+            )
 
     def _write(
-        self, prefix: str, tee: Tee, seen: bool, hint: int | None, content_type: str | None
+        self,
+        out: dict[str, Any],
+        prefix: str,
+        tee: Tee,
+        seen: bool,
+        hint: int | None,
+        content_type: str | None,
     ) -> None:
         """``seen``: the whole body passed the tee. ``hint``: its declared size, if comparable."""
         size = tee.size if seen or hint is None else max(hint, tee.size)
         if tee.size or seen:
-            self.engine.body(self.span, prefix, tee.data, size, content_type)
+            engine = self.engine
+            if size > 0 or tee.size:
+                out.update(
+                    body_attributes(
+                        prefix, tee.data, size, content_type, engine.redactor, engine.cap
+                    )
+                )
         elif hint:
-            self.span.set_attribute(f"{prefix}.size", hint)
+            out[f"{prefix}.size"] = hint
+
+
+_finish_lock = threading.Lock()  # held only to flip an exchange's "finished" flag
+_flags_lock = threading.Lock()  # held only to read/flip a Deferred's flags
 
 
 class _Switch:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._engine import REQ_HEADER, RESP_HEADER, Engine, Exchange, guarded, recording
+from ._engine import REQ_HEADER, RESP_HEADER, Engine, Exchange, record_error, recording
 from .body import content_length, find_header
 
 STATE_KEY = "hyperdx.capture"
@@ -31,51 +31,93 @@ def _url(scope: dict[str, Any]) -> str:
     return url
 
 
+def _find_three(
+    headers: Any, first: str, second: str, third: str
+) -> tuple[str | None, str | None, str | None]:
+    """The first value of each of three headers, in one pass (as ``find_header`` finds them)."""
+    found: list[str | None] = [None, None, None]
+    wanted = (first, second, third)
+    for name, value in headers:
+        if isinstance(name, bytes):
+            name = name.decode("latin-1")
+        lname = str(name).lower()
+        if lname not in wanted:
+            continue
+        for i in range(3):
+            if found[i] is None and lname == wanted[i]:
+                found[i] = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+    return found[0], found[1], found[2]
+
+
+def _find_two(headers: Any, first: str, second: str) -> tuple[str | None, str | None]:
+    one, two, _ = _find_three(headers, first, second, "")
+    return one, two
+
+
 def hooks(engine: Engine) -> dict[str, Any]:
-    @guarded("asgi.server_request_hook")
+    """The three ASGI hooks; each catches and counts its own errors (no decorator frame: the
+    response and receive hooks run for every message)."""
+
     def server_request_hook(span: Any, scope: dict[str, Any]) -> None:
-        if scope.get("type") != "http" or not recording(span):
-            return
-        url = _url(scope)
-        if engine.is_excluded(url):
-            return
-        headers = scope.get("headers") or ()
-        engine.set_url(span, url)
-        engine.headers(span, REQ_HEADER, headers)
-        ex = Exchange(engine, span, defer=False)
-        ex.request_type = find_header(headers, "content-type")
-        ex.request_size = content_length(find_header(headers, "content-length"))
-        scope[STATE_KEY] = ex
+        try:
+            _server_request(engine, span, scope)
+        except Exception as exc:  # capture must never break the application
+            record_error("asgi.server_request_hook", exc)
 
-    @guarded("asgi.client_request_hook")
     def client_request_hook(span: Any, scope: dict[str, Any], message: dict[str, Any]) -> None:
-        ex = scope.get(STATE_KEY)
-        if not isinstance(ex, Exchange) or message.get("type") != "http.request":
-            return
-        ex.request.feed(message.get("body") or b"")
-        if not message.get("more_body", False):
-            ex.request_seen = True
-
-    @guarded("asgi.client_response_hook")
-    def client_response_hook(span: Any, scope: dict[str, Any], message: dict[str, Any]) -> None:
-        ex = scope.get(STATE_KEY)
-        if not isinstance(ex, Exchange):
-            return
-        kind = message.get("type")
-        if kind == "http.response.start":
-            headers = message.get("headers") or ()
-            engine.headers(ex.span, RESP_HEADER, headers)
-            ex.response_type = find_header(headers, "content-type")
-            if find_header(headers, "content-encoding") is None:
-                ex.response_size = content_length(find_header(headers, "content-length"))
-        elif kind == "http.response.body":
-            ex.response.feed(message.get("body") or b"")
+        try:
+            ex = scope.get(STATE_KEY)
+            if not isinstance(ex, Exchange) or message.get("type") != "http.request":
+                return
+            ex.request.feed(message.get("body") or b"")
             if not message.get("more_body", False):
-                ex.response_seen = True
-                ex.finish()  # the server span ends right after this message is sent
+                ex.request_seen = True
+        except Exception as exc:
+            record_error("asgi.client_request_hook", exc)
+
+    def client_response_hook(span: Any, scope: dict[str, Any], message: dict[str, Any]) -> None:
+        try:
+            ex = scope.get(STATE_KEY)
+            if not isinstance(ex, Exchange):
+                return
+            kind = message.get("type")
+            if kind == "http.response.body":
+                ex.response.feed(message.get("body") or b"")
+                if not message.get("more_body", False):
+                    ex.response_seen = True
+                    ex.finish()  # the server span ends right after this message is sent
+            elif kind == "http.response.start":
+                headers = message.get("headers") or ()
+                engine.headers(ex.span, RESP_HEADER, headers)
+                ex.response_type, length, encoding = _find_three(
+                    headers, "content-type", "content-length", "content-encoding"
+                )
+                if encoding is None:
+                    ex.response_size = content_length(length)
+        except Exception as exc:
+            record_error("asgi.client_response_hook", exc)
 
     return {
         "server_request_hook": server_request_hook,
         "client_request_hook": client_request_hook,
         "client_response_hook": client_response_hook,
     }
+
+
+def _server_request(engine: Engine, span: Any, scope: dict[str, Any]) -> None:
+    if scope.get("type") != "http" or not recording(span):
+        return
+    url: Any = None
+    if engine.excluded:
+        url = _url(scope)
+        if engine.is_excluded(url):
+            return
+    headers = scope.get("headers") or ()
+    attrs = engine.header_attributes(REQ_HEADER, headers)
+    engine.url_updates(span, url or (lambda: _url(scope)), out=attrs)
+    if attrs:
+        span.set_attributes(attrs)
+    ex = Exchange(engine, span, defer=False)
+    ex.request_type, length = _find_two(headers, "content-type", "content-length")
+    ex.request_size = content_length(length) if length is not None else None
+    scope[STATE_KEY] = ex

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import codecs
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
-from .redact import Redactor
+from .redact import REDACTED, Redactor
 
 _TEXT_SUBTYPES = {
     "json",
@@ -27,6 +28,11 @@ def parse_content_type(value: str | None) -> tuple[str, str | None]:
     """Return (lower-case media type, charset or None) of a Content-Type header."""
     if not value:
         return "", None
+    return _parse_content_type(value)
+
+
+@lru_cache(maxsize=256)  # an app answers with a handful of content types
+def _parse_content_type(value: str) -> tuple[str, str | None]:
     media, *params = value.split(";")
     charset = None
     for param in params:
@@ -36,6 +42,7 @@ def parse_content_type(value: str | None) -> tuple[str, str | None]:
     return media.strip().lower(), charset
 
 
+@lru_cache(maxsize=256)
 def is_text(media_type: str) -> bool:
     """Text-like content is captured as text; anything else (or unknown) only as a size."""
     if not media_type or "/" not in media_type:
@@ -48,8 +55,13 @@ def is_text(media_type: str) -> bool:
     return major == "application" and minor in _TEXT_SUBTYPES
 
 
+_UTF8 = frozenset({None, "utf-8", "UTF-8", "utf8", "UTF8"})
+
+
 def decode(data: bytes, charset: str | None, complete: bool) -> str:
     """Decode with replacement; a multi-byte character cut by the cap is dropped, not mangled."""
+    if complete and charset in _UTF8:
+        return data.decode("utf-8", "replace")  # what the incremental decoder gives, final=True
     name = charset or "utf-8"
     try:
         decoder = codecs.getincrementaldecoder(name)(errors="replace")
@@ -107,12 +119,15 @@ def body_attributes(
     if size <= 0 and not data:
         return attrs
     attrs[f"{prefix}.size"] = size
-    media, charset = parse_content_type(content_type)
+    media, charset = _parse_content_type(content_type) if content_type else ("", None)
     if not is_text(media) or cap <= 0:
         return attrs
     kept = data[:cap]
     complete = len(kept) >= size
-    text = decode(kept, charset, complete)
+    if complete and charset in _UTF8:
+        text = kept.decode("utf-8", "replace")
+    else:
+        text = decode(kept, charset, complete)
     if media.endswith("json"):
         text = redactor.json_text(text, complete)
     elif media == "application/x-www-form-urlencoded":
@@ -125,21 +140,49 @@ def body_attributes(
     return attrs
 
 
+HeaderKeys = dict[Any, tuple[str, bool]]
+_MAX_KEYS = 1024  # header names come from clients: the cache is bounded
+
+
+def header_key(prefix: str, name: Any, redactor: Redactor, keys: HeaderKeys) -> tuple[str, bool]:
+    """(attribute key, is secret) of a header name as sent (str or bytes), cached in ``keys``."""
+    entry = keys.get(name)
+    if entry is None:
+        text = name.decode("latin-1") if isinstance(name, bytes) else str(name)
+        lname = text.lower()
+        entry = (f"{prefix}.{lname}", redactor.header(lname, "") == REDACTED)
+        if len(keys) >= _MAX_KEYS:
+            keys.clear()
+        keys[name] = entry
+    return entry
+
+
 def header_attributes(
-    prefix: str, items: Iterable[tuple[Any, Any]], redactor: Redactor
-) -> dict[str, str]:
-    """``<prefix>.<lower-case name>`` -> values joined with ", " (never split), secrets redacted."""
-    grouped: dict[str, list[str]] = {}
+    prefix: str,
+    items: Iterable[tuple[Any, Any]],
+    redactor: Redactor,
+    keys: HeaderKeys | None = None,
+    out: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``<prefix>.<lower-case name>`` -> values joined with ", " (never split), secrets redacted.
+
+    ``keys`` caches name -> (attribute key, secret) across requests (one dict per prefix and
+    redactor); ``out`` is a dict to add to (so a request's attributes are set in one call).
+    """
+    if keys is None:
+        keys = {}
+    attrs: dict[str, Any] = {} if out is None else out
     for name, value in items:
-        if isinstance(name, bytes):
-            name = name.decode("latin-1")
+        key, secret = header_key(prefix, name, redactor, keys)
+        if secret:
+            attrs[key] = REDACTED
+            continue
         if isinstance(value, bytes):
             value = value.decode("latin-1")
-        grouped.setdefault(str(name).lower(), []).append(str(value))
-    return {
-        f"{prefix}.{name}": redactor.header(name, ", ".join(values))
-        for name, values in grouped.items()
-    }
+        elif not isinstance(value, str):
+            value = str(value)
+        attrs[key] = f"{attrs[key]}, {value}" if key in attrs else value
+    return attrs
 
 
 def find_header(items: Iterable[tuple[Any, Any]], wanted: str) -> str | None:
