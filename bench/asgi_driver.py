@@ -12,11 +12,19 @@ from typing import Any
 _HEADERS = [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"bench/1.0"), (b"accept", b"*/*")]
 
 
-def asgi_runner(app: Any, path: str = "/items/7") -> Callable[[int], None]:
-    """A function that sends ``count`` GET ``path`` requests through ``app`` on one loop."""
+def asgi_runner(
+    app: Any,
+    path: str = "/items/7",
+    *,
+    method: str = "GET",
+    headers: list[tuple[bytes, bytes]] | None = None,
+    body: bytes = b"",
+) -> Callable[[int], None]:
+    """A function that sends ``count`` ``method path`` requests through ``app`` on one loop."""
+    sent_headers = _HEADERS if headers is None else headers
 
     async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
+        return {"type": "http.request", "body": body, "more_body": False}
 
     async def send(message: dict[str, Any]) -> None:
         return None
@@ -27,13 +35,13 @@ def asgi_runner(app: Any, path: str = "/items/7") -> Callable[[int], None]:
                 "type": "http",
                 "asgi": {"version": "3.0"},
                 "http_version": "1.1",
-                "method": "GET",
+                "method": method,
                 "scheme": "http",
                 "path": path,
                 "raw_path": path.encode(),
                 "root_path": "",
                 "query_string": b"",
-                "headers": _HEADERS,
+                "headers": sent_headers,
                 "client": ("127.0.0.1", 50000),
                 "server": ("127.0.0.1", 8000),
             }

@@ -22,7 +22,6 @@ difference over the extra requests), which is stable while the machine is busy.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import io
 import json
 import os
@@ -33,6 +32,8 @@ import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
+
+from asgi_driver import asgi_runner
 
 QUIET_EXPORT = {
     "OTEL_BSP_SCHEDULE_DELAY": "3600000",
@@ -173,32 +174,7 @@ def _fastapi(capture: bool, request: str) -> Callable[[int], None]:
             (b"content-length", str(len(BODY)).encode()),
         ]
 
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        return None
-
-    async def many(count: int) -> None:
-        for _ in range(count):
-            scope = {
-                "type": "http",
-                "asgi": {"version": "3.0"},
-                "http_version": "1.1",
-                "method": method,
-                "scheme": "http",
-                "path": path,
-                "raw_path": path.encode(),
-                "root_path": "",
-                "query_string": b"",
-                "headers": headers,
-                "client": ("127.0.0.1", 50000),
-                "server": ("127.0.0.1", 8000),
-            }
-            await app(scope, receive, send)
-
-    loop = asyncio.new_event_loop()
-    return lambda count: loop.run_until_complete(many(count))
+    return asgi_runner(app, path, method=method, headers=headers, body=body)
 
 
 def _runner(framework: str, capture: bool, request: str) -> Callable[[int], None]:
