@@ -9,7 +9,9 @@ read-only mappings drops them from this process without losing anything: the ker
 back, from the page cache or the file, only what chDB executes afterwards (~60-130 MB under
 ingestion and queries). Writable mappings (relocated data, heaps) are never touched.
 
-Second, :class:`HeapTrimmer` returns the C heap's free pages (see there).
+Second, :class:`HeapTrimmer` returns the C heap's free pages (see there), and
+:func:`bound_c_heap` keeps glibc's malloc from spreading the receiver's short-lived buffers
+over many arenas.
 
 Linux only (MADV_PAGEOUT, 5.4+; glibc's malloc_trim); elsewhere both do nothing.
 """
@@ -22,14 +24,33 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
-__all__ = ["HeapTrimmer", "page_out_library"]
+__all__ = ["HeapTrimmer", "bound_c_heap", "page_out_library", "page_out_mapped_files"]
 
 _MADV_PAGEOUT = 21
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
 
 
 def page_out_library(file_suffix: str, maps: Path = Path("/proc/self/maps")) -> int:
     """Page out this process's read-only mappings of the file ending in ``file_suffix``;
     returns the bytes advised (0 where unsupported)."""
+    return _page_out(lambda path: path.endswith(file_suffix), maps)
+
+
+def page_out_mapped_files(maps: Path = Path("/proc/self/maps")) -> int:
+    """Page out every read-only file mapping of this process (libraries, their data).
+
+    Beyond chDB's own library, ``import chdb`` loads pyarrow and numpy (~50 MB of library
+    pages touched only while they initialise; the server never calls them), and grpcio's
+    core. Whatever the process still runs faults back on demand, from the page cache for
+    libraries other processes share (libc, libpython), so this costs a few page faults.
+    """
+    return _page_out(lambda path: path.startswith("/"), maps)
+
+
+def _page_out(wanted: Callable[[str], bool], maps: Path) -> int:
     if not sys.platform.startswith("linux"):
         return 0
     try:
@@ -43,7 +64,7 @@ def page_out_library(file_suffix: str, maps: Path = Path("/proc/self/maps")) -> 
     advised = 0
     for line in lines:
         fields = line.split(maxsplit=5)
-        if len(fields) < 6 or not fields[5].endswith(file_suffix) or "w" in fields[1]:
+        if len(fields) < 6 or "w" in fields[1] or not wanted(fields[5]):
             continue
         start, end = (int(bound, 16) for bound in fields[0].split("-"))
         if madvise(start, end - start, _MADV_PAGEOUT) == 0:
@@ -89,3 +110,27 @@ def _malloc_trim() -> Callable[[int], int] | None:
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int
     return cast("Callable[[int], int]", trim)
+
+
+def bound_c_heap(arenas: int = 2, mmap_threshold: int = 128 << 10) -> bool:
+    """Cap glibc's malloc arenas and pin its mmap threshold; True if glibc took both.
+
+    The receiver's worker threads (~50) each got an arena of their own (glibc allows 8 per
+    core), and each arena keeps the pages of the requests it served: bodies, decoded messages,
+    row dicts, JSON payloads of ~0.1-0.4 MB each. glibc also raises its mmap threshold to the
+    largest block freed, so after the first payloads even those come from the arenas instead
+    of being unmapped on free. Two arenas and a fixed 128 KiB threshold return every large
+    buffer to the kernel when it is freed (chDB allocates with its own jemalloc: unaffected).
+    Call it once, early, in a long-running server process only.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    ok = mallopt(_M_ARENA_MAX, arenas) == 1
+    ok = mallopt(_M_MMAP_THRESHOLD, mmap_threshold) == 1 and ok
+    return mallopt(_M_TRIM_THRESHOLD, 2 * mmap_threshold) == 1 and ok

@@ -29,7 +29,7 @@ from importlib import resources
 from pathlib import Path
 from typing import IO, Any
 
-from hyperdx.local.resident import HeapTrimmer, page_out_library
+from hyperdx.local.resident import HeapTrimmer, page_out_mapped_files
 from hyperdx.local.sinks import SinkUnavailable, commit_deadline
 
 try:  # part of the `local` extra; the stdlib encoder is the fallback
@@ -299,10 +299,11 @@ class Store:
         self._lock.release()
 
     def release_startup_pages(self) -> int:
-        """Page out chDB's library pages that only its start-up read (see
-        :mod:`hyperdx.local.resident`): for a long-running process, after the store opened.
+        """Page out the library pages that only start-up read: chDB's and those of what
+        ``import chdb`` loads (pyarrow, numpy), see :mod:`hyperdx.local.resident`. For a
+        long-running process, after the store opened; it applies to the whole process.
         Returns the bytes advised."""
-        return page_out_library("_chdb.abi3.so")
+        return page_out_mapped_files()
 
     def __enter__(self) -> Store:
         return self
