@@ -349,7 +349,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         load_before = os.getloadavg()
         cpu_before = cpu_seconds(proc.pid)
         threads_before = thread_cpu(proc.pid)
+        client_before = time.process_time()
         tally = asyncio.run(drive(args, state, proc.pid))
+        client_cpu = time.process_time() - client_before
         server_cpu = cpu_seconds(proc.pid) - cpu_before
         threads = thread_cpu_delta(threads_before, thread_cpu(proc.pid))
         load_after = os.getloadavg()
@@ -376,6 +378,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "server_cpu_s": round(server_cpu, 2),
         "items_per_server_cpu_s": round(tally.acked / server_cpu) if server_cpu else 0,
         "server_cpu_s_by_thread": threads,
+        "server_cpu_ms_per_1k_items": (
+            round(server_cpu / tally.acked * 1e6, 1) if tally.acked else 0
+        ),
+        # the load client shares the cores: gRPC's compresses every request itself (in grpc's
+        # core), the HTTP client posts pre-gzipped bodies, so its share differs by protocol
+        "client_cpu_s": round(client_cpu, 2),
         "drain_s": args.drain,
         "items_per_server_cpu_s_with_drain": round(tally.acked / drained_cpu) if drained_cpu else 0,
         "acked_items": tally.acked,
@@ -471,7 +479,9 @@ def main() -> None:
     print(
         f"{result['protocol']} {result['signal']} x{result['concurrency']} "
         f"batch {result['batch']}: {result['items_per_s']:,} items/s "
-        f"({result['items_per_server_cpu_s']:,} per server CPU-second), "
+        f"({result['items_per_server_cpu_s']:,} per server CPU-second, "
+        f"{result['server_cpu_ms_per_1k_items']} server CPU ms per 1k, "
+        f"client CPU {result['client_cpu_s']} s), "
         f"p50 {ms['p50']} ms p99 {ms['p99']} ms max {ms['max']} ms "
         f"(all answers max {result['all_answers_max_ms']} ms), answers {result['answers']}, "
         f"RSS peak {result['rss_peak_mb']} MB (anon {result['rss_anon_peak_mb']} MB; "
