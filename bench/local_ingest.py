@@ -177,12 +177,20 @@ async def http_exporter(
 
 
 async def grpc_exporter(
-    target: str, key: str, signal: str, bodies: list[bytes], batch: int, until: float, tally: Tally
+    target: str,
+    key: str,
+    signal: str,
+    bodies: list[bytes],
+    batch: int,
+    until: float,
+    tally: Tally,
+    compress: bool = True,
 ) -> None:
     import grpc
     from google.rpc.error_details_pb2 import RetryInfo
 
-    async with grpc.aio.insecure_channel(target, compression=grpc.Compression.Gzip) as channel:
+    compression = grpc.Compression.Gzip if compress else grpc.Compression.NoCompression
+    async with grpc.aio.insecure_channel(target, compression=compression) as channel:
         call = channel.unary_unary(
             GRPC_METHODS[signal],
             request_serializer=lambda raw: raw,
@@ -264,7 +272,16 @@ async def drive(args: argparse.Namespace, state: Any, pid: int) -> Tally:
         raw = [gzip.decompress(body) for body in bodies]  # grpc compresses itself
         target = f"{state.host}:{state.grpc_port}"
         workers = [
-            grpc_exporter(target, state.api_key, args.signal, raw, args.batch, until, tally)
+            grpc_exporter(
+                target,
+                state.api_key,
+                args.signal,
+                raw,
+                args.batch,
+                until,
+                tally,
+                args.grpc_compression == "gzip",
+            )
             for _ in range(args.concurrency)
         ]
     extra = [sample_rss(pid, until, tally)]
@@ -369,6 +386,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     accepted = tally.accepted_latency
     return {
         "protocol": args.protocol,
+        "grpc_compression": args.grpc_compression if args.protocol == "grpc" else None,
         "signal": args.signal,
         "concurrency": args.concurrency,
         "batch": args.batch,
@@ -448,6 +466,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--protocol", choices=("http", "grpc"), default="http")
     parser.add_argument("--signal", choices=("logs", "traces"), default="logs")
+    parser.add_argument(
+        "--grpc-compression",
+        choices=("gzip", "none"),
+        default="gzip",
+        help="gRPC only: the client compresses every request itself (the HTTP client posts "
+        "pre-gzipped bodies); 'none' leaves that client cost out",
+    )
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--seconds", type=float, default=15.0)
