@@ -111,6 +111,10 @@ _GROUP_COMMIT_LINGER = 0.05
 # 2026-11-29, BENCHMARKS.md "Local ingest"). A part not merged yet is read without its
 # indexes: same answers, a scan of that (small, recent) part instead of a lookup.
 _INSERT_SETTINGS = "SETTINGS materialize_skip_indexes_on_insert = 0"
+# How often the writer hands chDB's free allocator pages back (between inserts). Every 0.25 s
+# instead of 1 s lowered the anonymous-memory peak under saturation by ~10 MB (8 exporters,
+# 2026-11-29 16:10 UTC); one purge costs ~1.7 ms of CPU, so <1 % of a core.
+_PURGE_INTERVAL = 0.25
 
 
 class StoreError(RuntimeError):
@@ -253,7 +257,7 @@ class Store:
         self._query_session: Any = None
         self._insert_session: Any = None
         self._commits = _GroupCommit(self._stream, _GROUP_COMMIT_BYTES, _GROUP_COMMIT_LINGER)
-        self._heap = HeapTrimmer(self._purge_allocator)
+        self._heap = HeapTrimmer(self._purge_allocator, _PURGE_INTERVAL)
 
     @classmethod
     def open(cls, data_dir: Path | str) -> Store:
