@@ -185,3 +185,22 @@ def test_store_gives_back_chdb_library_pages_and_keeps_answering(tmp_path: Path)
         assert after < before, (before, after)
         store.insert("otel_logs", [{"Timestamp": f"{int(time.time())}.0", "Body": "after"}])
         assert store.query("SELECT Body FROM otel_logs").rows == [{"Body": "after"}]
+
+
+def test_chdb_imported_without_arrow_still_stores_and_reads(tmp_path: Path) -> None:
+    import subprocess
+
+    # in a child: which modules a process has loaded is process-wide
+    code = f"""
+import sys
+from hyperdx.local.store import Store, import_chdb_without_arrow
+assert import_chdb_without_arrow() is True
+assert import_chdb_without_arrow() is False  # already imported: nothing to do
+with Store.open({str(tmp_path / "data")!r}) as store:
+    store.insert("otel_logs", [{{"Timestamp": "1795967157.5", "Body": "no arrow"}}])
+    rows = store.query("SELECT Body FROM otel_logs").rows
+    arrow = store.read("SELECT Body FROM otel_logs", "ArrowStream").data  # made by chDB itself
+print(rows, "pyarrow" in sys.modules, "numpy" in sys.modules, len(arrow) > 0)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[{'Body': 'no arrow'}] False False True", out

@@ -38,6 +38,7 @@ from hyperdx.local.store import (
     data_dir_size,
     default_data_dir,
     human_size,
+    import_chdb_without_arrow,
 )
 
 MAX_QUERY_BODY = 1 << 20
@@ -297,6 +298,7 @@ def serve(
             file=err,
         )
     bound_c_heap()  # this process is the server: its C heap may be tuned for it
+    import_chdb_without_arrow()
     server = LocalServer(
         data_dir or default_data_dir(),
         host=host,
