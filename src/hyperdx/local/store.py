@@ -125,7 +125,7 @@ def import_chdb_without_arrow() -> bool:
     ``state/sqlitelike.py`` says so); ``hyperdx local`` reads every result as bytes (JSON,
     CSV, ClickHouse's own formats, Arrow included, are produced by chDB itself). Left out,
     they cost ~10 MB less anonymous memory and start-up ~0.1-0.3 s faster (measured
-    2026-11-29). Returns False when chDB was already imported (nothing changed). Call it only
+    2026-11-29). Returns False when chDB was already imported or is missing. Call it only
     in a process that uses chDB for ``hyperdx local`` alone: chDB's Arrow APIs stay off in it.
     """
     if "chdb" in sys.modules:
@@ -135,6 +135,8 @@ def import_chdb_without_arrow() -> bool:
         sys.modules["pyarrow"] = None  # type: ignore[assignment]  # `import pyarrow` fails
     try:
         import chdb.session  # noqa: F401
+    except ImportError:  # not installed: Store.open reports it as before
+        return False
     finally:
         if blocked and sys.modules.get("pyarrow", 0) is None:
             del sys.modules["pyarrow"]
