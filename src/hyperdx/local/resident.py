@@ -7,13 +7,15 @@ First, give back the pages of chDB's library that only its start-up touched.
 Those pages are clean copies of the file, so ``madvise(MADV_PAGEOUT)`` on the library's
 read-only mappings drops them from this process without losing anything: the kernel faults
 back, from the page cache or the file, only what chDB executes afterwards (~60-130 MB under
-ingestion and queries). Writable mappings (relocated data, heaps) are never touched.
+ingestion and queries). Writable mappings (relocated data, heaps) are never touched. The
+kernel skips pages another process maps too (e.g. a second process with the same installed
+chDB loaded): those stay resident in both.
 
 Second, :class:`HeapTrimmer` returns the C heap's free pages (see there), and
 :func:`bound_c_heap` keeps glibc's malloc from spreading the receiver's short-lived buffers
 over many arenas.
 
-Linux only (MADV_PAGEOUT, 5.4+; glibc's malloc_trim); elsewhere both do nothing.
+Linux only (MADV_PAGEOUT, 5.4+; glibc's malloc_trim and mallopt); elsewhere they do nothing.
 """
 
 from __future__ import annotations
