@@ -177,12 +177,20 @@ async def http_exporter(
 
 
 async def grpc_exporter(
-    target: str, key: str, signal: str, bodies: list[bytes], batch: int, until: float, tally: Tally
+    target: str,
+    key: str,
+    signal: str,
+    bodies: list[bytes],
+    batch: int,
+    until: float,
+    tally: Tally,
+    compress: bool = True,
 ) -> None:
     import grpc
     from google.rpc.error_details_pb2 import RetryInfo
 
-    async with grpc.aio.insecure_channel(target, compression=grpc.Compression.Gzip) as channel:
+    compression = grpc.Compression.Gzip if compress else grpc.Compression.NoCompression
+    async with grpc.aio.insecure_channel(target, compression=compression) as channel:
         call = channel.unary_unary(
             GRPC_METHODS[signal],
             request_serializer=lambda raw: raw,
@@ -264,7 +272,16 @@ async def drive(args: argparse.Namespace, state: Any, pid: int) -> Tally:
         raw = [gzip.decompress(body) for body in bodies]  # grpc compresses itself
         target = f"{state.host}:{state.grpc_port}"
         workers = [
-            grpc_exporter(target, state.api_key, args.signal, raw, args.batch, until, tally)
+            grpc_exporter(
+                target,
+                state.api_key,
+                args.signal,
+                raw,
+                args.batch,
+                until,
+                tally,
+                args.grpc_compression == "gzip",
+            )
             for _ in range(args.concurrency)
         ]
     extra = [sample_rss(pid, until, tally)]
@@ -349,7 +366,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         load_before = os.getloadavg()
         cpu_before = cpu_seconds(proc.pid)
         threads_before = thread_cpu(proc.pid)
+        client_before = time.process_time()
         tally = asyncio.run(drive(args, state, proc.pid))
+        client_cpu = time.process_time() - client_before
         server_cpu = cpu_seconds(proc.pid) - cpu_before
         threads = thread_cpu_delta(threads_before, thread_cpu(proc.pid))
         load_after = os.getloadavg()
@@ -367,6 +386,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     accepted = tally.accepted_latency
     return {
         "protocol": args.protocol,
+        "grpc_compression": args.grpc_compression if args.protocol == "grpc" else None,
         "signal": args.signal,
         "concurrency": args.concurrency,
         "batch": args.batch,
@@ -376,6 +396,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "server_cpu_s": round(server_cpu, 2),
         "items_per_server_cpu_s": round(tally.acked / server_cpu) if server_cpu else 0,
         "server_cpu_s_by_thread": threads,
+        "server_cpu_ms_per_1k_items": (
+            round(server_cpu / tally.acked * 1e6, 1) if tally.acked else 0
+        ),
+        # the load client shares the cores: gRPC's compresses every request itself (in grpc's
+        # core), the HTTP client posts pre-gzipped bodies, so its share differs by protocol
+        "client_cpu_s": round(client_cpu, 2),
         "drain_s": args.drain,
         "items_per_server_cpu_s_with_drain": round(tally.acked / drained_cpu) if drained_cpu else 0,
         "acked_items": tally.acked,
@@ -440,6 +466,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--protocol", choices=("http", "grpc"), default="http")
     parser.add_argument("--signal", choices=("logs", "traces"), default="logs")
+    parser.add_argument(
+        "--grpc-compression",
+        choices=("gzip", "none"),
+        default="gzip",
+        help="gRPC only: the client compresses every request itself (the HTTP client posts "
+        "pre-gzipped bodies); 'none' leaves that client cost out",
+    )
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--seconds", type=float, default=15.0)
@@ -471,7 +504,9 @@ def main() -> None:
     print(
         f"{result['protocol']} {result['signal']} x{result['concurrency']} "
         f"batch {result['batch']}: {result['items_per_s']:,} items/s "
-        f"({result['items_per_server_cpu_s']:,} per server CPU-second), "
+        f"({result['items_per_server_cpu_s']:,} per server CPU-second, "
+        f"{result['server_cpu_ms_per_1k_items']} server CPU ms per 1k, "
+        f"client CPU {result['client_cpu_s']} s), "
         f"p50 {ms['p50']} ms p99 {ms['p99']} ms max {ms['max']} ms "
         f"(all answers max {result['all_answers_max_ms']} ms), answers {result['answers']}, "
         f"RSS peak {result['rss_peak_mb']} MB (anon {result['rss_anon_peak_mb']} MB; "

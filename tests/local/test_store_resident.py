@@ -10,7 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from hyperdx.local.resident import HeapTrimmer, page_out_library
+from hyperdx.local.resident import (
+    HeapTrimmer,
+    page_out_library,
+    page_out_mapped_files,
+)
 from hyperdx.local.store import Store
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="MADV_PAGEOUT")
@@ -42,6 +46,38 @@ def test_read_only_pages_are_given_back_and_still_read_the_same(tmp_path: Path) 
         assert before >= 15 * 1024, before
         assert after < before // 2, (before, after)
         assert view[:] == data  # faulted back from the file, unchanged
+
+
+@linux_only
+def test_every_read_only_file_mapping_is_given_back_writable_ones_kept(tmp_path: Path) -> None:
+    data = bytes(range(256)) * (8 << 12)  # 8 MiB
+    shared, private = tmp_path / "some-library.so", tmp_path / "relocated-data.bin"
+    shared.write_bytes(data)
+    private.write_bytes(b"\0" * (1 << 20))
+    with (
+        shared.open("rb") as fh,
+        mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as view,
+        private.open("rb") as fh2,
+        mmap.mmap(fh2.fileno(), 0, access=mmap.ACCESS_COPY) as dirty,
+    ):
+        assert view[:] == data
+        dirty[:5] = b"dirty"
+        before = _mapping_rss_kb("some-library.so")
+        advised = page_out_mapped_files()
+        assert advised >= len(data), advised  # this file and the process's libraries
+        assert _mapping_rss_kb("some-library.so") < before // 2, before
+        assert view[:] == data
+        assert dirty[:5] == b"dirty"  # a private change is never dropped
+
+
+@linux_only
+def test_c_heap_bound_is_accepted_by_glibc() -> None:
+    import subprocess
+
+    # in a child: the setting is process-wide and meant for the server process only
+    code = "from hyperdx.local.resident import bound_c_heap; print(bound_c_heap())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True", out
 
 
 @linux_only
@@ -149,3 +185,22 @@ def test_store_gives_back_chdb_library_pages_and_keeps_answering(tmp_path: Path)
         assert after < before, (before, after)
         store.insert("otel_logs", [{"Timestamp": f"{int(time.time())}.0", "Body": "after"}])
         assert store.query("SELECT Body FROM otel_logs").rows == [{"Body": "after"}]
+
+
+def test_chdb_imported_without_arrow_still_stores_and_reads(tmp_path: Path) -> None:
+    import subprocess
+
+    # in a child: which modules a process has loaded is process-wide
+    code = f"""
+import sys
+from hyperdx.local.store import Store, import_chdb_without_arrow
+assert import_chdb_without_arrow() is True
+assert import_chdb_without_arrow() is False  # already imported: nothing to do
+with Store.open({str(tmp_path / "data")!r}) as store:
+    store.insert("otel_logs", [{{"Timestamp": "1795967157.5", "Body": "no arrow"}}])
+    rows = store.query("SELECT Body FROM otel_logs").rows
+    arrow = store.read("SELECT Body FROM otel_logs", "ArrowStream").data  # made by chDB itself
+print(rows, "pyarrow" in sys.modules, "numpy" in sys.modules, len(arrow) > 0)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[{'Body': 'no arrow'}] False False True", out

@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from concurrent import futures
+from functools import partial
 from typing import Any
 
 import grpc
@@ -142,9 +143,9 @@ class GrpcListener:
                 failure = (503, f"overloaded, retry later: {refusal.reason}", refusal.retry_after)
             else:
                 try:
-                    message = wire.decode(raw, wire.PROTOBUF, signal.request_type)
+                    decode = partial(wire.decode, raw, wire.PROTOBUF, signal.request_type)
                     items = wire.ingest(
-                        self._admission, self._sink, signal, message, self._errors, since
+                        self._admission, self._sink, signal, decode, self._errors, since
                     )
                 except wire.WireError as error:
                     failure = (error.status, error.message, error.retry_after)

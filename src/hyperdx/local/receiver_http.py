@@ -183,12 +183,11 @@ class HttpListener:
         since: float,
         queued: bool,
     ) -> int:
-        data = wire.decompress(body, encoding, self._limit)
-        message = wire.decode(data, media, signal.request_type)
-        del data  # only the decoded message is needed from here on
-        return wire.ingest(
-            self._admission, self._sink, signal, message, self._errors, since, queued
-        )
+        def decode() -> Any:
+            data = wire.decompress(body, encoding, self._limit)
+            return wire.decode(data, media, signal.request_type)  # data is freed on return
+
+        return wire.ingest(self._admission, self._sink, signal, decode, self._errors, since, queued)
 
 
 def _first_values(request: web.BaseRequest) -> dict[str, str]:

@@ -26,6 +26,7 @@ from hyperdx.local.clickhouse_http import QueryEngine
 from hyperdx.local.client import QUERY_PATH, ServerState
 from hyperdx.local.peers import is_loopback
 from hyperdx.local.query_listeners import QueryListeners
+from hyperdx.local.resident import bound_c_heap
 from hyperdx.local.store import (
     KEY_FILE,
     STATE_FILE,
@@ -37,6 +38,7 @@ from hyperdx.local.store import (
     data_dir_size,
     default_data_dir,
     human_size,
+    import_chdb_without_arrow,
 )
 
 MAX_QUERY_BODY = 1 << 20
@@ -295,6 +297,8 @@ def serve(
             f"hyperdx local: listening on non-loopback {host}: the ingestion key is required",
             file=err,
         )
+    bound_c_heap()  # this process is the server: its C heap may be tuned for it
+    import_chdb_without_arrow()
     server = LocalServer(
         data_dir or default_data_dir(),
         host=host,
