@@ -1,9 +1,9 @@
 """What advanced network capture costs per request, in-process: CPU us and instructions.
 
 A Flask app and a Django app (WSGI callables, as Gunicorn calls them: iterate the response, then
-``close()``) and a FastAPI app (ASGI, one event loop) are driven without a server or socket, through the distro's
-real pipeline (``configure_opentelemetry``, lean server instrumentation, batch processors whose
-export never runs within the window), with capture off and on. Two requests:
+``close()``) and a FastAPI app (ASGI, one event loop) are driven without a server or socket,
+through the distro's real pipeline (``configure_opentelemetry``, lean server instrumentation,
+batch processors whose export never runs within the window), with capture off and on. Two requests:
 
 * ``hello``: ``GET /`` with only a ``Host`` header, answered "Hello, World!" (what wrk sends to
   the bench's hello-world apps);
@@ -15,8 +15,8 @@ rounds (noise on a shared machine only ever adds time). ``--instructions`` also 
 instructions per request with cachegrind (a run with few and one with many requests; the
 difference over the extra requests), which is stable while the machine is busy.
 
-    .venv/bin/python bench/capture_cost.py [--frameworks flask,django,fastapi] [--requests hello,json]
-        [--instructions] [--n 3000] [--rounds 5]
+    .venv/bin/python bench/capture_cost.py [--frameworks flask,django,fastapi]
+        [--requests hello,json] [--instructions] [--n 3000] [--rounds 5]
 """
 
 from __future__ import annotations
