@@ -22,7 +22,7 @@ from hyperdx.opentelemetry.capture.body import (
     header_attributes,
     is_text,
 )
-from hyperdx.opentelemetry.capture.redact import Redactor
+from hyperdx.opentelemetry.capture.redact import DEFAULT_PATTERNS, Redactor, scanner_pattern
 
 R = Redactor()
 
@@ -118,6 +118,92 @@ def test_truncated_json_is_scrubbed_lexically() -> None:
     # a value cut in the middle of a secret string
     out = R.json_text('{"a": "b", "api_key": "abcd', complete=False)
     assert "abcd" not in out and REDACTED in out
+
+
+def _scanner_texts() -> list[str]:
+    """Texts where scanners could disagree: secret words overlapping each other
+    (``secretoken``), inside and across quotes, escaped quotes, truncation, free text."""
+    import random
+
+    rng = random.Random(9)
+    words = [
+        "password",
+        "passwd",
+        "pwd",
+        "secretoken",
+        "api-key",
+        "api_key",
+        "apikey",
+        "auth",
+        "session",
+        "sessn",
+        "cookie",
+        "credit card",
+        "card_number",
+        "cvv",
+        "cvc",
+        "ssn",
+        "private key",
+        "signature",
+        "jwt",
+        "csrf",
+        "xsrf",
+        "PassWord",
+        "user",
+        "name",
+        "note",
+        "tokenauth",
+        "pwdsecret",
+        "sig",
+        "api",
+        "card",
+        "credit",
+        "\u00e9",
+    ]
+    glue = ['"', '": ', '", "', ": ", "=", "&", " ", '\\"', "{", "}", "[", ",", "<", ">", "\n"]
+    texts = []
+    for _ in range(400):
+        parts = [
+            rng.choice(words if rng.random() < 0.6 else glue) for _ in range(rng.randint(1, 14))
+        ]
+        texts.append("".join(parts))
+    for _ in range(200):
+        doc = {
+            rng.choice(words): rng.choice([rng.choice(words), 1, {rng.choice(words): "v"}, [1]])
+            for _ in range(rng.randint(1, 6))
+        }
+        whole = json.dumps(doc)
+        texts += [whole, whole[: rng.randint(1, len(whole))]]
+    return texts
+
+
+def test_grouped_scanner_finds_what_the_plain_alternation_finds() -> None:
+    """The built-in scanner is grouped by first letter for speed: every redaction result is the
+    same as with the plain alternation of the patterns (the rule it stands for)."""
+    import re
+
+    grouped = Redactor()
+    plain = Redactor()
+    plain._builtin = re.compile("|".join(f"(?:{p})" for p in DEFAULT_PATTERNS))
+    assert grouped._builtin.pattern == scanner_pattern(DEFAULT_PATTERNS) != plain._builtin.pattern
+    for text in _scanner_texts():
+        low = text.lower()
+        # matches at exactly the same positions
+        assert [i for i in range(len(low)) if grouped._builtin.match(low, i)] == [
+            i for i in range(len(low)) if plain._builtin.match(low, i)
+        ]
+        assert grouped.json_text(text, complete=True) == plain.json_text(text, complete=True)
+        assert grouped.json_text(text, complete=False) == plain.json_text(text, complete=False)
+        assert grouped.text(text) == plain.text(text)
+        assert grouped.mentions_secret(text) == plain.mentions_secret(text)
+    assert (
+        grouped.json_text('{"secretoken": 1, "a": 2}') == f'{{"secretoken": "{REDACTED}", "a": 2}}'
+    )
+
+
+def test_scanner_pattern_groups_only_plain_leading_letters() -> None:
+    assert scanner_pattern(("ab", "ac", "a?x", "b|c", "^d")) == "a(?:b|c)|(?:a?x)|(?:b|c)|(?:^d)"
+    assert scanner_pattern(("token",)) == "token"
 
 
 def test_text_and_xml() -> None:
