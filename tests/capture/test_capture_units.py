@@ -19,6 +19,7 @@ from hyperdx.opentelemetry.capture.body import (
     Tee,
     body_attributes,
     decode,
+    find_header,
     header_attributes,
     is_text,
 )
@@ -60,6 +61,30 @@ def test_header_attributes_join_never_split() -> None:
         "http.request.header.x-multi": "1, 2",
         "http.request.header.cookie": REDACTED,
     }
+
+
+def test_header_attributes_firsts_are_find_headers_values() -> None:
+    """The first values collected in the attributes' pass are what ``find_header`` finds: the
+    first occurrence, decoded, even of a secret header; absent headers stay None."""
+    items = [
+        (b"Content-Type", b"application/json"),
+        (b"cookie", b"sid=1"),
+        (b"content-type", b"text/plain"),
+        ("X-Size", 12),
+    ]
+    prefix = "http.response.header"
+    firsts: dict[str, str | None] = dict.fromkeys(
+        f"{prefix}.{n}" for n in ("content-type", "cookie", "x-size", "content-length")
+    )
+    attrs = header_attributes(prefix, items, R, {}, None, firsts)
+    assert firsts == {
+        f"{prefix}.{n}": find_header(items, n)
+        for n in ("content-type", "cookie", "x-size", "content-length")
+    }
+    assert firsts[f"{prefix}.content-type"] == "application/json"
+    assert firsts[f"{prefix}.cookie"] == "sid=1" and attrs[f"{prefix}.cookie"] == REDACTED
+    assert firsts[f"{prefix}.content-length"] is None
+    assert attrs[f"{prefix}.content-type"] == "application/json, text/plain"
 
 
 @pytest.mark.parametrize(

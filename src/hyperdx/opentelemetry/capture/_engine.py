@@ -126,11 +126,13 @@ class Deferred:
             if self._released:
                 return
             self._released = True
-            ready = self._end_time is not None
+            # Ended already (the usual case): end it for real now, claiming it under this lock.
+            ready = self._end_time is not None and not self._done
+            if ready:
+                self._done = True
+        self._restore()
         if ready:
-            self._really_end()
-        else:
-            self._restore()
+            self._orig_end(end_time=self._end_time)
 
     def _restore(self) -> None:
         self._on_stale = None  # it holds the exchange, which holds this: break the cycle
@@ -278,9 +280,15 @@ class Engine:
         return header_key(prefix, name, self.redactor, self.header_keys[prefix])
 
     def header_attributes(
-        self, prefix: str, items: Iterable[tuple[Any, Any]], out: dict[str, Any] | None = None
+        self,
+        prefix: str,
+        items: Iterable[tuple[Any, Any]],
+        out: dict[str, Any] | None = None,
+        firsts: dict[str, str | None] | None = None,
     ) -> dict[str, Any]:
-        return header_attributes(prefix, items, self.redactor, self.header_keys[prefix], out)
+        return header_attributes(
+            prefix, items, self.redactor, self.header_keys[prefix], out, firsts
+        )
 
     def headers(self, span: Any, prefix: str, items: Iterable[tuple[Any, Any]]) -> None:
         attrs = self.header_attributes(prefix, items)
@@ -350,6 +358,8 @@ class Exchange:
 
     def finish(self) -> None:
         """Write body attributes (once) and let the span end."""
+        if self._finished:  # set under the lock, never reset: a second call stops here
+            return
         with _finish_lock:
             if self._finished:
                 return
