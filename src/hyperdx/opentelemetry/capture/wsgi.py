@@ -272,19 +272,6 @@ class _Body:
             self._state.finish()
 
 
-def _after_app(state: _State, result: Any) -> Any:
-    """Decide whether to tee the response; returns what the server gets."""
-    if state.span is None:
-        state.finish()  # not traced (excluded URL, no instrumentation): nothing to do
-        return result
-    if state.response_headers is not None and state.response_size is not None:
-        media, _ = parse_content_type(state.response_type)
-        if not is_text(media) or state.engine.cap <= 0:
-            state.finish()  # size only and known: keep the original iterable (sendfile)
-            return result
-    return _Body(result, state)
-
-
 def _response_started(state: _State, headers: Any) -> None:
     """Remember the response headers as sent, and what they say about the body."""
     items = state.response_headers = list(headers)
@@ -323,6 +310,8 @@ def wrap_call(original: Callable[..., Any]) -> Callable[..., Any]:
             return original(self, environ, start_response)
 
         def capturing_start_response(status: str, headers: Any, *args: Any) -> Any:
+            # (a closure, not a method of the state: an app may call it after the exchange
+            # is finished, and the state must not keep the server's callable)
             try:
                 state.status = status
                 _response_started(state, headers)
@@ -336,7 +325,16 @@ def wrap_call(original: Callable[..., Any]) -> Callable[..., Any]:
             state.finish()
             raise
         try:
-            return _after_app(state, result)
+            # Whether to tee the response: what the server gets.
+            if state.span is None:
+                state.finish()  # not traced (excluded URL, no instrumentation): nothing to do
+                return result
+            if state.response_headers is not None and state.response_size is not None:
+                media, _ = parse_content_type(state.response_type)
+                if not is_text(media) or engine.cap <= 0:
+                    state.finish()  # size only and known: keep the original iterable (sendfile)
+                    return result
+            return _Body(result, state)
         except Exception as exc:
             record_error("wsgi.response", exc)
             state.finish()
