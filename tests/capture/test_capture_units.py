@@ -474,3 +474,42 @@ def test_exclusion_precheck_never_misses_an_excluded_url(endpoints: tuple[str, .
             excluded += 1
             assert _may_be_excluded(engine, environ), environ
     assert excluded >= 2
+
+
+_SCOPES = [
+    {"scheme": "http", "path": "/v1/traces", "headers": [(b"host", b"h:8000")]},
+    {"scheme": "http", "path": "/v1/logs/x", "headers": [(b"Host", b"h")]},
+    {"scheme": "https", "path": "/a", "headers": [(b"host", b"h:8443")]},
+    {"scheme": "http", "root_path": "x", "path": "/", "headers": [(b"host", b"h:80")]},
+    {"scheme": "http", "path": "/logs", "headers": [(b"host", b"h/v1")]},
+    {"scheme": "http", "path": "/", "headers": [(b"host", b"hx")]},
+    {"scheme": "http", "path": "/v1/traces", "headers": [], "server": ("h", 8000)},
+    {"scheme": "http", "path": "/v1/traces", "headers": [(b"host", b"")], "server": ("h", 8000)},
+    {"scheme": "http:/", "path": "/v1/traces", "headers": [(b"host", b"h:8000")]},
+    {"scheme": "http", "path": "/v1/traces", "headers": [(b"host", b"h:8000"), (b"host", b"x")]},
+    {"scheme": "http", "path": "/v1/logs", "query_string": b"a=1", "headers": [(b"host", b"h")]},
+]
+
+
+@pytest.mark.parametrize(
+    "endpoints",
+    [
+        ("http://h:8000/v1/traces", "http://h/v1/logs"),
+        ("https://h:8443/a", "http://other:4318/v1/traces"),
+        ("http://h",),  # no path: a prefix inside the host name, only the full check is right
+    ],
+)
+def test_asgi_exclusion_precheck_never_misses_an_excluded_url(endpoints: tuple[str, ...]) -> None:
+    """ASGI's origin pre-check (on the Host found in the headers' pass) only skips URLs that
+    cannot start with an excluded endpoint, and some are skipped."""
+    from hyperdx.opentelemetry.capture._engine import Engine
+    from hyperdx.opentelemetry.capture.asgi import _may_be_excluded, _url
+
+    engine = Engine(CaptureConfig(enabled=True, excluded_endpoints=endpoints))
+    skipped = 0
+    for scope in _SCOPES:
+        host = find_header(scope["headers"], "host")
+        if engine.is_excluded(_url(scope)):
+            assert _may_be_excluded(engine, scope, host), scope
+        skipped += not _may_be_excluded(engine, scope, host)
+    assert skipped or engine.excluded_origins is None

@@ -31,8 +31,30 @@ def _url(scope: dict[str, Any]) -> str:
     return url
 
 
+def _may_be_excluded(engine: Engine, scope: dict[str, Any], host: str | None) -> bool:
+    """False when ``_url(scope)`` cannot start with an excluded endpoint (the SDK's own export
+    URLs): its origin, ``scheme://<Host header>``, is none of theirs. Saves building the URL on
+    every request; anything unusual is left to the full comparison."""
+    origins = engine.excluded_origins
+    if origins is None or not host or "/" in host:
+        return True
+    scheme = scope.get("scheme", "http")
+    root, path = scope.get("root_path", ""), scope.get("path", "")
+    if not (
+        isinstance(scheme, str)
+        and scheme.isascii()
+        and scheme.isalpha()
+        and isinstance(root, str)
+        and isinstance(path, str)
+        and (root or path).startswith("/")
+    ):
+        return True
+    return f"{scheme}://{host}" in origins
+
+
 _REQ_TYPE = f"{REQ_HEADER}.content-type"
 _REQ_LENGTH = f"{REQ_HEADER}.content-length"
+_REQ_HOST = f"{REQ_HEADER}.host"
 _RESP_TYPE = f"{RESP_HEADER}.content-type"
 _RESP_LENGTH = f"{RESP_HEADER}.content-length"
 _RESP_ENCODING = f"{RESP_HEADER}.content-encoding"
@@ -96,13 +118,14 @@ def hooks(engine: Engine) -> dict[str, Any]:
 def _server_request(engine: Engine, span: Any, scope: dict[str, Any]) -> None:
     if scope.get("type") != "http" or not recording(span):
         return
+    # The headers first: their pass also finds the Host the exclusion pre-check needs.
+    firsts: dict[str, str | None] = dict.fromkeys((_REQ_TYPE, _REQ_LENGTH, _REQ_HOST))
+    attrs = engine.header_attributes(REQ_HEADER, scope.get("headers") or (), firsts=firsts)
     url: Any = None
-    if engine.excluded:
+    if engine.excluded and _may_be_excluded(engine, scope, firsts[_REQ_HOST]):
         url = _url(scope)
         if engine.is_excluded(url):
             return
-    firsts: dict[str, str | None] = dict.fromkeys((_REQ_TYPE, _REQ_LENGTH))
-    attrs = engine.header_attributes(REQ_HEADER, scope.get("headers") or (), firsts=firsts)
     engine.url_updates(span, url or (lambda: _url(scope)), out=attrs)
     if attrs:
         span.set_attributes(attrs)
