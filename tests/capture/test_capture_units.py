@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 import pytest
 
@@ -513,3 +514,40 @@ def test_asgi_exclusion_precheck_never_misses_an_excluded_url(endpoints: tuple[s
             assert _may_be_excluded(engine, scope, host), scope
         skipped += not _may_be_excluded(engine, scope, host)
     assert skipped or engine.excluded_origins is None
+
+
+@pytest.mark.parametrize(
+    ("limits", "attrs"),
+    [
+        ({}, {"a": "x", "http.url": "http://h/", "n": 3, "t": True, "f": 1.5}),
+        ({}, {"b": "moved to the end", "z": "new"}),
+        ({"max_span_attributes": 4}, {"c": "1", "d": "2", "e": "3"}),  # over: oldest dropped
+        ({"max_attribute_length": 3}, {"c": "long value", "d": "ok"}),  # truncated by the SDK
+        ({}, {"c": b"bytes", "d": ["x", "y"]}),  # cleaned by the SDK
+        ({}, {"": "empty key", "d": "x"}),
+        ({}, {}),
+    ],
+)
+def test_set_attributes_stores_what_the_sdk_stores(
+    limits: dict[str, int], attrs: dict[str, Any]
+) -> None:
+    """The capture's attribute write leaves a span exactly as ``span.set_attributes`` does:
+    same values, same order, same dropped count; an ended span is left alone either way."""
+    from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+
+    from hyperdx.opentelemetry import fast_span
+    from hyperdx.opentelemetry.capture._engine import set_attributes
+
+    assert fast_span.ENABLED  # else this compares the SDK with itself
+    tracer = TracerProvider(span_limits=SpanLimits(**limits)).get_tracer("t")
+    start = {"a": "old", "b": "first", "k": 1}
+    results = []
+    for write in (lambda s, a: s.set_attributes(a), set_attributes):
+        span: Any = tracer.start_span("s", attributes=start)
+        write(span, dict(attrs))
+        stored = span._attributes
+        results.append((list(stored._dict.items()), stored.dropped))
+        span.end()
+        write(span, {"late": "x"})
+        assert "late" not in span.attributes
+    assert results[0] == results[1]

@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._engine import REQ_HEADER, RESP_HEADER, Engine, Exchange, record_error, recording
+from ._engine import (
+    REQ_HEADER,
+    RESP_HEADER,
+    Engine,
+    Exchange,
+    record_error,
+    recording,
+    set_attributes,
+)
 from .body import content_length, find_header
 
 STATE_KEY = "hyperdx.capture"
@@ -101,7 +109,7 @@ def hooks(engine: Engine) -> dict[str, Any]:
                     RESP_HEADER, message.get("headers") or (), firsts=firsts
                 )
                 if attrs:
-                    ex.span.set_attributes(attrs)
+                    set_attributes(ex.span, attrs)
                 ex.response_type = firsts[_RESP_TYPE]
                 if firsts[_RESP_ENCODING] is None:
                     ex.response_size = content_length(firsts[_RESP_LENGTH])
@@ -128,7 +136,7 @@ def _server_request(engine: Engine, span: Any, scope: dict[str, Any]) -> None:
             return
     engine.url_updates(span, url or (lambda: _url(scope)), out=attrs)
     if attrs:
-        span.set_attributes(attrs)
+        set_attributes(span, attrs)
     ex = Exchange(engine, span, defer=False)
     ex.request_type = firsts[_REQ_TYPE]
     length = firsts[_REQ_LENGTH]

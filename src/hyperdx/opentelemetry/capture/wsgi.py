@@ -24,6 +24,7 @@ from ._engine import (
     guarded,
     record_error,
     recording,
+    set_attributes,
     switch,
 )
 from .body import content_length, find_header, is_text, parse_content_type
@@ -240,7 +241,7 @@ class _State(Exchange):
             self.body_attributes(attrs)
         finally:  # what could be formatted is written, even if a body could not
             if attrs:
-                span.set_attributes(attrs)
+                set_attributes(span, attrs)
 
 
 class _Body:
@@ -371,7 +372,7 @@ def request_from_environ(
     whole = url if url is not None else (lambda: request_url(environ))
     engine.url_updates(span, whole, out=attrs)
     if attrs:
-        span.set_attributes(attrs)
+        set_attributes(span, attrs)
 
 
 def flask_hooks(engine: Engine) -> dict[str, Any]:
@@ -402,7 +403,7 @@ def _flask_response(engine: Engine, span: Any, response_headers: Any) -> None:
     attrs = engine.header_attributes(RESP_HEADER, list(response_headers))
     engine.url_updates(span, request_url(environ) if environ else None, out=attrs)
     if attrs:
-        span.set_attributes(attrs)
+        set_attributes(span, attrs)
 
 
 def django_hooks(engine: Engine) -> dict[str, Any]:
