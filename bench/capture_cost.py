@@ -1,9 +1,9 @@
 """What advanced network capture costs per request, in-process: CPU us and instructions.
 
-A Flask app (WSGI callable, as Gunicorn calls it: iterate the response, then ``close()``) and a
-FastAPI app (ASGI, one event loop) are driven without a server or socket, through the distro's
-real pipeline (``configure_opentelemetry``, lean server instrumentation, batch processors whose
-export never runs within the window), with capture off and on. Two requests:
+A Flask app and a Django app (WSGI callables, as Gunicorn calls them: iterate the response, then
+``close()``) and a FastAPI app (ASGI, one event loop) are driven without a server or socket,
+through the distro's real pipeline (``configure_opentelemetry``, lean server instrumentation,
+batch processors whose export never runs within the window), with capture off and on. Two requests:
 
 * ``hello``: ``GET /`` with only a ``Host`` header, answered "Hello, World!" (what wrk sends to
   the bench's hello-world apps);
@@ -15,8 +15,8 @@ rounds (noise on a shared machine only ever adds time). ``--instructions`` also 
 instructions per request with cachegrind (a run with few and one with many requests; the
 difference over the extra requests), which is stable while the machine is busy.
 
-    .venv/bin/python bench/capture_cost.py [--frameworks flask,fastapi] [--requests hello,json]
-        [--instructions] [--n 3000] [--rounds 5]
+    .venv/bin/python bench/capture_cost.py [--frameworks flask,django,fastapi]
+        [--requests hello,json] [--instructions] [--n 3000] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -101,6 +101,11 @@ def _flask(capture: bool, request: str) -> Callable[[int], None]:
 
     FlaskInstrumentor.instrument_app(app, tracer_provider=tp, meter_provider=mp, **kwargs)
 
+    return _wsgi_runner(app, request)
+
+
+def _wsgi_runner(app: Callable[..., Any], request: str) -> Callable[[int], None]:
+    """Call a WSGI app as Gunicorn's sync worker does, ``count`` times."""
     base = {
         "SCRIPT_NAME": "",
         "QUERY_STRING": "",
@@ -145,6 +150,43 @@ def _flask(capture: bool, request: str) -> Callable[[int], None]:
     return run
 
 
+def _django(capture: bool, request: str) -> Callable[[int], None]:
+    import types
+
+    import django
+    from django.conf import settings
+    from django.http import HttpResponse
+    from django.urls import path
+
+    def hello(req: Any) -> Any:
+        return HttpResponse("Hello, World!")
+
+    def echo(req: Any) -> Any:
+        return HttpResponse(req.body, content_type="application/json")
+
+    urls = types.ModuleType("capture_cost_urls")
+    urls.urlpatterns = [path("", hello), path("echo", echo)]  # type: ignore[attr-defined]
+    sys.modules[urls.__name__] = urls
+    settings.configure(
+        SECRET_KEY="bench-only-not-a-secret",
+        DEBUG=False,
+        ALLOWED_HOSTS=["127.0.0.1", "localhost"],
+        ROOT_URLCONF=urls.__name__,
+        INSTALLED_APPS=[],
+        MIDDLEWARE=[],
+        DATABASES={},
+        USE_TZ=True,
+    )
+    django.setup()
+    tp, mp, kwargs = _pipeline(capture, "django")
+    from hyperdx.opentelemetry.server.django import DjangoInstrumentor
+
+    DjangoInstrumentor().instrument(tracer_provider=tp, meter_provider=mp, **kwargs)
+    from django.core.wsgi import get_wsgi_application
+
+    return _wsgi_runner(get_wsgi_application(), request)
+
+
 def _fastapi(capture: bool, request: str) -> Callable[[int], None]:
     from fastapi import FastAPI, Request
     from fastapi.responses import PlainTextResponse, Response
@@ -178,7 +220,7 @@ def _fastapi(capture: bool, request: str) -> Callable[[int], None]:
 
 
 def _runner(framework: str, capture: bool, request: str) -> Callable[[int], None]:
-    return (_flask if framework == "flask" else _fastapi)(capture, request)
+    return {"flask": _flask, "django": _django, "fastapi": _fastapi}[framework](capture, request)
 
 
 def dump_attributes(framework: str, capture: bool, request: str) -> None:
@@ -197,7 +239,8 @@ def dump_attributes(framework: str, capture: bool, request: str) -> None:
     attrs = dict(span.attributes or {})
     text = repr(attrs)
     leaked = [s for s in SECRETS if s in text]
-    print(json.dumps({"attributes": attrs, "leaked": leaked}, indent=1, sort_keys=True))
+    report = {"attributes": attrs, "order": list(attrs), "leaked": leaked}
+    print(json.dumps(report, indent=1, sort_keys=True))
     sys.stdout.flush()
     os._exit(0)
 
@@ -265,7 +308,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--child", nargs=3, metavar=("FRAMEWORK", "CAPTURE", "REQUEST"))
     parser.add_argument("--untimed", action="store_true")
-    parser.add_argument("--frameworks", default="flask,fastapi")
+    parser.add_argument("--frameworks", default="flask,django,fastapi")
     parser.add_argument("--requests", default="hello,json")
     parser.add_argument("--n", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 import pytest
 
@@ -19,10 +20,11 @@ from hyperdx.opentelemetry.capture.body import (
     Tee,
     body_attributes,
     decode,
+    find_header,
     header_attributes,
     is_text,
 )
-from hyperdx.opentelemetry.capture.redact import Redactor
+from hyperdx.opentelemetry.capture.redact import DEFAULT_PATTERNS, Redactor, scanner_pattern
 
 R = Redactor()
 
@@ -60,6 +62,30 @@ def test_header_attributes_join_never_split() -> None:
         "http.request.header.x-multi": "1, 2",
         "http.request.header.cookie": REDACTED,
     }
+
+
+def test_header_attributes_firsts_are_find_headers_values() -> None:
+    """The first values collected in the attributes' pass are what ``find_header`` finds: the
+    first occurrence, decoded, even of a secret header; absent headers stay None."""
+    items = [
+        (b"Content-Type", b"application/json"),
+        (b"cookie", b"sid=1"),
+        (b"content-type", b"text/plain"),
+        ("X-Size", 12),
+    ]
+    prefix = "http.response.header"
+    firsts: dict[str, str | None] = dict.fromkeys(
+        f"{prefix}.{n}" for n in ("content-type", "cookie", "x-size", "content-length")
+    )
+    attrs = header_attributes(prefix, items, R, {}, None, firsts)
+    assert firsts == {
+        f"{prefix}.{n}": find_header(items, n)
+        for n in ("content-type", "cookie", "x-size", "content-length")
+    }
+    assert firsts[f"{prefix}.content-type"] == "application/json"
+    assert firsts[f"{prefix}.cookie"] == "sid=1" and attrs[f"{prefix}.cookie"] == REDACTED
+    assert firsts[f"{prefix}.content-length"] is None
+    assert attrs[f"{prefix}.content-type"] == "application/json, text/plain"
 
 
 @pytest.mark.parametrize(
@@ -118,6 +144,92 @@ def test_truncated_json_is_scrubbed_lexically() -> None:
     # a value cut in the middle of a secret string
     out = R.json_text('{"a": "b", "api_key": "abcd', complete=False)
     assert "abcd" not in out and REDACTED in out
+
+
+def _scanner_texts() -> list[str]:
+    """Texts where scanners could disagree: secret words overlapping each other
+    (``secretoken``), inside and across quotes, escaped quotes, truncation, free text."""
+    import random
+
+    rng = random.Random(9)
+    words = [
+        "password",
+        "passwd",
+        "pwd",
+        "secretoken",
+        "api-key",
+        "api_key",
+        "apikey",
+        "auth",
+        "session",
+        "sessn",
+        "cookie",
+        "credit card",
+        "card_number",
+        "cvv",
+        "cvc",
+        "ssn",
+        "private key",
+        "signature",
+        "jwt",
+        "csrf",
+        "xsrf",
+        "PassWord",
+        "user",
+        "name",
+        "note",
+        "tokenauth",
+        "pwdsecret",
+        "sig",
+        "api",
+        "card",
+        "credit",
+        "\u00e9",
+    ]
+    glue = ['"', '": ', '", "', ": ", "=", "&", " ", '\\"', "{", "}", "[", ",", "<", ">", "\n"]
+    texts = []
+    for _ in range(400):
+        parts = [
+            rng.choice(words if rng.random() < 0.6 else glue) for _ in range(rng.randint(1, 14))
+        ]
+        texts.append("".join(parts))
+    for _ in range(200):
+        doc = {
+            rng.choice(words): rng.choice([rng.choice(words), 1, {rng.choice(words): "v"}, [1]])
+            for _ in range(rng.randint(1, 6))
+        }
+        whole = json.dumps(doc)
+        texts += [whole, whole[: rng.randint(1, len(whole))]]
+    return texts
+
+
+def test_grouped_scanner_finds_what_the_plain_alternation_finds() -> None:
+    """The built-in scanner is grouped by first letter for speed: every redaction result is the
+    same as with the plain alternation of the patterns (the rule it stands for)."""
+    import re
+
+    grouped = Redactor()
+    plain = Redactor()
+    plain._builtin = re.compile("|".join(f"(?:{p})" for p in DEFAULT_PATTERNS))
+    assert grouped._builtin.pattern == scanner_pattern(DEFAULT_PATTERNS) != plain._builtin.pattern
+    for text in _scanner_texts():
+        low = text.lower()
+        # matches at exactly the same positions
+        assert [i for i in range(len(low)) if grouped._builtin.match(low, i)] == [
+            i for i in range(len(low)) if plain._builtin.match(low, i)
+        ]
+        assert grouped.json_text(text, complete=True) == plain.json_text(text, complete=True)
+        assert grouped.json_text(text, complete=False) == plain.json_text(text, complete=False)
+        assert grouped.text(text) == plain.text(text)
+        assert grouped.mentions_secret(text) == plain.mentions_secret(text)
+    assert (
+        grouped.json_text('{"secretoken": 1, "a": 2}') == f'{{"secretoken": "{REDACTED}", "a": 2}}'
+    )
+
+
+def test_scanner_pattern_groups_only_plain_leading_letters() -> None:
+    assert scanner_pattern(("ab", "ac", "a?x", "b|c", "^d")) == "a(?:b|c)|(?:a?x)|(?:b|c)|(?:^d)"
+    assert scanner_pattern(("token",)) == "token"
 
 
 def test_text_and_xml() -> None:
@@ -363,3 +475,79 @@ def test_exclusion_precheck_never_misses_an_excluded_url(endpoints: tuple[str, .
             excluded += 1
             assert _may_be_excluded(engine, environ), environ
     assert excluded >= 2
+
+
+_SCOPES = [
+    {"scheme": "http", "path": "/v1/traces", "headers": [(b"host", b"h:8000")]},
+    {"scheme": "http", "path": "/v1/logs/x", "headers": [(b"Host", b"h")]},
+    {"scheme": "https", "path": "/a", "headers": [(b"host", b"h:8443")]},
+    {"scheme": "http", "root_path": "x", "path": "/", "headers": [(b"host", b"h:80")]},
+    {"scheme": "http", "path": "/logs", "headers": [(b"host", b"h/v1")]},
+    {"scheme": "http", "path": "/", "headers": [(b"host", b"hx")]},
+    {"scheme": "http", "path": "/v1/traces", "headers": [], "server": ("h", 8000)},
+    {"scheme": "http", "path": "/v1/traces", "headers": [(b"host", b"")], "server": ("h", 8000)},
+    {"scheme": "http:/", "path": "/v1/traces", "headers": [(b"host", b"h:8000")]},
+    {"scheme": "http", "path": "/v1/traces", "headers": [(b"host", b"h:8000"), (b"host", b"x")]},
+    {"scheme": "http", "path": "/v1/logs", "query_string": b"a=1", "headers": [(b"host", b"h")]},
+]
+
+
+@pytest.mark.parametrize(
+    "endpoints",
+    [
+        ("http://h:8000/v1/traces", "http://h/v1/logs"),
+        ("https://h:8443/a", "http://other:4318/v1/traces"),
+        ("http://h",),  # no path: a prefix inside the host name, only the full check is right
+    ],
+)
+def test_asgi_exclusion_precheck_never_misses_an_excluded_url(endpoints: tuple[str, ...]) -> None:
+    """ASGI's origin pre-check (on the Host found in the headers' pass) only skips URLs that
+    cannot start with an excluded endpoint, and some are skipped."""
+    from hyperdx.opentelemetry.capture._engine import Engine
+    from hyperdx.opentelemetry.capture.asgi import _may_be_excluded, _url
+
+    engine = Engine(CaptureConfig(enabled=True, excluded_endpoints=endpoints))
+    skipped = 0
+    for scope in _SCOPES:
+        host = find_header(scope["headers"], "host")
+        if engine.is_excluded(_url(scope)):
+            assert _may_be_excluded(engine, scope, host), scope
+        skipped += not _may_be_excluded(engine, scope, host)
+    assert skipped or engine.excluded_origins is None
+
+
+@pytest.mark.parametrize(
+    ("limits", "attrs"),
+    [
+        ({}, {"a": "x", "http.url": "http://h/", "n": 3, "t": True, "f": 1.5}),
+        ({}, {"b": "moved to the end", "z": "new"}),
+        ({"max_span_attributes": 4}, {"c": "1", "d": "2", "e": "3"}),  # over: oldest dropped
+        ({"max_attribute_length": 3}, {"c": "long value", "d": "ok"}),  # truncated by the SDK
+        ({}, {"c": b"bytes", "d": ["x", "y"]}),  # cleaned by the SDK
+        ({}, {"": "empty key", "d": "x"}),
+        ({}, {}),
+    ],
+)
+def test_set_attributes_stores_what_the_sdk_stores(
+    limits: dict[str, int], attrs: dict[str, Any]
+) -> None:
+    """The capture's attribute write leaves a span exactly as ``span.set_attributes`` does:
+    same values, same order, same dropped count; an ended span is left alone either way."""
+    from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+
+    from hyperdx.opentelemetry import fast_span
+    from hyperdx.opentelemetry.capture._engine import set_attributes
+
+    assert fast_span.ENABLED  # else this compares the SDK with itself
+    tracer = TracerProvider(span_limits=SpanLimits(**limits)).get_tracer("t")
+    start = {"a": "old", "b": "first", "k": 1}
+    results = []
+    for write in (lambda s, a: s.set_attributes(a), set_attributes):
+        span: Any = tracer.start_span("s", attributes=start)
+        write(span, dict(attrs))
+        stored = span._attributes
+        results.append((list(stored._dict.items()), stored.dropped))
+        span.end()
+        write(span, {"late": "x"})
+        assert "late" not in span.attributes
+    assert results[0] == results[1]

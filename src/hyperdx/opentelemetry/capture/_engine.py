@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+from hyperdx.opentelemetry import fast_span
+
 from .body import (
     HeaderKeys,
     Tee,
@@ -126,11 +128,13 @@ class Deferred:
             if self._released:
                 return
             self._released = True
-            ready = self._end_time is not None
+            # Ended already (the usual case): end it for real now, claiming it under this lock.
+            ready = self._end_time is not None and not self._done
+            if ready:
+                self._done = True
+        self._restore()
         if ready:
-            self._really_end()
-        else:
-            self._restore()
+            self._orig_end(end_time=self._end_time)
 
     def _restore(self) -> None:
         self._on_stale = None  # it holds the exchange, which holds this: break the cycle
@@ -181,6 +185,36 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+_SDK_SPAN = fast_span._SDK_SPAN
+_BOUNDED = fast_span._BOUNDED
+
+
+def set_attributes(span: Any, attrs: dict[str, Any]) -> None:
+    """``span.set_attributes(attrs)``, the same stored result, without the SDK re-cleaning
+    values that are already clean (captured attributes are str, int and bool: ~4 Python calls
+    per attribute saved). Only when ``fast_span`` has verified the SDK's attribute storage and
+    the SDK would store every value as is, in order, dropping none (else the SDK's own call).
+    """
+    stored = getattr(span, "_attributes", None)
+    if (
+        fast_span.ENABLED
+        and type(span) is _SDK_SPAN
+        and type(stored) is _BOUNDED
+        and not stored._immutable
+        and (stored.maxlen is None or len(stored._dict) + len(attrs) <= stored.maxlen)
+        and fast_span._plain(attrs, stored.maxlen, stored.max_value_len)
+    ):
+        with span._lock:
+            if span._end_time is None:
+                plain = stored._dict
+                with stored._lock:
+                    for key, value in attrs.items():
+                        plain.pop(key, None)  # an existing key moves to the end, as in the SDK
+                        plain[key] = value
+                return
+    span.set_attributes(attrs)
 
 
 def span_attributes(span: Any) -> Any:
@@ -272,20 +306,26 @@ class Engine:
         """Ensure ``http.url`` and redact URL attributes on the span now."""
         updates = self.url_updates(span, url, target)
         if updates:
-            span.set_attributes(updates)
+            set_attributes(span, updates)
 
     def header_key(self, prefix: str, name: Any) -> tuple[str, bool]:
         return header_key(prefix, name, self.redactor, self.header_keys[prefix])
 
     def header_attributes(
-        self, prefix: str, items: Iterable[tuple[Any, Any]], out: dict[str, Any] | None = None
+        self,
+        prefix: str,
+        items: Iterable[tuple[Any, Any]],
+        out: dict[str, Any] | None = None,
+        firsts: dict[str, str | None] | None = None,
     ) -> dict[str, Any]:
-        return header_attributes(prefix, items, self.redactor, self.header_keys[prefix], out)
+        return header_attributes(
+            prefix, items, self.redactor, self.header_keys[prefix], out, firsts
+        )
 
     def headers(self, span: Any, prefix: str, items: Iterable[tuple[Any, Any]]) -> None:
         attrs = self.header_attributes(prefix, items)
         if attrs:
-            span.set_attributes(attrs)
+            set_attributes(span, attrs)
 
     def body(
         self,
@@ -350,6 +390,8 @@ class Exchange:
 
     def finish(self) -> None:
         """Write body attributes (once) and let the span end."""
+        if self._finished:  # set under the lock, never reset: a second call stops here
+            return
         with _finish_lock:
             if self._finished:
                 return
@@ -371,7 +413,7 @@ class Exchange:
             self.body_attributes(attrs)
         finally:  # a body that cannot be formatted still leaves the headers on the span
             if attrs:
-                self.span.set_attributes(attrs)
+                set_attributes(self.span, attrs)
 
     def body_attributes(self, out: dict[str, Any]) -> None:
         if self.request.size or self.request_seen or self.request_size:

@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._engine import REQ_HEADER, RESP_HEADER, Engine, Exchange, record_error, recording
+from ._engine import (
+    REQ_HEADER,
+    RESP_HEADER,
+    Engine,
+    Exchange,
+    record_error,
+    recording,
+    set_attributes,
+)
 from .body import content_length, find_header
 
 STATE_KEY = "hyperdx.capture"
@@ -31,27 +39,33 @@ def _url(scope: dict[str, Any]) -> str:
     return url
 
 
-def _find_three(
-    headers: Any, first: str, second: str, third: str
-) -> tuple[str | None, str | None, str | None]:
-    """The first value of each of three headers, in one pass (as ``find_header`` finds them)."""
-    found: list[str | None] = [None, None, None]
-    wanted = (first, second, third)
-    for name, value in headers:
-        if isinstance(name, bytes):
-            name = name.decode("latin-1")
-        lname = str(name).lower()
-        if lname not in wanted:
-            continue
-        for i in range(3):
-            if found[i] is None and lname == wanted[i]:
-                found[i] = value.decode("latin-1") if isinstance(value, bytes) else str(value)
-    return found[0], found[1], found[2]
+def _may_be_excluded(engine: Engine, scope: dict[str, Any], host: str | None) -> bool:
+    """False when ``_url(scope)`` cannot start with an excluded endpoint (the SDK's own export
+    URLs): its origin, ``scheme://<Host header>``, is none of theirs. Saves building the URL on
+    every request; anything unusual is left to the full comparison."""
+    origins = engine.excluded_origins
+    if origins is None or not host or "/" in host:
+        return True
+    scheme = scope.get("scheme", "http")
+    root, path = scope.get("root_path", ""), scope.get("path", "")
+    if not (
+        isinstance(scheme, str)
+        and scheme.isascii()
+        and scheme.isalpha()
+        and isinstance(root, str)
+        and isinstance(path, str)
+        and (root or path).startswith("/")
+    ):
+        return True
+    return f"{scheme}://{host}" in origins
 
 
-def _find_two(headers: Any, first: str, second: str) -> tuple[str | None, str | None]:
-    one, two, _ = _find_three(headers, first, second, "")
-    return one, two
+_REQ_TYPE = f"{REQ_HEADER}.content-type"
+_REQ_LENGTH = f"{REQ_HEADER}.content-length"
+_REQ_HOST = f"{REQ_HEADER}.host"
+_RESP_TYPE = f"{RESP_HEADER}.content-type"
+_RESP_LENGTH = f"{RESP_HEADER}.content-length"
+_RESP_ENCODING = f"{RESP_HEADER}.content-encoding"
 
 
 def hooks(engine: Engine) -> dict[str, Any]:
@@ -87,13 +101,18 @@ def hooks(engine: Engine) -> dict[str, Any]:
                     ex.response_seen = True
                     ex.finish()  # the server span ends right after this message is sent
             elif kind == "http.response.start":
-                headers = message.get("headers") or ()
-                engine.headers(ex.span, RESP_HEADER, headers)
-                ex.response_type, length, encoding = _find_three(
-                    headers, "content-type", "content-length", "content-encoding"
+                # The attributes and what they say about the body, in one pass over them.
+                firsts: dict[str, str | None] = dict.fromkeys(
+                    (_RESP_TYPE, _RESP_LENGTH, _RESP_ENCODING)
                 )
-                if encoding is None:
-                    ex.response_size = content_length(length)
+                attrs = engine.header_attributes(
+                    RESP_HEADER, message.get("headers") or (), firsts=firsts
+                )
+                if attrs:
+                    set_attributes(ex.span, attrs)
+                ex.response_type = firsts[_RESP_TYPE]
+                if firsts[_RESP_ENCODING] is None:
+                    ex.response_size = content_length(firsts[_RESP_LENGTH])
         except Exception as exc:
             record_error("asgi.client_response_hook", exc)
 
@@ -107,17 +126,19 @@ def hooks(engine: Engine) -> dict[str, Any]:
 def _server_request(engine: Engine, span: Any, scope: dict[str, Any]) -> None:
     if scope.get("type") != "http" or not recording(span):
         return
+    # The headers first: their pass also finds the Host the exclusion pre-check needs.
+    firsts: dict[str, str | None] = dict.fromkeys((_REQ_TYPE, _REQ_LENGTH, _REQ_HOST))
+    attrs = engine.header_attributes(REQ_HEADER, scope.get("headers") or (), firsts=firsts)
     url: Any = None
-    if engine.excluded:
+    if engine.excluded and _may_be_excluded(engine, scope, firsts[_REQ_HOST]):
         url = _url(scope)
         if engine.is_excluded(url):
             return
-    headers = scope.get("headers") or ()
-    attrs = engine.header_attributes(REQ_HEADER, headers)
     engine.url_updates(span, url or (lambda: _url(scope)), out=attrs)
     if attrs:
-        span.set_attributes(attrs)
+        set_attributes(span, attrs)
     ex = Exchange(engine, span, defer=False)
-    ex.request_type, length = _find_two(headers, "content-type", "content-length")
+    ex.request_type = firsts[_REQ_TYPE]
+    length = firsts[_REQ_LENGTH]
     ex.request_size = content_length(length) if length is not None else None
     scope[STATE_KEY] = ex

@@ -163,17 +163,26 @@ def header_attributes(
     redactor: Redactor,
     keys: HeaderKeys | None = None,
     out: dict[str, Any] | None = None,
+    firsts: dict[str, str | None] | None = None,
 ) -> dict[str, Any]:
     """``<prefix>.<lower-case name>`` -> values joined with ", " (never split), secrets redacted.
 
     ``keys`` caches name -> (attribute key, secret) across requests (one dict per prefix and
     redactor); ``out`` is a dict to add to (so a request's attributes are set in one call).
+    ``firsts`` maps attribute keys to None; each gets its header's first value, as
+    ``find_header`` returns it, in the same pass (secret or not).
     """
     if keys is None:
         keys = {}
     attrs: dict[str, Any] = {} if out is None else out
+    cached = keys.get
     for name, value in items:
-        key, secret = header_key(prefix, name, redactor, keys)
+        entry = cached(name)
+        if entry is None:
+            entry = header_key(prefix, name, redactor, keys)
+        key, secret = entry
+        if firsts is not None and key in firsts and firsts[key] is None:
+            firsts[key] = value.decode("latin-1") if isinstance(value, bytes) else str(value)
         if secret:
             attrs[key] = REDACTED
             continue

@@ -24,6 +24,7 @@ from ._engine import (
     guarded,
     record_error,
     recording,
+    set_attributes,
     switch,
 )
 from .body import content_length, find_header, is_text, parse_content_type
@@ -240,7 +241,7 @@ class _State(Exchange):
             self.body_attributes(attrs)
         finally:  # what could be formatted is written, even if a body could not
             if attrs:
-                span.set_attributes(attrs)
+                set_attributes(span, attrs)
 
 
 class _Body:
@@ -270,19 +271,6 @@ class _Body:
                 close()
         finally:
             self._state.finish()
-
-
-def _after_app(state: _State, result: Any) -> Any:
-    """Decide whether to tee the response; returns what the server gets."""
-    if state.span is None:
-        state.finish()  # not traced (excluded URL, no instrumentation): nothing to do
-        return result
-    if state.response_headers is not None and state.response_size is not None:
-        media, _ = parse_content_type(state.response_type)
-        if not is_text(media) or state.engine.cap <= 0:
-            state.finish()  # size only and known: keep the original iterable (sendfile)
-            return result
-    return _Body(result, state)
 
 
 def _response_started(state: _State, headers: Any) -> None:
@@ -323,6 +311,8 @@ def wrap_call(original: Callable[..., Any]) -> Callable[..., Any]:
             return original(self, environ, start_response)
 
         def capturing_start_response(status: str, headers: Any, *args: Any) -> Any:
+            # (a closure, not a method of the state: an app may call it after the exchange
+            # is finished, and the state must not keep the server's callable)
             try:
                 state.status = status
                 _response_started(state, headers)
@@ -336,7 +326,16 @@ def wrap_call(original: Callable[..., Any]) -> Callable[..., Any]:
             state.finish()
             raise
         try:
-            return _after_app(state, result)
+            # Whether to tee the response: what the server gets.
+            if state.span is None:
+                state.finish()  # not traced (excluded URL, no instrumentation): nothing to do
+                return result
+            if state.response_headers is not None and state.response_size is not None:
+                media, _ = parse_content_type(state.response_type)
+                if not is_text(media) or engine.cap <= 0:
+                    state.finish()  # size only and known: keep the original iterable (sendfile)
+                    return result
+            return _Body(result, state)
         except Exception as exc:
             record_error("wsgi.response", exc)
             state.finish()
@@ -373,7 +372,7 @@ def request_from_environ(
     whole = url if url is not None else (lambda: request_url(environ))
     engine.url_updates(span, whole, out=attrs)
     if attrs:
-        span.set_attributes(attrs)
+        set_attributes(span, attrs)
 
 
 def flask_hooks(engine: Engine) -> dict[str, Any]:
@@ -404,7 +403,7 @@ def _flask_response(engine: Engine, span: Any, response_headers: Any) -> None:
     attrs = engine.header_attributes(RESP_HEADER, list(response_headers))
     engine.url_updates(span, request_url(environ) if environ else None, out=attrs)
     if attrs:
-        span.set_attributes(attrs)
+        set_attributes(span, attrs)
 
 
 def django_hooks(engine: Engine) -> dict[str, Any]:
