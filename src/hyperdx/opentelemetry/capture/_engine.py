@@ -187,34 +187,8 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-_SDK_SPAN = fast_span._SDK_SPAN
-_BOUNDED = fast_span._BOUNDED
-
-
-def set_attributes(span: Any, attrs: dict[str, Any]) -> None:
-    """``span.set_attributes(attrs)``, the same stored result, without the SDK re-cleaning
-    values that are already clean (captured attributes are str, int and bool: ~4 Python calls
-    per attribute saved). Only when ``fast_span`` has verified the SDK's attribute storage and
-    the SDK would store every value as is, in order, dropping none (else the SDK's own call).
-    """
-    stored = getattr(span, "_attributes", None)
-    if (
-        fast_span.ENABLED
-        and type(span) is _SDK_SPAN
-        and type(stored) is _BOUNDED
-        and not stored._immutable
-        and (stored.maxlen is None or len(stored._dict) + len(attrs) <= stored.maxlen)
-        and fast_span._plain(attrs, stored.maxlen, stored.max_value_len)
-    ):
-        with span._lock:
-            if span._end_time is None:
-                plain = stored._dict
-                with stored._lock:
-                    for key, value in attrs.items():
-                        plain.pop(key, None)  # an existing key moves to the end, as in the SDK
-                        plain[key] = value
-                return
-    span.set_attributes(attrs)
+# One place knows the SDK's attribute storage: fast_span.
+set_attributes = fast_span.set_plain_attributes
 
 
 def span_attributes(span: Any) -> Any:
