@@ -61,11 +61,12 @@ class ServerTelemetry:
         old_extra: dict[str, Any] | None = None,
         new_extra: dict[str, Any] | None = None,
         span_context: Any = None,
+        wsgi_order: bool = False,
     ) -> None:
         """The duration histograms, with the span as the exemplar context.
 
         ``span_context``: a context already holding ``span`` (the one attached for the request),
-        so no new one is made per request."""
+        so no new one is made per request. ``wsgi_order``: see :func:`semconv.record_duration`."""
         if span_context is None and span is not None and self._exemplar_context:
             span_context = trace.set_span_in_context(span)
         semconv.record_duration(
@@ -76,6 +77,7 @@ class ServerTelemetry:
             span_context,
             old_extra,
             new_extra,
+            wsgi_order,
         )
 
     response_size_old: Any = None

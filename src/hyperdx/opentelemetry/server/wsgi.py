@@ -45,7 +45,10 @@ environ_getter = EnvironGetter()
 
 
 def request_attributes(environ: dict[str, Any], mode: semconv.Mode) -> dict[str, Any]:
-    """Span attributes of a WSGI request, as contrib's ``collect_request_attributes``."""
+    """Span attributes of a WSGI request, as contrib's ``collect_request_attributes``.
+
+    Straight-line on purpose (it runs on every request): the integer, user-agent and protocol
+    conversions are inlined rather than calls to the generic helpers."""
     attrs: dict[str, Any] = {}
     get = environ.get
     old, new = mode.old, mode.new
@@ -67,12 +70,17 @@ def request_attributes(environ: dict[str, Any], mode: semconv.Mode) -> dict[str,
             attrs["http.host"] = host
         if new:
             attrs["server.address"] = host
-    port = semconv.as_int(get("SERVER_PORT"))
-    if port:
-        if old:
-            attrs["net.host.port"] = port
-        if new:
-            attrs["server.port"] = port
+    port: Any = get("SERVER_PORT")
+    if port:  # semconv.as_int, inlined
+        try:
+            port = int(port)
+        except (TypeError, ValueError):
+            port = None
+        if port:
+            if old:
+                attrs["net.host.port"] = port
+            if new:
+                attrs["server.port"] = port
     target = get("RAW_URI")
     if target is None:
         target = get("REQUEST_URI")
@@ -94,12 +102,17 @@ def request_attributes(environ: dict[str, Any], mode: semconv.Mode) -> dict[str,
             attrs["net.peer.ip"] = remote_addr
         if new:
             attrs["client.address"] = remote_addr
-    peer_port = semconv.as_int(get("REMOTE_PORT"))
+    peer_port: Any = get("REMOTE_PORT")
     if peer_port:
-        if old:
-            attrs["net.peer.port"] = peer_port
-        if new:
-            attrs["client.port"] = peer_port
+        try:
+            peer_port = int(peer_port)
+        except (TypeError, ValueError):
+            peer_port = None
+        if peer_port:
+            if old:
+                attrs["net.peer.port"] = peer_port
+            if new:
+                attrs["client.port"] = peer_port
     remote_host = get("REMOTE_HOST")
     if remote_host and remote_host != remote_addr:
         if old:
@@ -108,7 +121,8 @@ def request_attributes(environ: dict[str, Any], mode: semconv.Mode) -> dict[str,
             attrs["client.address"] = remote_host
     agent = get("HTTP_USER_AGENT")
     if agent:
-        agent = normalize_user_agent(agent)
+        if type(agent) is not str:  # normalize_user_agent returns a str as it is
+            agent = normalize_user_agent(agent)
         if agent:
             if old:
                 attrs["http.user_agent"] = agent
@@ -117,15 +131,29 @@ def request_attributes(environ: dict[str, Any], mode: semconv.Mode) -> dict[str,
             synthetic = semconv.synthetic_type(agent)
             if synthetic:
                 attrs["user_agent.synthetic.type"] = synthetic
-    flavor = get("SERVER_PROTOCOL", "") or ""
-    if flavor.upper().startswith("HTTP/"):
-        flavor = flavor[5:]
+    protocol = get("SERVER_PROTOCOL", "") or ""
+    flavor = _FLAVORS.get(protocol) if type(protocol) is str else None
+    if flavor is None:
+        flavor = _flavor(protocol)
     if flavor:
         if old:
             attrs["http.flavor"] = flavor
         if new:
             attrs["network.protocol.version"] = flavor
     return attrs
+
+
+_FLAVORS: dict[str, str] = {}  # SERVER_PROTOCOL -> flavor, memoized (bounded)
+
+
+def _flavor(protocol: Any) -> Any:
+    """``HTTP/1.1`` -> ``1.1``; anything else unchanged (contrib's rule)."""
+    flavor = protocol
+    if flavor.upper().startswith("HTTP/"):
+        flavor = flavor[5:]
+    if type(protocol) is str and len(_FLAVORS) < 64:
+        _FLAVORS[protocol] = flavor
+    return flavor
 
 
 def request_header_items(environ: dict[str, Any]) -> Iterator[tuple[str, Any]]:
@@ -189,16 +217,22 @@ def start_server_span(
 
     Returns the span and the context to attach (the span set in it).
     """
-    if trace.get_current_span() is trace.INVALID_SPAN:
-        if _default_propagator() and not (
-            getter.get(carrier, "traceparent") or getter.get(carrier, "baggage")
-        ):
+    current = context.get_current()
+    if trace.get_current_span(current) is trace.INVALID_SPAN:
+        if getter is environ_getter:  # EnvironGetter.get's keys, without the calls
+            incoming = (
+                carrier.get("HTTP_TRACEPARENT") is not None
+                or carrier.get("HTTP_BAGGAGE") is not None
+            )
+        else:
+            incoming = bool(getter.get(carrier, "traceparent") or getter.get(carrier, "baggage"))
+        if not incoming and _default_propagator():
             parent = context.Context()  # what the default propagator returns without them
         else:
             parent = extract(carrier, getter=getter)
         kind = SpanKind.SERVER
     else:
-        parent = context.get_current()
+        parent = current
         kind = SpanKind.INTERNAL
     span = fast_span.start_span(tracer, name, parent, kind, attrs, start_time)
     return span, trace.set_span_in_context(span, parent)
