@@ -37,8 +37,8 @@ from hyperdx.opentelemetry.server.wsgi import (
     RESP_PREFIX,
     default_span_name,
     environ_getter,
-    request_attributes,
     request_header_items,
+    request_start,
     start_server_span,
 )
 
@@ -76,7 +76,7 @@ class _Config:
 
 
 class _Request:
-    __slots__ = ("attrs", "ctx", "excluded", "route", "rule", "span", "start_ns", "token")
+    __slots__ = ("attrs", "ctx", "excluded", "info", "route", "rule", "span", "start_ns", "token")
 
     def __init__(self, attrs: dict[str, Any], excluded: bool, start_ns: int) -> None:
         self.attrs = attrs
@@ -87,6 +87,7 @@ class _Request:
         self.ctx: context.Context | None = None  # the attached context (holds the span)
         self.rule: Any = None  # request.url_rule when the span started
         self.route: Any = None  # the rule at the first start_response (for the metrics)
+        self.info: _Route | None = None  # self.rule's memo
 
 
 class _Route:
@@ -157,8 +158,7 @@ class _AppState:
         try:
             start_ns = time_ns()
             start = default_timer()
-            attrs = request_attributes(environ, mode)
-            active = semconv.active_attrs(attrs, mode)
+            attrs, active = request_start(environ, mode)
             excluded = self.has_exclusions and self.config.excluded.url_disabled(_url(environ))
             req = _Request(attrs, excluded, start_ns)
             environ[_KEY] = req
@@ -201,8 +201,10 @@ class _AppState:
                     if rule is None:
                         old_extra = new_extra = None
                     else:
-                        route = self.route(rule)
-                        old_extra, new_extra = route.old_extra, route.new_extra
+                        info = req.info if rule is req.rule else None
+                        if info is None:
+                            info = self.route(rule)
+                        old_extra, new_extra = info.old_extra, info.new_extra
                     t.record(
                         default_timer() - start,
                         attrs,
@@ -225,14 +227,17 @@ class _AppState:
         rule = request.url_rule
         attrs = dict(req.attrs)
         if rule is not None:
-            route = self.route(rule)
-            attrs["http.route"] = route.text
-            name = route.name(environ.get("REQUEST_METHOD", "") or "")
+            info = self.route(rule)
+            attrs["http.route"] = info.text
+            name = info.name(environ.get("REQUEST_METHOD", "") or "")
         else:
-            route = None
+            info = None
             name = default_span_name(environ)
+        extra = None
+        if self.config.enable_commenter:
+            extra = (_COMMENTER_KEY, self._commenter(request, info))
         span, ctx = start_server_span(
-            t.tracer, name, environ, environ_getter, attrs, start_time=req.start_ns
+            t.tracer, name, environ, environ_getter, attrs, req.start_ns, extra
         )
         if t.headers.request is not None and span.is_recording() and semconv.is_server(span):
             custom = t.headers.attributes(
@@ -240,10 +245,9 @@ class _AppState:
             )
             if custom:
                 span.set_attributes(custom)
-        if self.config.enable_commenter:
-            ctx = context.set_value(_COMMENTER_KEY, self._commenter(request, route), ctx)
         req.span = span
         req.rule = rule
+        req.info = info
         req.ctx = ctx
         req.token = context.attach(ctx)
 

@@ -350,35 +350,3 @@ def duration_instruments(meter: Any, mode: Mode) -> tuple[Any, Any]:
             explicit_bucket_boundaries_advisory=HTTP_DURATION_HISTOGRAM_BUCKETS_NEW,
         )
     return old, new
-
-
-def record_duration(
-    old: Any,
-    new: Any,
-    seconds: float,
-    attrs: Mapping[str, Any],
-    context: Any,
-    old_extra: Mapping[str, Any] | None = None,
-    new_extra: Mapping[str, Any] | None = None,
-    wsgi_order: bool = False,
-) -> None:
-    """Both duration histograms, each with its own attribute filter (contrib's rule).
-
-    ``wsgi_order``: ``attrs`` come from ``wsgi.request_attributes`` + :func:`set_status` only,
-    so their filtered keys are read in the known order (:func:`pick_in_order`)."""
-    if old is not None:
-        if wsgi_order:
-            a = pick_in_order(attrs, WSGI_DURATION_OLD_ORDER)
-        else:
-            a = pick(attrs, DURATION_OLD)
-        if old_extra:
-            a.update(old_extra)
-        old.record(max(round(seconds * 1000), 0), a, context=context)
-    if new is not None:
-        if wsgi_order:
-            a = pick_in_order(attrs, WSGI_DURATION_NEW_ORDER)
-        else:
-            a = pick(attrs, DURATION_NEW)
-        if new_extra:
-            a.update(new_extra)
-        new.record(max(seconds, 0), a, context=context)

@@ -66,19 +66,30 @@ class ServerTelemetry:
         """The duration histograms, with the span as the exemplar context.
 
         ``span_context``: a context already holding ``span`` (the one attached for the request),
-        so no new one is made per request. ``wsgi_order``: see :func:`semconv.record_duration`."""
+        so no new one is made per request."""
         if span_context is None and span is not None and self._exemplar_context:
             span_context = trace.set_span_in_context(span)
-        semconv.record_duration(
-            self.duration_old,
-            self.duration_new,
-            seconds,
-            attrs,
-            span_context,
-            old_extra,
-            new_extra,
-            wsgi_order,
-        )
+        # Both duration histograms, each with its own attribute filter (contrib's rule).
+        # ``wsgi_order``: ``attrs`` come from ``wsgi.request_attributes`` + ``set_status``
+        # only, so the filtered keys are read in their known order.
+        old = self.duration_old
+        if old is not None:
+            if wsgi_order:
+                a = semconv.pick_in_order(attrs, semconv.WSGI_DURATION_OLD_ORDER)
+            else:
+                a = semconv.pick(attrs, semconv.DURATION_OLD)
+            if old_extra:
+                a.update(old_extra)
+            old.record(max(round(seconds * 1000), 0), a, context=span_context)
+        new = self.duration_new
+        if new is not None:
+            if wsgi_order:
+                a = semconv.pick_in_order(attrs, semconv.WSGI_DURATION_NEW_ORDER)
+            else:
+                a = semconv.pick(attrs, semconv.DURATION_NEW)
+            if new_extra:
+                a.update(new_extra)
+            new.record(max(seconds, 0), a, context=span_context)
 
     response_size_old: Any = None
     response_size_new: Any = None
