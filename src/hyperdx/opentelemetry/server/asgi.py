@@ -192,13 +192,7 @@ def request_attributes(
         attrs["http.url"] = semconv.redact(url)
     method = get("method", "")
     if method:
-        if method in semconv.KNOWN_METHODS:  # already normalised: set_method's result
-            if old:
-                attrs["http.method"] = method
-            if new:
-                attrs["http.request.method"] = method
-        else:
-            semconv.set_method(attrs, method, mode)
+        semconv.set_method(attrs, method, mode)
     if host and old:
         attrs["http.server_name"] = host[0] if len(host) == 1 else ",".join(host)
     agent = headers.get("user-agent")

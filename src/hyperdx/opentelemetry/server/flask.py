@@ -86,14 +86,14 @@ class _Request:
         self.token: object = None
         self.ctx: context.Context | None = None  # the attached context (holds the span)
         self.rule: Any = None  # request.url_rule when the span started
-        self.route: Any = None  # the rule at the first start_response (for the metrics)
         self.info: _Route | None = None  # self.rule's memo
+        self.route: Any = None  # the rule at the first start_response (for the metrics)
 
 
 class _Route:
     """What a URL rule contributes to every request it serves, computed at its first one."""
 
-    __slots__ = ("commenter", "endpoint", "names", "new_extra", "old_extra", "rule", "text")
+    __slots__ = ("commenter", "names", "new_extra", "old_extra", "rule", "text")
 
     def __init__(self, rule: Any) -> None:
         self.rule = rule  # held, so the id() keying the cache stays this rule's
@@ -102,8 +102,7 @@ class _Route:
         self.old_extra = {"http.target": route} if route else None
         self.new_extra = {"http.route": route} if route else None
         self.names: dict[str, str] = {}  # REQUEST_METHOD -> span name
-        self.endpoint: Any = _UNSET  # the endpoint self.commenter was made for
-        self.commenter: dict[str, Any] = {}
+        self.commenter: dict[str, Any] | None = None  # the sqlcommenter tags, once known
 
     def name(self, raw_method: str) -> str:
         """``METHOD rule`` (``HTTP rule`` for an unknown method), as contrib names the span."""
@@ -116,7 +115,6 @@ class _Route:
         return name
 
 
-_UNSET: Any = object()
 _MAX_ROUTES = 1024  # rules an app has are few; the bound only guards odd apps
 _MAX_NAMES = 16  # methods per rule (custom methods, with capture-all-methods on)
 
@@ -183,7 +181,8 @@ class _AppState:
                     if propagator:
                         propagator.inject(headers, setter=_header_list_setter)
                     if span is not None:
-                        code, text = semconv.wsgi_status(status)
+                        found = semconv.STATUS_LINES.get(status)
+                        code, text = found if found else semconv.wsgi_status(status)
                         semconv.set_status(span, attrs, code, text, mode)
                         if t.headers.response is not None:
                             _capture_response_headers(t, span, headers)
@@ -227,15 +226,25 @@ class _AppState:
         rule = request.url_rule
         attrs = dict(req.attrs)
         if rule is not None:
-            info = self.route(rule)
+            info = self.routes.get(id(rule))
+            if info is None or info.rule is not rule:
+                info = self.route(rule)
             attrs["http.route"] = info.text
-            name = info.name(environ.get("REQUEST_METHOD", "") or "")
+            method = environ.get("REQUEST_METHOD", "") or ""
+            name = info.names.get(method) or info.name(method)
         else:
             info = None
             name = default_span_name(environ)
         extra = None
         if self.config.enable_commenter:
-            extra = (_COMMENTER_KEY, self._commenter(request, info))
+            if (
+                info is not None
+                and info.commenter is not None
+                and type(request).endpoint is _STOCK_ENDPOINT  # so it is the rule's endpoint
+            ):
+                extra = (_COMMENTER_KEY, dict(info.commenter))
+            else:
+                extra = (_COMMENTER_KEY, self._commenter(request, info))
         span, ctx = start_server_span(
             t.tracer, name, environ, environ_getter, attrs, req.start_ns, extra
         )
@@ -252,10 +261,9 @@ class _AppState:
         req.token = context.attach(ctx)
 
     def _commenter(self, request: Any, route: _Route | None) -> dict[str, Any]:
-        """The sqlcommenter tags (a fresh dict per request, made from the rule's memo)."""
+        """The sqlcommenter tags; remembered in ``route`` for the next requests of its rule
+        (which copy it) when the request's ``endpoint`` is Flask's (the rule's endpoint)."""
         endpoint = request.endpoint
-        if route is not None and route.endpoint is endpoint:
-            return dict(route.commenter)
         options = self.config.commenter_options
         info: dict[str, Any] = {}
         if options.get("framework", True):
@@ -264,8 +272,8 @@ class _AppState:
             info["controller"] = endpoint
         if options.get("route", True) and route is not None and route.text:
             info["route"] = route.text
-        if route is not None:
-            route.endpoint, route.commenter = endpoint, dict(info)
+        if route is not None and type(request).endpoint is _STOCK_ENDPOINT:
+            route.commenter = dict(info)
         return info
 
 
@@ -302,6 +310,7 @@ def _flask_version() -> str:
         return ""
 
 
+_STOCK_ENDPOINT: Any = None  # flask.wrappers.Request.endpoint (set when instrumenting)
 _request_var: Any = None  # Flask's request ContextVar, looked up once (None: not yet / absent)
 
 
@@ -319,6 +328,13 @@ def _current_request() -> Any:
     import flask
 
     return flask.request._get_current_object() if flask.has_request_context() else None  # type: ignore[attr-defined]
+
+
+def _resolve_stock_endpoint() -> None:
+    global _STOCK_ENDPOINT
+    import flask.wrappers
+
+    _STOCK_ENDPOINT = flask.wrappers.Request.__dict__.get("endpoint")
 
 
 # --- the class-level wrappers -----------------------------------------------------------------
@@ -393,10 +409,11 @@ def _do_teardown_request(self: Any, *args: Any, **kwargs: Any) -> Any:
                 req = request.environ.get(_KEY) if request is not None else None
                 if req is not None and req.span is not None and req.token is not None:
                     exc = args[0] if args else kwargs.get("exc")
-                    if not isinstance(exc, BaseException):
-                        exc = sys.exc_info()[1] if exc is not None else None
-                    if exc is not None:
-                        semconv.record_exception(req.span, exc)
+                    if exc is not None:  # Flask < 2.3 passes a sentinel: the handled one
+                        if not isinstance(exc, BaseException):
+                            exc = sys.exc_info()[1]
+                        if exc is not None:
+                            semconv.record_exception(req.span, exc)
                     token, req.token = req.token, None
                     req.span.end()
                     context.detach(token)  # type: ignore[arg-type,unused-ignore]
@@ -423,6 +440,7 @@ class FlaskInstrumentor(BaseInstrumentor):
         global _config
         _config = _Config(**kwargs)
         _current_request()  # resolves _request_var while instrumenting, not per request
+        _resolve_stock_endpoint()
         cls = flask.app.Flask
         for name, wrapper in _WRAPPERS.items():
             if name not in _originals:

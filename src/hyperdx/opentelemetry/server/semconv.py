@@ -167,18 +167,18 @@ def status_code_of(value: Any) -> tuple[int, str]:
         return -1, text
 
 
-_STATUS_LINES: dict[str, tuple[int, str]] = {}
+STATUS_LINES: dict[str, tuple[int, str]] = {}
 _MAX_STATUS_LINES = 256
 
 
 def wsgi_status(status: str) -> tuple[int, str]:
     """:func:`status_code_of` the code of a WSGI status line (``"200 OK"``), memoized: an app
     sends few distinct lines (bounded, so odd ones cannot grow it)."""
-    found = _STATUS_LINES.get(status)
+    found = STATUS_LINES.get(status)
     if found is None:
         found = status_code_of(status.split(" ", 1)[0])
-        if len(_STATUS_LINES) < _MAX_STATUS_LINES:
-            _STATUS_LINES[status] = found
+        if len(STATUS_LINES) < _MAX_STATUS_LINES:
+            STATUS_LINES[status] = found
     return found
 
 
@@ -269,11 +269,13 @@ ActiveKey = tuple[tuple[str, Any], ...]
 def pick_in_order(attrs: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
     """:func:`pick` for ``attrs`` that hold ``keys`` in this order (what ``WSGI_*_ORDER``
     says of :func:`wsgi.request_attributes` + :func:`set_status`), read key by key instead
-    of scanning every attribute. Attribute values are never None."""
-    values = tuple(map(attrs.get, keys))
-    if None in values:
-        return {key: value for key, value in zip(keys, values, strict=True) if value is not None}
-    return dict(zip(keys, values, strict=True))
+    of scanning every attribute."""
+    found: dict[str, Any] = {}
+    for key in keys:
+        value = attrs.get(key, found)
+        if value is not found:
+            found[key] = value
+    return found
 
 
 def active_attrs(
@@ -283,13 +285,13 @@ def active_attrs(
 ) -> ActiveKey:
     """The active-requests attributes as the counter's key, built once per request (used for
     both the +1 and the -1), in the order ``attrs`` holds them (``order``: how the caller's
-    request_attributes adds them)."""
-    keys = order[mode.old, mode.new]
-    values = tuple(map(attrs.get, keys))
-    if None in values:
-        pairs = zip(keys, values, strict=True)
-        return tuple([(key, value) for key, value in pairs if value is not None])
-    return tuple(zip(keys, values, strict=True))
+    request_attributes adds them), reading only those keys."""
+    found: list[tuple[str, Any]] = []
+    for key in order[mode.old, mode.new]:
+        value = attrs.get(key, found)
+        if value is not found:
+            found.append((key, value))
+    return tuple(found)
 
 
 class HeaderCapture:

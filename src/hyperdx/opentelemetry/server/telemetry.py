@@ -100,37 +100,41 @@ class ServerTelemetry:
         """The ASGI body-size histograms (contrib's ASGI middleware records these too)."""
         if self.request_size_old is not None or self.request_size_new is not None:
             return
-        meter, mode, fast = self.meter, self.mode, metrics_fast.histogram
-        if mode.old:
-            self.response_size_old = fast(
-                meter.create_histogram(
-                    name="http.server.response.size",
-                    unit="By",
-                    description="measures the size of HTTP response messages (compressed).",
+        for attribute, new, name, description in _SIZE_HISTOGRAMS:
+            if self.mode.new if new else self.mode.old:
+                histogram = self.meter.create_histogram(
+                    name=name, unit="By", description=description
                 )
-            )
-            self.request_size_old = fast(
-                meter.create_histogram(
-                    name="http.server.request.size",
-                    unit="By",
-                    description="Measures the size of HTTP request messages (compressed).",
-                )
-            )
-        if mode.new:
-            self.response_size_new = fast(
-                meter.create_histogram(
-                    name="http.server.response.body.size",
-                    unit="By",
-                    description="Size of HTTP server response bodies.",
-                )
-            )
-            self.request_size_new = fast(
-                meter.create_histogram(
-                    name="http.server.request.body.size",
-                    unit="By",
-                    description="Size of HTTP server request bodies.",
-                )
-            )
+                setattr(self, attribute, metrics_fast.histogram(histogram))
+
+
+# (attribute, for the new keys (else the old), name, description), as contrib creates them.
+_SIZE_HISTOGRAMS = (
+    (
+        "response_size_old",
+        False,
+        "http.server.response.size",
+        "measures the size of HTTP response messages (compressed).",
+    ),
+    (
+        "request_size_old",
+        False,
+        "http.server.request.size",
+        "Measures the size of HTTP request messages (compressed).",
+    ),
+    (
+        "response_size_new",
+        True,
+        "http.server.response.body.size",
+        "Size of HTTP server response bodies.",
+    ),
+    (
+        "request_size_new",
+        True,
+        "http.server.request.body.size",
+        "Size of HTTP server request bodies.",
+    ),
+)
 
 
 _MAX_ATTRIBUTE_SETS = 2000  # the SDK's cardinality limit per instrument
