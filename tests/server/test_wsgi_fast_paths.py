@@ -186,3 +186,38 @@ def test_flask_commenter_tags_are_fresh_per_request_and_follow_a_custom_endpoint
     names = [s["name"] for s in lean_flask.span_dicts() if s["kind"] == "SERVER"]
     assert names == ["GET /items/<int:item_id>"] * 4 + ["HTTP /items/<int:item_id>"]
     assert faults.problems() == {}
+
+
+def test_active_requests_count_per_key_and_overflow_past_the_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hyperdx.opentelemetry.server import telemetry
+
+    monkeypatch.setattr(telemetry, "_MAX_ATTRIBUTE_SETS", 3)
+    sink = Sink()
+    active = telemetry.ActiveRequests(sink.meter_provider.get_meter("t"), "{request}", "d")
+    keys = [(("http.method", m),) for m in ("GET", "POST", "PUT", "PATCH", "DELETE")]
+    for key in keys:  # the last two are past the limit: both counted as the overflow set
+        active.add(1, key)
+        active.add(1, key)
+    active.add(-1, keys[0])
+    active.add(-1, tuple(keys[4]))  # an equal key, not the same object
+    assert _active_points(sink) == {
+        (("http.method", "GET"),): 1,
+        (("http.method", "POST"),): 2,
+        (("http.method", "PUT"),): 2,
+        (("otel.metric.overflow", True),): 3,
+    }
+
+
+def _active_points(sink: Sink) -> dict[tuple[Any, ...], int]:
+    data = sink.reader.get_metrics_data()
+    assert data is not None
+    return {
+        tuple(sorted(point.attributes.items())): point.value
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "http.server.active_requests"
+        for point in metric.data.data_points
+    }

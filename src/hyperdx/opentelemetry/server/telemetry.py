@@ -153,7 +153,7 @@ class ActiveRequests:
     _shared_lock = threading.Lock()
 
     def __init__(self, meter: Any, unit: str, description: str) -> None:
-        self._counts: dict[tuple[tuple[str, Any], ...], int] = {}
+        self._counts: dict[tuple[tuple[str, Any], ...], list[int]] = {}  # key -> [count]
         self._lock = threading.Lock()
         self._meter = meter  # keeps id(meter) unique while registered in _shared
         meter.create_observable_up_down_counter(
@@ -176,12 +176,17 @@ class ActiveRequests:
     def add(self, amount: int, key: tuple[tuple[str, Any], ...]) -> None:
         """``key``: the attribute items, as :func:`semconv.active_attrs` builds them."""
         with self._lock:
-            counts = self._counts
-            if key not in counts and len(counts) >= _MAX_ATTRIBUTE_SETS:
-                key = _OVERFLOW
-            counts[key] = counts.get(key, 0) + amount
+            cell = self._counts.get(key)  # one lookup (one hash of the key) when it is known
+            if cell is None:
+                counts = self._counts
+                if len(counts) >= _MAX_ATTRIBUTE_SETS:
+                    key = _OVERFLOW
+                cell = counts.get(key)
+                if cell is None:
+                    cell = counts[key] = [0]
+            cell[0] += amount
 
     def _observe(self, options: CallbackOptions) -> Iterable[Observation]:
         with self._lock:
-            items = list(self._counts.items())
+            items = [(key, cell[0]) for key, cell in self._counts.items()]
         return [Observation(value, dict(key)) for key, value in items]
