@@ -192,13 +192,7 @@ def request_attributes(
         attrs["http.url"] = semconv.redact(url)
     method = get("method", "")
     if method:
-        if method in semconv.KNOWN_METHODS:  # already normalised: set_method's result
-            if old:
-                attrs["http.method"] = method
-            if new:
-                attrs["http.request.method"] = method
-        else:
-            semconv.set_method(attrs, method, mode)
+        semconv.set_method(attrs, method, mode)
     if host and old:
         attrs["http.server_name"] = host[0] if len(host) == 1 else ",".join(host)
     agent = headers.get("user-agent")
@@ -230,30 +224,13 @@ def request_attributes(
     return attrs
 
 
-# The active-requests attributes in the order request_attributes adds them, per (old, new)
-# mode; which keys they are is semconv's rule (checked here once).
-_ACTIVE_ORDER: tuple[str, ...] = ("http.scheme", "url.scheme", "http.host", "http.flavor")
-_ACTIVE_ORDER += ("http.method", "http.request.method", "http.server_name")
-assert set(_ACTIVE_ORDER) == semconv.ACTIVE_OLD | semconv.ACTIVE_NEW
-_ACTIVE_KEYS = {
-    (old, new): tuple(
-        key
-        for key in _ACTIVE_ORDER
-        if (old and key in semconv.ACTIVE_OLD) or (new and key in semconv.ACTIVE_NEW)
-    )
-    for old in (False, True)
-    for new in (False, True)
-}
-
-
-def active_key(attrs: dict[str, Any], mode: semconv.Mode) -> semconv.ActiveKey:
-    """``semconv.active_attrs`` reading only the few active keys, not every attribute."""
-    found: list[tuple[str, Any]] = []
-    for key in _ACTIVE_KEYS[mode.old, mode.new]:
-        value = attrs.get(key, found)
-        if value is not found:
-            found.append((key, value))
-    return tuple(found)
+# The active-requests keys in the order request_attributes adds them, per (old, new) mode.
+ACTIVE_ORDER = semconv.in_order(
+    ("http.scheme", "url.scheme", "http.host", "http.flavor")
+    + ("http.method", "http.request.method", "http.server_name"),
+    semconv.ACTIVE_OLD,
+    semconv.ACTIVE_NEW,
+)
 
 
 def default_span_details(scope: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -343,7 +320,7 @@ class OpenTelemetryASGIMiddleware:
             http = kind == "http"
             active: semconv.ActiveKey = ()
             if http:
-                active = active_key(attrs, mode)
+                active = semconv.active_attrs(attrs, mode, ACTIVE_ORDER)
                 t.active.add(1, active)
             server = span.is_recording() and semconv.is_server(span)
             if server and t.headers.request is not None:

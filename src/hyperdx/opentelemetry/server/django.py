@@ -167,13 +167,13 @@ class DjangoMiddleware:
                 attrs = asgi.request_attributes(request.scope, headers, mode)
                 carrier: Any = headers
                 getter: Any = asgi.header_getter
+                active = semconv.active_attrs(attrs, mode, asgi.ACTIVE_ORDER)
             else:
-                attrs = wsgi.request_attributes(request.META, mode)
+                attrs, active = wsgi.request_start(request.META, mode)
                 carrier, getter = request.META, wsgi.environ_getter
             span, ctx = wsgi.start_server_span(
                 t.tracer, _span_name(request), carrier, getter, attrs
             )
-            active = semconv.active_attrs(attrs, mode)
             t.active.add(1, active)
             if span.is_recording():
                 extra: dict[str, Any] = {}

@@ -37,8 +37,8 @@ from hyperdx.opentelemetry.server.wsgi import (
     RESP_PREFIX,
     default_span_name,
     environ_getter,
-    request_attributes,
     request_header_items,
+    request_start,
     start_server_span,
 )
 
@@ -76,7 +76,7 @@ class _Config:
 
 
 class _Request:
-    __slots__ = ("attrs", "ctx", "excluded", "rule", "span", "start_ns", "token")
+    __slots__ = ("attrs", "ctx", "excluded", "info", "route", "rule", "span", "start_ns", "token")
 
     def __init__(self, attrs: dict[str, Any], excluded: bool, start_ns: int) -> None:
         self.attrs = attrs
@@ -86,6 +86,37 @@ class _Request:
         self.token: object = None
         self.ctx: context.Context | None = None  # the attached context (holds the span)
         self.rule: Any = None  # request.url_rule when the span started
+        self.info: _Route | None = None  # self.rule's memo
+        self.route: Any = None  # the rule at the first start_response (for the metrics)
+
+
+class _Route:
+    """What a URL rule contributes to every request it serves, computed at its first one."""
+
+    __slots__ = ("commenter", "names", "new_extra", "old_extra", "rule", "text")
+
+    def __init__(self, rule: Any) -> None:
+        self.rule = rule  # held, so the id() keying the cache stays this rule's
+        self.text: str = rule.rule
+        route = str(rule)
+        self.old_extra = {"http.target": route} if route else None
+        self.new_extra = {"http.route": route} if route else None
+        self.names: dict[str, str] = {}  # REQUEST_METHOD -> span name
+        self.commenter: dict[str, Any] | None = None  # the sqlcommenter tags, once known
+
+    def name(self, raw_method: str) -> str:
+        """``METHOD rule`` (``HTTP rule`` for an unknown method), as contrib names the span."""
+        name = self.names.get(raw_method)
+        if name is None:
+            method = semconv.sanitize_method(raw_method.strip())
+            name = f"{'HTTP' if method == '_OTHER' else method} {self.text}"
+            if len(self.names) < _MAX_NAMES:
+                self.names[raw_method] = name
+        return name
+
+
+_MAX_ROUTES = 1024  # rules an app has are few; the bound only guards odd apps
+_MAX_NAMES = 16  # methods per rule (custom methods, with capture-all-methods on)
 
 
 class _AppState:
@@ -104,18 +135,28 @@ class _AppState:
                 semconv.ACTIVE_DESCRIPTION if mode.new else semconv.ACTIVE_DESCRIPTION_FLASK_OLD
             ),
         )
+        self.mode = self.telemetry.mode
         self.has_exclusions = bool(getattr(config.excluded, "_excluded_urls", True))
         self.framework = f"flask:{_flask_version()}"
+        self.routes: dict[int, _Route] = {}  # id(url rule) -> its precomputed part
+
+    def route(self, rule: Any) -> _Route:
+        found = self.routes.get(id(rule))
+        if found is None or found.rule is not rule:
+            found = _Route(rule)
+            if len(self.routes) < _MAX_ROUTES:
+                self.routes[id(rule)] = found
+        return found
 
     def call(
         self, original: Callable[..., Any], app: Any, environ: dict[str, Any], start_response: Any
     ) -> Any:
         t = self.telemetry
+        mode = self.mode
         try:
             start_ns = time_ns()
             start = default_timer()
-            attrs = request_attributes(environ, t.mode)
-            active = semconv.active_attrs(attrs, t.mode)
+            attrs, active = request_start(environ, mode)
             excluded = self.has_exclusions and self.config.excluded.url_disabled(_url(environ))
             req = _Request(attrs, excluded, start_ns)
             environ[_KEY] = req
@@ -124,7 +165,6 @@ class _AppState:
             fault("flask.request", exc)
             return original(app, environ, start_response)
         response_hook = self.config.response_hook
-        route: list[Any] = []
 
         def _start_response(status: str, headers: list[tuple[str, str]], *args: Any) -> Any:
             if not req.excluded:
@@ -135,26 +175,17 @@ class _AppState:
                     else:
                         request = _current_request()
                         rule = request.url_rule if request is not None else None
-                    if rule is not None:
-                        route.append(rule)
+                    if rule is not None and req.route is None:
+                        req.route = rule
                     propagator = get_global_response_propagator()
                     if propagator:
                         propagator.inject(headers, setter=_header_list_setter)
                     if span is not None:
-                        code, text = semconv.status_code_of(status.split(" ", 1)[0])
-                        semconv.set_status(span, attrs, code, text, t.mode)
-                        if (
-                            t.headers.response is not None
-                            and span.is_recording()
-                            and semconv.is_server(span)
-                        ):
-                            from hyperdx.opentelemetry.server.wsgi import response_header_items
-
-                            custom = t.headers.attributes(
-                                t.headers.response, RESP_PREFIX, response_header_items(headers)
-                            )
-                            if custom:
-                                span.set_attributes(custom)
+                        found = semconv.STATUS_LINES.get(status)
+                        code, text = found if found else semconv.wsgi_status(status)
+                        semconv.set_status(span, attrs, code, text, mode)
+                        if t.headers.response is not None:
+                            _capture_response_headers(t, span, headers)
                 except Exception as exc:  # noqa: BLE001
                     fault("flask.start_response", exc)
                 if response_hook is not None:
@@ -165,14 +196,22 @@ class _AppState:
             result = original(app, environ, _start_response)
             if not req.excluded:
                 try:
-                    rule = str(route[0]) if route else None
+                    rule = req.route
+                    if rule is None:
+                        old_extra = new_extra = None
+                    else:
+                        info = req.info if rule is req.rule else None
+                        if info is None:
+                            info = self.route(rule)
+                        old_extra, new_extra = info.old_extra, info.new_extra
                     t.record(
                         default_timer() - start,
                         attrs,
                         req.span or trace.INVALID_SPAN,
-                        {"http.target": rule} if rule else None,
-                        {"http.route": rule} if rule else None,
+                        old_extra,
+                        new_extra,
                         req.ctx,
+                        wsgi_order=True,
                     )
                 except Exception as exc:  # noqa: BLE001
                     fault("flask.metrics", exc)
@@ -187,13 +226,27 @@ class _AppState:
         rule = request.url_rule
         attrs = dict(req.attrs)
         if rule is not None:
-            attrs["http.route"] = rule.rule
-            method = semconv.sanitize_method((environ.get("REQUEST_METHOD", "") or "").strip())
-            name = f"{'HTTP' if method == '_OTHER' else method} {rule.rule}"
+            info = self.routes.get(id(rule))
+            if info is None or info.rule is not rule:
+                info = self.route(rule)
+            attrs["http.route"] = info.text
+            method = environ.get("REQUEST_METHOD", "") or ""
+            name = info.names.get(method) or info.name(method)
         else:
+            info = None
             name = default_span_name(environ)
+        extra = None
+        if self.config.enable_commenter:
+            if (
+                info is not None
+                and info.commenter is not None
+                and type(request).endpoint is _STOCK_ENDPOINT  # so it is the rule's endpoint
+            ):
+                extra = (_COMMENTER_KEY, dict(info.commenter))
+            else:
+                extra = (_COMMENTER_KEY, self._commenter(request, info))
         span, ctx = start_server_span(
-            t.tracer, name, environ, environ_getter, attrs, start_time=req.start_ns
+            t.tracer, name, environ, environ_getter, attrs, req.start_ns, extra
         )
         if t.headers.request is not None and span.is_recording() and semconv.is_server(span):
             custom = t.headers.attributes(
@@ -201,23 +254,38 @@ class _AppState:
             )
             if custom:
                 span.set_attributes(custom)
-        if self.config.enable_commenter:
-            ctx = context.set_value(_COMMENTER_KEY, self._commenter(request, rule), ctx)
         req.span = span
         req.rule = rule
+        req.info = info
         req.ctx = ctx
         req.token = context.attach(ctx)
 
-    def _commenter(self, request: Any, rule: Any) -> dict[str, Any]:
+    def _commenter(self, request: Any, route: _Route | None) -> dict[str, Any]:
+        """The sqlcommenter tags; remembered in ``route`` for the next requests of its rule
+        (which copy it) when the request's ``endpoint`` is Flask's (the rule's endpoint)."""
+        endpoint = request.endpoint
         options = self.config.commenter_options
         info: dict[str, Any] = {}
         if options.get("framework", True):
             info["framework"] = self.framework
-        if options.get("controller", True) and request.endpoint:
-            info["controller"] = request.endpoint
-        if options.get("route", True) and rule is not None and rule.rule:
-            info["route"] = rule.rule
+        if options.get("controller", True) and endpoint:
+            info["controller"] = endpoint
+        if options.get("route", True) and route is not None and route.text:
+            info["route"] = route.text
+        if route is not None and type(request).endpoint is _STOCK_ENDPOINT:
+            route.commenter = dict(info)
         return info
+
+
+def _capture_response_headers(t: ServerTelemetry, span: Any, headers: Any) -> None:
+    if span.is_recording() and semconv.is_server(span):
+        from hyperdx.opentelemetry.server.wsgi import response_header_items
+
+        custom = t.headers.attributes(
+            t.headers.response, RESP_PREFIX, response_header_items(headers)
+        )
+        if custom:
+            span.set_attributes(custom)
 
 
 def _url(environ: dict[str, Any]) -> str:
@@ -242,6 +310,7 @@ def _flask_version() -> str:
         return ""
 
 
+_STOCK_ENDPOINT: Any = None  # flask.wrappers.Request.endpoint (set when instrumenting)
 _request_var: Any = None  # Flask's request ContextVar, looked up once (None: not yet / absent)
 
 
@@ -259,6 +328,13 @@ def _current_request() -> Any:
     import flask
 
     return flask.request._get_current_object() if flask.has_request_context() else None  # type: ignore[attr-defined]
+
+
+def _resolve_stock_endpoint() -> None:
+    global _STOCK_ENDPOINT
+    import flask.wrappers
+
+    _STOCK_ENDPOINT = flask.wrappers.Request.__dict__.get("endpoint")
 
 
 # --- the class-level wrappers -----------------------------------------------------------------
@@ -282,15 +358,15 @@ def _state_of(app: Any) -> _AppState | None:
 
 
 def _wsgi_app(self: Any, environ: dict[str, Any], start_response: Any) -> Any:
-    original = _originals["wsgi_app"]
-    try:
-        state = _state_of(self)
-    except Exception as exc:  # noqa: BLE001
-        fault("flask.setup", exc)
-        state = None
-    if state is None:
-        return original(self, environ, start_response)
-    return state.call(original, self, environ, start_response)
+    state = self.__dict__.get(_STATE)
+    if state is None:  # the app's first request (or an app left uninstrumented)
+        try:
+            state = _state_of(self)
+        except Exception as exc:  # noqa: BLE001
+            fault("flask.setup", exc)
+    if not state:
+        return _originals["wsgi_app"](self, environ, start_response)
+    return state.call(_originals["wsgi_app"], self, environ, start_response)
 
 
 def _preprocess_request(self: Any) -> Any:
@@ -298,7 +374,12 @@ def _preprocess_request(self: Any) -> Any:
     if state:
         request = None
         try:
-            request = _current_request()
+            var = _request_var
+            if var:  # _current_request(), inlined
+                found = var.get(None)
+                request = None if found is None else found.request
+            else:
+                request = _current_request()
             req = request.environ.get(_KEY) if request is not None else None
             if req is not None and req.span is None and not req.excluded:
                 state.start_span(request, req)
@@ -318,26 +399,26 @@ def _do_teardown_request(self: Any, *args: Any, **kwargs: Any) -> Any:
         return _originals["do_teardown_request"](self, *args, **kwargs)
     finally:
         if self.__dict__.get(_STATE):
-            _end_span(args[0] if args else kwargs.get("exc"))
-
-
-def _end_span(exc: Any) -> None:
-    try:
-        request = _current_request()
-        if request is None:
-            return
-        req = request.environ.get(_KEY)
-        if req is None or req.span is None or req.token is None:
-            return
-        if not isinstance(exc, BaseException):
-            exc = sys.exc_info()[1] if exc is not None else None
-        if exc is not None:
-            semconv.record_exception(req.span, exc)
-        token, req.token = req.token, None
-        req.span.end()
-        context.detach(token)  # type: ignore[arg-type,unused-ignore]
-    except Exception as exc:  # noqa: BLE001
-        fault("flask.end_span", exc)
+            try:  # the span ends here, where contrib's teardown hook ends it
+                var = _request_var
+                if var:  # _current_request(), inlined
+                    found = var.get(None)
+                    request = None if found is None else found.request
+                else:
+                    request = _current_request()
+                req = request.environ.get(_KEY) if request is not None else None
+                if req is not None and req.span is not None and req.token is not None:
+                    exc = args[0] if args else kwargs.get("exc")
+                    if exc is not None:  # Flask < 2.3 passes a sentinel: the handled one
+                        if not isinstance(exc, BaseException):
+                            exc = sys.exc_info()[1]
+                        if exc is not None:
+                            semconv.record_exception(req.span, exc)
+                    token, req.token = req.token, None
+                    req.span.end()
+                    context.detach(token)  # type: ignore[arg-type,unused-ignore]
+            except Exception as exc:  # noqa: BLE001
+                fault("flask.end_span", exc)
 
 
 _WRAPPERS = {
@@ -358,6 +439,8 @@ class FlaskInstrumentor(BaseInstrumentor):
 
         global _config
         _config = _Config(**kwargs)
+        _current_request()  # resolves _request_var while instrumenting, not per request
+        _resolve_stock_endpoint()
         cls = flask.app.Flask
         for name, wrapper in _WRAPPERS.items():
             if name not in _originals:

@@ -115,6 +115,12 @@ def synthetic_type(user_agent: str) -> str | None:
 
 def set_method(attrs: dict[str, Any], original: str, mode: Mode) -> str:
     """Method attributes; returns the normalised method (for the span name)."""
+    if original in KNOWN_METHODS:  # the common case: already its own normalised form
+        if mode.old:
+            attrs["http.method"] = original
+        if mode.new:
+            attrs["http.request.method"] = original
+        return original
     original = original.strip()
     normalised = sanitize_method(original)
     if mode.old:
@@ -161,6 +167,21 @@ def status_code_of(value: Any) -> tuple[int, str]:
         return -1, text
 
 
+STATUS_LINES: dict[str, tuple[int, str]] = {}
+_MAX_STATUS_LINES = 256
+
+
+def wsgi_status(status: str) -> tuple[int, str]:
+    """:func:`status_code_of` the code of a WSGI status line (``"200 OK"``), memoized: an app
+    sends few distinct lines (bounded, so odd ones cannot grow it)."""
+    found = STATUS_LINES.get(status)
+    if found is None:
+        found = status_code_of(status.split(" ", 1)[0])
+        if len(STATUS_LINES) < _MAX_STATUS_LINES:
+            STATUS_LINES[status] = found
+    return found
+
+
 def set_status(span: Span, metric_attrs: dict[str, Any], code: int, text: str, mode: Mode) -> None:
     """Status code attributes (span and metrics) and span status, as contrib's _set_status."""
     recording = span.is_recording()
@@ -173,6 +194,11 @@ def set_status(span: Span, metric_attrs: dict[str, Any], code: int, text: str, m
             span.set_status(Status(StatusCode.ERROR, "Non-integer HTTP status: " + text))
         return
     error = code < 100 or code >= 500
+    if not error and mode.old and not mode.new:  # the common case: one attribute
+        metric_attrs["http.status_code"] = code
+        if recording:
+            span.set_attribute("http.status_code", code)
+        return
     updates: dict[str, Any] = {}
     if mode.old:
         updates["http.status_code"] = code
@@ -204,21 +230,68 @@ def pick(attrs: Mapping[str, Any], keys: frozenset[str]) -> dict[str, Any]:
     return {k: v for k, v in attrs.items() if k in keys}
 
 
-_ACTIVE_KEYS = {
-    (old, new): (ACTIVE_OLD if old else frozenset()) | (ACTIVE_NEW if new else frozenset())
-    for old in (False, True)
-    for new in (False, True)
-}
+def in_order(
+    order: tuple[str, ...], old: frozenset[str], new: frozenset[str]
+) -> dict[tuple[bool, bool], tuple[str, ...]]:
+    """Per (old, new) mode, the keys of ``order`` that the mode's filter keeps, in that order."""
+    assert set(order) == old | new, "the order must list every key of both filters"
+    return {
+        (o, n): tuple(key for key in order if (o and key in old) or (n and key in new))
+        for o in (False, True)
+        for n in (False, True)
+    }
+
+
+# The order in which wsgi.request_attributes (then set_status) adds these keys.
+WSGI_ACTIVE_ORDER = in_order(
+    ("http.method", "http.request.method", "http.server_name", "http.scheme", "url.scheme")
+    + ("http.host", "http.flavor"),
+    ACTIVE_OLD,
+    ACTIVE_NEW,
+)
+WSGI_DURATION_OLD_ORDER = in_order(
+    ("http.method", "http.server_name", "http.scheme", "net.host.name", "http.host")
+    + ("net.host.port", "http.flavor", "http.status_code"),
+    DURATION_OLD,
+    frozenset(),
+)[True, False]
+WSGI_DURATION_NEW_ORDER = in_order(
+    ("http.request.method", "url.scheme", "network.protocol.version")
+    + ("http.response.status_code", "error.type", "http.route"),
+    frozenset(),
+    DURATION_NEW,
+)[False, True]
 
 
 ActiveKey = tuple[tuple[str, Any], ...]
 
 
-def active_attrs(attrs: Mapping[str, Any], mode: Mode) -> ActiveKey:
+def pick_in_order(attrs: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """:func:`pick` for ``attrs`` that hold ``keys`` in this order (what ``WSGI_*_ORDER``
+    says of :func:`wsgi.request_attributes` + :func:`set_status`), read key by key instead
+    of scanning every attribute."""
+    found: dict[str, Any] = {}
+    for key in keys:
+        value = attrs.get(key, found)
+        if value is not found:
+            found[key] = value
+    return found
+
+
+def active_attrs(
+    attrs: Mapping[str, Any],
+    mode: Mode,
+    order: dict[tuple[bool, bool], tuple[str, ...]] = WSGI_ACTIVE_ORDER,
+) -> ActiveKey:
     """The active-requests attributes as the counter's key, built once per request (used for
-    both the +1 and the -1)."""
-    keys = _ACTIVE_KEYS[mode.old, mode.new]
-    return tuple([item for item in attrs.items() if item[0] in keys])
+    both the +1 and the -1), in the order ``attrs`` holds them (``order``: how the caller's
+    request_attributes adds them), reading only those keys."""
+    found: list[tuple[str, Any]] = []
+    for key in order[mode.old, mode.new]:
+        value = attrs.get(key, found)
+        if value is not found:
+            found.append((key, value))
+    return tuple(found)
 
 
 class HeaderCapture:
@@ -279,25 +352,3 @@ def duration_instruments(meter: Any, mode: Mode) -> tuple[Any, Any]:
             explicit_bucket_boundaries_advisory=HTTP_DURATION_HISTOGRAM_BUCKETS_NEW,
         )
     return old, new
-
-
-def record_duration(
-    old: Any,
-    new: Any,
-    seconds: float,
-    attrs: Mapping[str, Any],
-    context: Any,
-    old_extra: Mapping[str, Any] | None = None,
-    new_extra: Mapping[str, Any] | None = None,
-) -> None:
-    """Both duration histograms, each with its own attribute filter (contrib's rule)."""
-    if old is not None:
-        a = pick(attrs, DURATION_OLD)
-        if old_extra:
-            a.update(old_extra)
-        old.record(max(round(seconds * 1000), 0), a, context=context)
-    if new is not None:
-        a = pick(attrs, DURATION_NEW)
-        if new_extra:
-            a.update(new_extra)
-        new.record(max(seconds, 0), a, context=context)

@@ -61,6 +61,7 @@ class ServerTelemetry:
         old_extra: dict[str, Any] | None = None,
         new_extra: dict[str, Any] | None = None,
         span_context: Any = None,
+        wsgi_order: bool = False,
     ) -> None:
         """The duration histograms, with the span as the exemplar context.
 
@@ -68,15 +69,27 @@ class ServerTelemetry:
         so no new one is made per request."""
         if span_context is None and span is not None and self._exemplar_context:
             span_context = trace.set_span_in_context(span)
-        semconv.record_duration(
-            self.duration_old,
-            self.duration_new,
-            seconds,
-            attrs,
-            span_context,
-            old_extra,
-            new_extra,
-        )
+        # Both duration histograms, each with its own attribute filter (contrib's rule).
+        # ``wsgi_order``: ``attrs`` come from ``wsgi.request_attributes`` + ``set_status``
+        # only, so the filtered keys are read in their known order.
+        old = self.duration_old
+        if old is not None:
+            if wsgi_order:
+                a = semconv.pick_in_order(attrs, semconv.WSGI_DURATION_OLD_ORDER)
+            else:
+                a = semconv.pick(attrs, semconv.DURATION_OLD)
+            if old_extra:
+                a.update(old_extra)
+            old.record(max(round(seconds * 1000), 0), a, context=span_context)
+        new = self.duration_new
+        if new is not None:
+            if wsgi_order:
+                a = semconv.pick_in_order(attrs, semconv.WSGI_DURATION_NEW_ORDER)
+            else:
+                a = semconv.pick(attrs, semconv.DURATION_NEW)
+            if new_extra:
+                a.update(new_extra)
+            new.record(max(seconds, 0), a, context=span_context)
 
     response_size_old: Any = None
     response_size_new: Any = None
@@ -87,37 +100,41 @@ class ServerTelemetry:
         """The ASGI body-size histograms (contrib's ASGI middleware records these too)."""
         if self.request_size_old is not None or self.request_size_new is not None:
             return
-        meter, mode, fast = self.meter, self.mode, metrics_fast.histogram
-        if mode.old:
-            self.response_size_old = fast(
-                meter.create_histogram(
-                    name="http.server.response.size",
-                    unit="By",
-                    description="measures the size of HTTP response messages (compressed).",
+        for attribute, new, name, description in _SIZE_HISTOGRAMS:
+            if self.mode.new if new else self.mode.old:
+                histogram = self.meter.create_histogram(
+                    name=name, unit="By", description=description
                 )
-            )
-            self.request_size_old = fast(
-                meter.create_histogram(
-                    name="http.server.request.size",
-                    unit="By",
-                    description="Measures the size of HTTP request messages (compressed).",
-                )
-            )
-        if mode.new:
-            self.response_size_new = fast(
-                meter.create_histogram(
-                    name="http.server.response.body.size",
-                    unit="By",
-                    description="Size of HTTP server response bodies.",
-                )
-            )
-            self.request_size_new = fast(
-                meter.create_histogram(
-                    name="http.server.request.body.size",
-                    unit="By",
-                    description="Size of HTTP server request bodies.",
-                )
-            )
+                setattr(self, attribute, metrics_fast.histogram(histogram))
+
+
+# (attribute, for the new keys (else the old), name, description), as contrib creates them.
+_SIZE_HISTOGRAMS = (
+    (
+        "response_size_old",
+        False,
+        "http.server.response.size",
+        "measures the size of HTTP response messages (compressed).",
+    ),
+    (
+        "request_size_old",
+        False,
+        "http.server.request.size",
+        "Measures the size of HTTP request messages (compressed).",
+    ),
+    (
+        "response_size_new",
+        True,
+        "http.server.response.body.size",
+        "Size of HTTP server response bodies.",
+    ),
+    (
+        "request_size_new",
+        True,
+        "http.server.request.body.size",
+        "Size of HTTP server request bodies.",
+    ),
+)
 
 
 _MAX_ATTRIBUTE_SETS = 2000  # the SDK's cardinality limit per instrument
@@ -136,7 +153,7 @@ class ActiveRequests:
     _shared_lock = threading.Lock()
 
     def __init__(self, meter: Any, unit: str, description: str) -> None:
-        self._counts: dict[tuple[tuple[str, Any], ...], int] = {}
+        self._counts: dict[tuple[tuple[str, Any], ...], list[int]] = {}  # key -> [count]
         self._lock = threading.Lock()
         self._meter = meter  # keeps id(meter) unique while registered in _shared
         meter.create_observable_up_down_counter(
@@ -159,12 +176,17 @@ class ActiveRequests:
     def add(self, amount: int, key: tuple[tuple[str, Any], ...]) -> None:
         """``key``: the attribute items, as :func:`semconv.active_attrs` builds them."""
         with self._lock:
-            counts = self._counts
-            if key not in counts and len(counts) >= _MAX_ATTRIBUTE_SETS:
-                key = _OVERFLOW
-            counts[key] = counts.get(key, 0) + amount
+            cell = self._counts.get(key)  # one lookup (one hash of the key) when it is known
+            if cell is None:
+                counts = self._counts
+                if len(counts) >= _MAX_ATTRIBUTE_SETS:
+                    key = _OVERFLOW
+                cell = counts.get(key)
+                if cell is None:
+                    cell = counts[key] = [0]
+            cell[0] += amount
 
     def _observe(self, options: CallbackOptions) -> Iterable[Observation]:
         with self._lock:
-            items = list(self._counts.items())
+            items = [(key, cell[0]) for key, cell in self._counts.items()]
         return [Observation(value, dict(key)) for key, value in items]

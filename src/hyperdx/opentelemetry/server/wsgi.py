@@ -46,33 +46,39 @@ environ_getter = EnvironGetter()
 
 def request_attributes(environ: dict[str, Any], mode: semconv.Mode) -> dict[str, Any]:
     """Span attributes of a WSGI request, as contrib's ``collect_request_attributes``."""
-    attrs: dict[str, Any] = {}
+    return request_start(environ, mode)[0]
+
+
+def request_start(
+    environ: dict[str, Any], mode: semconv.Mode
+) -> tuple[dict[str, Any], semconv.ActiveKey]:
+    """:func:`request_attributes` and their active-requests key (``semconv.active_attrs``).
+
+    Runs on every request, so the attributes that depend only on the server and the method
+    (method, server name, scheme, host, port; the protocol version), which are also all the
+    active-requests attributes, are computed once per combination (:func:`_head`) and copied;
+    the per-request ones are set inline. The key is then the same object for every request
+    of a combination."""
     get = environ.get
     old, new = mode.old, mode.new
-    semconv.set_method(attrs, get("REQUEST_METHOD", "") or "", mode)
-    if old:
-        server_name = get("SERVER_NAME")
-        if server_name is not None:
-            attrs["http.server_name"] = server_name
-    scheme = get("wsgi.url_scheme")
-    if scheme:
-        if old:
-            attrs["http.scheme"] = scheme
-        if new:
-            attrs["url.scheme"] = scheme
-    host = get("HTTP_HOST")
-    if host:
-        if old:
-            attrs["net.host.name"] = host
-            attrs["http.host"] = host
-        if new:
-            attrs["server.address"] = host
-    port = semconv.as_int(get("SERVER_PORT"))
-    if port:
-        if old:
-            attrs["net.host.port"] = port
-        if new:
-            attrs["server.port"] = port
+    key: tuple[Any, ...] = (
+        old,
+        new,
+        get("REQUEST_METHOD"),
+        get("SERVER_NAME"),
+        get("wsgi.url_scheme"),
+        get("HTTP_HOST"),
+        get("SERVER_PORT"),
+        get("SERVER_PROTOCOL"),
+    )
+    try:
+        found = _HEADS.get(key)
+    except TypeError:  # an unhashable environ value (not PEP 3333): computed, not memoized
+        found = _head(key, mode, remember=False)
+    if found is None:
+        found = _head(key, mode)
+    head, flavor, active = found
+    attrs = head.copy()
     target = get("RAW_URI")
     if target is None:
         target = get("REQUEST_URI")
@@ -94,12 +100,17 @@ def request_attributes(environ: dict[str, Any], mode: semconv.Mode) -> dict[str,
             attrs["net.peer.ip"] = remote_addr
         if new:
             attrs["client.address"] = remote_addr
-    peer_port = semconv.as_int(get("REMOTE_PORT"))
-    if peer_port:
-        if old:
-            attrs["net.peer.port"] = peer_port
-        if new:
-            attrs["client.port"] = peer_port
+    peer_port: Any = get("REMOTE_PORT")
+    if peer_port:  # semconv.as_int, inlined
+        try:
+            peer_port = int(peer_port)
+        except (TypeError, ValueError):
+            peer_port = None
+        if peer_port:
+            if old:
+                attrs["net.peer.port"] = peer_port
+            if new:
+                attrs["client.port"] = peer_port
     remote_host = get("REMOTE_HOST")
     if remote_host and remote_host != remote_addr:
         if old:
@@ -108,7 +119,8 @@ def request_attributes(environ: dict[str, Any], mode: semconv.Mode) -> dict[str,
             attrs["client.address"] = remote_host
     agent = get("HTTP_USER_AGENT")
     if agent:
-        agent = normalize_user_agent(agent)
+        if type(agent) is not str:  # normalize_user_agent returns a str as it is
+            agent = normalize_user_agent(agent)
         if agent:
             if old:
                 attrs["http.user_agent"] = agent
@@ -117,15 +129,58 @@ def request_attributes(environ: dict[str, Any], mode: semconv.Mode) -> dict[str,
             synthetic = semconv.synthetic_type(agent)
             if synthetic:
                 attrs["user_agent.synthetic.type"] = synthetic
-    flavor = get("SERVER_PROTOCOL", "") or ""
-    if flavor.upper().startswith("HTTP/"):
-        flavor = flavor[5:]
     if flavor:
         if old:
             attrs["http.flavor"] = flavor
         if new:
             attrs["network.protocol.version"] = flavor
-    return attrs
+    return attrs, active
+
+
+_Head = tuple[dict[str, Any], Any, semconv.ActiveKey]
+_HEADS: dict[tuple[Any, ...], _Head] = {}  # request_attributes' memo, bounded
+_MAX_HEADS = 256
+
+
+def _head(key: tuple[Any, ...], mode: semconv.Mode, remember: bool = True) -> _Head:
+    """The leading attributes (method to port), the protocol version and the active-requests
+    key for one combination of ``key``'s environ values; memoized while the memo has room."""
+    old, new, method, server_name, scheme, host, port, protocol = key
+    attrs: dict[str, Any] = {}
+    semconv.set_method(attrs, method or "", mode)
+    if old and server_name is not None:
+        attrs["http.server_name"] = server_name
+    if scheme:
+        if old:
+            attrs["http.scheme"] = scheme
+        if new:
+            attrs["url.scheme"] = scheme
+    if host:
+        if old:
+            attrs["net.host.name"] = host
+            attrs["http.host"] = host
+        if new:
+            attrs["server.address"] = host
+    port = semconv.as_int(port)
+    if port:
+        if old:
+            attrs["net.host.port"] = port
+        if new:
+            attrs["server.port"] = port
+    flavor = protocol or ""
+    if flavor.upper().startswith("HTTP/"):
+        flavor = flavor[5:]
+    # Every active-requests attribute is one of these (or the flavor): the key, made once.
+    with_flavor = dict(attrs)
+    if flavor:
+        if old:
+            with_flavor["http.flavor"] = flavor
+        if new:
+            with_flavor["network.protocol.version"] = flavor
+    found = (attrs, flavor, semconv.active_attrs(with_flavor, mode))
+    if remember and len(_HEADS) < _MAX_HEADS:
+        _HEADS[key] = found
+    return found
 
 
 def request_header_items(environ: dict[str, Any]) -> Iterator[tuple[str, Any]]:
@@ -184,24 +239,39 @@ def start_server_span(
     getter: Getter[Any],
     attrs: dict[str, Any],
     start_time: int | None = None,
+    extra: tuple[str, Any] | None = None,
 ) -> tuple[trace.Span, context.Context]:
     """A SERVER span continuing the incoming trace, or INTERNAL under an active span.
 
-    Returns the span and the context to attach (the span set in it).
-    """
-    if trace.get_current_span() is trace.INVALID_SPAN:
-        if _default_propagator() and not (
-            getter.get(carrier, "traceparent") or getter.get(carrier, "baggage")
-        ):
-            parent = context.Context()  # what the default propagator returns without them
+    Returns the span and the context to attach: the parent's, with the span set in it (and
+    ``extra``, a ``(key, value)`` context entry, if given), made in one copy."""
+    current = context.get_current()
+    active = current.get(_SPAN_KEY)
+    if active is None or active is trace.INVALID_SPAN or not isinstance(active, trace.Span):
+        if getter is environ_getter:  # EnvironGetter.get's keys, without the calls
+            incoming = (
+                carrier.get("HTTP_TRACEPARENT") is not None
+                or carrier.get("HTTP_BAGGAGE") is not None
+            )
+        else:
+            incoming = bool(getter.get(carrier, "traceparent") or getter.get(carrier, "baggage"))
+        if not incoming and _default_propagator():
+            parent = _EMPTY  # what the default propagator returns without them
         else:
             parent = extract(carrier, getter=getter)
         kind = SpanKind.SERVER
     else:
-        parent = context.get_current()
+        parent = current
         kind = SpanKind.INTERNAL
     span = fast_span.start_span(tracer, name, parent, kind, attrs, start_time)
-    return span, trace.set_span_in_context(span, parent)
+    if extra is None:  # trace.set_span_in_context(span, parent)
+        return span, context.Context({**parent, _SPAN_KEY: span})
+    return span, context.Context({**parent, _SPAN_KEY: span, extra[0]: extra[1]})
+
+
+_EMPTY = context.Context()  # immutable: shared as every request's empty parent
+# The key trace.set_span_in_context stores the span under (taken from the public API).
+_SPAN_KEY = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, context.Context())))
 
 
 class OpenTelemetryWSGIMiddleware:
@@ -230,8 +300,7 @@ class OpenTelemetryWSGIMiddleware:
         t = self.telemetry
         try:
             mode = t.mode
-            attrs = request_attributes(environ, mode)
-            active = semconv.active_attrs(attrs, mode)
+            attrs, active = request_start(environ, mode)
             span, ctx = start_server_span(
                 t.tracer, default_span_name(environ), environ, environ_getter, attrs
             )

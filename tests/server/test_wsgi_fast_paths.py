@@ -1,0 +1,223 @@
+"""The WSGI/Flask per-request shortcuts give what the general code gives: memoized attribute
+heads are copied (never shared) and bounded, the key-by-key active key and duration
+attributes come out in the order a full scan gives, the one-copy span context equals
+``set_span_in_context`` plus ``set_value``, and the Flask per-rule memos (span name, sqlcommenter
+tags) neither leak between requests nor hide a custom ``Request.endpoint``."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry import context, trace
+from opentelemetry.trace import INVALID_SPAN
+from oracle import Sink
+
+from hyperdx.opentelemetry.server import faults, semconv, wsgi
+from hyperdx.opentelemetry.server.flask import FlaskInstrumentor
+
+MODES = [semconv.Mode(o, n, "") for o, n in [(True, False), (False, True), (True, True)]]
+BASE = {
+    "REQUEST_METHOD": "GET",
+    "PATH_INFO": "/items/7",
+    "QUERY_STRING": "a=1",
+    "RAW_URI": "/items/7?a=1",
+    "SERVER_NAME": "127.0.0.1",
+    "SERVER_PORT": "8000",
+    "SERVER_PROTOCOL": "HTTP/1.1",
+    "REMOTE_ADDR": "127.0.0.1",
+    "REMOTE_PORT": "50000",
+    "wsgi.url_scheme": "http",
+    "HTTP_HOST": "127.0.0.1:8000",
+    "HTTP_USER_AGENT": "bench/1.0",
+}
+VARIANTS: list[dict[str, Any]] = [
+    {},
+    {"REQUEST_METHOD": "brew "},
+    {"REQUEST_METHOD": None},
+    {"RAW_URI": None, "REQUEST_URI": "/x"},
+    {"RAW_URI": None},
+    {"REMOTE_HOST": "h"},
+    {"SERVER_PROTOCOL": "HTTP/2"},
+    {"SERVER_PROTOCOL": "SPDY"},
+    {"SERVER_PROTOCOL": None},
+    {"HTTP_USER_AGENT": "Googlebot/2.1"},
+    {"HTTP_USER_AGENT": b"bytes-agent"},
+    {"SERVER_PORT": "x", "REMOTE_PORT": "y"},
+    {"HTTP_HOST": None, "SERVER_NAME": None},
+    {"SERVER_PORT": ["unhashable"]},
+]
+STATUSES = ["200 OK", "404 NOT FOUND", "500 ERR", "abc x", "99 low"]
+
+
+def _environ(variant: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in {**BASE, **variant}.items() if v is not None}
+
+
+def _scanned(attrs: dict[str, Any], keys: frozenset[str] | set[str]) -> list[tuple[str, Any]]:
+    """The general rule: every attribute scanned, in the attributes' own order."""
+    return [(k, v) for k, v in attrs.items() if k in keys]
+
+
+@pytest.mark.parametrize("mode", MODES, ids=["old", "new", "dup"])
+def test_attributes_active_key_and_duration_picks_match_a_full_scan(mode: semconv.Mode) -> None:
+    active_keys = (semconv.ACTIVE_OLD if mode.old else set()) | (
+        semconv.ACTIVE_NEW if mode.new else set()
+    )
+    checked = 0
+    for variant, status in itertools.product(VARIANTS, STATUSES):
+        environ = _environ(variant)
+        first, key = wsgi.request_start(environ, mode)
+        second, key_again = wsgi.request_start(environ, mode)
+        assert list(first.items()) == list(second.items())
+        assert first is not second
+        first["mutated"] = True  # a copy: the next request does not see it
+        assert "mutated" not in wsgi.request_attributes(environ, mode)
+        del first["mutated"]
+        assert list(key) == _scanned(first, active_keys)
+        assert key == key_again
+        code, text = semconv.wsgi_status(status)
+        assert (code, text) == semconv.status_code_of(status.split(" ", 1)[0])
+        semconv.set_status(INVALID_SPAN, first, code, text, mode)
+        for order, keys in (
+            (semconv.WSGI_DURATION_OLD_ORDER, semconv.DURATION_OLD),
+            (semconv.WSGI_DURATION_NEW_ORDER, semconv.DURATION_NEW),
+        ):
+            assert list(semconv.pick_in_order(first, order).items()) == _scanned(first, keys)
+        checked += 1
+    assert checked == len(VARIANTS) * len(STATUSES)
+
+
+def test_head_memo_is_bounded_and_skips_unhashable_values() -> None:
+    mode = MODES[0]
+    wsgi._HEADS.clear()
+    for i in range(wsgi._MAX_HEADS + 50):
+        attrs = wsgi.request_attributes(_environ({"HTTP_HOST": f"h{i}:80"}), mode)
+        assert attrs["http.host"] == f"h{i}:80"
+    memo = wsgi._HEADS
+    assert len(memo) == wsgi._MAX_HEADS
+    attrs = wsgi.request_attributes(_environ({"SERVER_PORT": ["x"]}), mode)
+    assert "net.host.port" not in attrs and attrs["http.method"] == "GET"
+    assert len(memo) == wsgi._MAX_HEADS
+    wsgi._HEADS.clear()
+
+
+def test_status_line_memo_is_bounded() -> None:
+    for i in range(semconv._MAX_STATUS_LINES + 20):
+        assert semconv.wsgi_status(f"{200 + i % 300} X{i}") == (200 + i % 300, str(200 + i % 300))
+    assert len(semconv.STATUS_LINES) <= semconv._MAX_STATUS_LINES
+
+
+@pytest.mark.parametrize("extra", [None, ("SQLCOMMENTER_ORM_TAGS_AND_VALUES", {"a": 1})])
+def test_one_copy_context_is_set_span_in_context(extra: Any) -> None:
+    sink = Sink()
+    tracer = sink.tracer_provider.get_tracer("t")
+    for environ, active in itertools.product(
+        [{}, {"HTTP_TRACEPARENT": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}],
+        [False, True],
+    ):
+        token = None
+        if active:  # under an active span: INTERNAL, the current context as the parent
+            outer = tracer.start_span("outer")
+            token = context.attach(trace.set_span_in_context(outer))
+        try:
+            span, ctx = wsgi.start_server_span(
+                tracer, "GET /x", environ, wsgi.environ_getter, {"a": "b"}, extra=extra
+            )
+            parent = context.get_current() if active else wsgi.extract(environ)
+            expected = trace.set_span_in_context(span, parent)
+            if extra is not None:
+                expected = context.set_value(extra[0], extra[1], expected)
+            assert dict(ctx) == dict(expected)
+            assert list(ctx) == list(expected)
+            kind = trace.SpanKind.INTERNAL if active else trace.SpanKind.SERVER
+            assert span.kind is kind  # type: ignore[attr-defined]
+        finally:
+            if token is not None:
+                context.detach(token)
+
+
+@pytest.fixture
+def lean_flask() -> Iterator[Sink]:
+    faults.reset()
+    sink = Sink()
+    FlaskInstrumentor().instrument(
+        tracer_provider=sink.tracer_provider, meter_provider=sink.meter_provider
+    )
+    try:
+        yield sink
+    finally:
+        FlaskInstrumentor().uninstrument()
+
+
+def test_flask_commenter_tags_are_fresh_per_request_and_follow_a_custom_endpoint(
+    lean_flask: Sink,
+) -> None:
+    import flask
+
+    seen: list[dict[str, Any]] = []
+
+    class Renamed(flask.Request):
+        @property
+        def endpoint(self) -> str | None:
+            return "renamed"
+
+    app = flask.Flask("fast")
+
+    @app.route("/items/<int:item_id>", methods=["GET", "BREW"])
+    def item(item_id: int) -> Any:
+        tags = context.get_value("SQLCOMMENTER_ORM_TAGS_AND_VALUES")
+        assert isinstance(tags, dict)
+        seen.append(dict(tags))
+        tags["mutated"] = True  # the app's own change must not reach the next request
+        return "ok"
+
+    client = app.test_client()
+    for _ in range(3):
+        assert client.get("/items/1").status_code == 200
+    app.request_class = Renamed
+    assert client.get("/items/2").status_code == 200
+    assert client.open("/items/3", method="BREW").status_code == 200
+    route = {"framework": seen[0]["framework"], "route": "/items/<int:item_id>"}
+    assert seen[:3] == [{**route, "controller": "item"}] * 3
+    assert seen[3:] == [{**route, "controller": "renamed"}] * 2
+    names = [s["name"] for s in lean_flask.span_dicts() if s["kind"] == "SERVER"]
+    assert names == ["GET /items/<int:item_id>"] * 4 + ["HTTP /items/<int:item_id>"]
+    assert faults.problems() == {}
+
+
+def test_active_requests_count_per_key_and_overflow_past_the_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hyperdx.opentelemetry.server import telemetry
+
+    monkeypatch.setattr(telemetry, "_MAX_ATTRIBUTE_SETS", 3)
+    sink = Sink()
+    active = telemetry.ActiveRequests(sink.meter_provider.get_meter("t"), "{request}", "d")
+    keys = [(("http.method", m),) for m in ("GET", "POST", "PUT", "PATCH", "DELETE")]
+    for key in keys:  # the last two are past the limit: both counted as the overflow set
+        active.add(1, key)
+        active.add(1, key)
+    active.add(-1, keys[0])
+    active.add(-1, tuple(keys[4]))  # an equal key, not the same object
+    assert _active_points(sink) == {
+        (("http.method", "GET"),): 1,
+        (("http.method", "POST"),): 2,
+        (("http.method", "PUT"),): 2,
+        (("otel.metric.overflow", True),): 3,
+    }
+
+
+def _active_points(sink: Sink) -> dict[tuple[Any, ...], int]:
+    data = sink.reader.get_metrics_data()
+    assert data is not None
+    return {
+        tuple(sorted(point.attributes.items())): point.value
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "http.server.active_requests"
+        for point in metric.data.data_points
+    }
