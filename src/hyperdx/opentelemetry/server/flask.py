@@ -374,12 +374,7 @@ def _preprocess_request(self: Any) -> Any:
     if state:
         request = None
         try:
-            var = _request_var
-            if var:  # _current_request(), inlined
-                found = var.get(None)
-                request = None if found is None else found.request
-            else:
-                request = _current_request()
+            request = _current_request()
             req = request.environ.get(_KEY) if request is not None else None
             if req is not None and req.span is None and not req.excluded:
                 state.start_span(request, req)
@@ -400,12 +395,7 @@ def _do_teardown_request(self: Any, *args: Any, **kwargs: Any) -> Any:
     finally:
         if self.__dict__.get(_STATE):
             try:  # the span ends here, where contrib's teardown hook ends it
-                var = _request_var
-                if var:  # _current_request(), inlined
-                    found = var.get(None)
-                    request = None if found is None else found.request
-                else:
-                    request = _current_request()
+                request = _current_request()
                 req = request.environ.get(_KEY) if request is not None else None
                 if req is not None and req.span is not None and req.token is not None:
                     exc = args[0] if args else kwargs.get("exc")
