@@ -226,7 +226,12 @@ def test_tui_search_and_trace(logged_in: QueryServer) -> None:
     assert {"GET /checkout", "GET /inventory"} <= spans
     tui = Tui(logged_in, "--source", "Logs")
     try:
-        screen = tui.wait_for("Logs (default.otel_logs)", "payment provider unreachable")
+        # The rows render in more than one screen update: wait for every text, then check.
+        screen = tui.wait_for(
+            "Logs (default.otel_logs)",
+            "payment provider unreachable",
+            "low stock for sku-42: 3 left",
+        )
         assert "low stock for sku-42: 3 left" in screen and "shop" in screen
         tui.press("q")
         tui.proc.wait(timeout=10)
