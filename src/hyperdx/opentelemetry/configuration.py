@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from hyperdx.opentelemetry import (
     diagnostics,
+    gc_freeze,
     import_hook,
     instrumentation,
     integrations,
@@ -74,6 +75,8 @@ def configure_opentelemetry(
         _register_fork_handling(pipeline)
         _install_capture(settings)
     _activate_instrumentation(settings)
+    if settings.gc_freeze.value:
+        gc_freeze.freeze_startup_objects()
     return pipeline
 
 

@@ -83,6 +83,7 @@ class HyperDXOptions:
     resource_attributes: Mapping[str, str] | None = None
     instrument: bool | None = None
     server_instrumentation: str | None = None
+    gc_freeze: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,7 @@ class Settings:
     metric_export_interval_ms: Setting[int]
     instrument: Setting[bool]
     server_instrumentation: Setting[str]
+    gc_freeze: Setting[bool]
     capture_enabled: Setting[bool]
     capture_body_max_bytes: Setting[int]
     capture_redact: Setting[bool]
@@ -413,6 +415,7 @@ def resolve(
         ),
         instrument=r.boolean(o.instrument, ("HYPERDX_AUTO_INSTRUMENT",), True),
         server_instrumentation=_server_instrumentation(r, o),
+        gc_freeze=r.boolean(o.gc_freeze, ("HYPERDX_GC_FREEZE",), True),
         capture_enabled=r.boolean(
             o.enable_advanced_network_capture, ("HYPERDX_ENABLE_ADVANCED_NETWORK_CAPTURE",), False
         ),
