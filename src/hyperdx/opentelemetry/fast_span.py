@@ -25,8 +25,12 @@ fails, naming the function to re-verify.
 
 from __future__ import annotations
 
+import inspect
+import threading
 import zlib
+from collections import deque
 from collections.abc import Callable, Mapping
+from time import time_ns
 from typing import Any, cast
 
 from opentelemetry import attributes as sdk_attributes
@@ -34,11 +38,15 @@ from opentelemetry import trace as trace_api
 from opentelemetry.context import Context
 from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, DEFAULT_ON, Decision
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
 _SDK_TRACER = sdk_trace.Tracer
 _SDK_SPAN = sdk_trace._Span  # the class Tracer.start_span instantiates
 _BOUNDED = sdk_attributes.BoundedAttributes
+_LOCK = threading.Lock
+# ReadableSpan's default status (one shared Status(UNSET)), as every new SDK span holds it.
+_UNSET_STATUS = inspect.signature(sdk_trace.ReadableSpan.__init__).parameters["status"].default
 _DEFAULT_ON = DEFAULT_ON  # the SDK's default (OTEL_TRACES_SAMPLER unset): ParentBased(ALWAYS_ON)
 _ALWAYS_ON = ALWAYS_ON
 _SAMPLE = Decision.RECORD_AND_SAMPLE
@@ -74,6 +82,15 @@ def fingerprints() -> dict[str, int]:
         "BoundedAttributes._set_items": _fingerprint(_BOUNDED._set_items),
         "BoundedAttributes._setitem_locked": _fingerprint(_BOUNDED._setitem_locked),
         "_clean_attribute_value": _fingerprint(sdk_attributes._clean_attribute_value),
+        "ReadableSpan.__init__": _fingerprint(sdk_trace.ReadableSpan.__init__),
+        "Span._new_events": _fingerprint(sdk_trace.Span._new_events),
+        "Span._new_links": _fingerprint(sdk_trace.Span._new_links),
+        "Span.end": _fingerprint(sdk_trace.Span.end),
+        "Span._readable_span": _fingerprint(sdk_trace.Span._readable_span),
+        "BoundedList.__init__": _fingerprint(BoundedList.__init__),
+        "SynchronousMultiSpanProcessor.on_end": _fingerprint(
+            sdk_trace.SynchronousMultiSpanProcessor.on_end
+        ),
     }
 
 
@@ -89,6 +106,13 @@ VERIFIED = {
     "BoundedAttributes._set_items": 1341838243,
     "BoundedAttributes._setitem_locked": 3297577264,
     "_clean_attribute_value": 55847215,
+    "ReadableSpan.__init__": 360919018,
+    "Span._new_events": 3120483865,
+    "Span._new_links": 652836791,
+    "Span.end": 857157707,
+    "Span._readable_span": 2720570931,
+    "BoundedList.__init__": 3405008081,
+    "SynchronousMultiSpanProcessor.on_end": 1612621279,
 }
 
 ENABLED = fingerprints() == VERIFIED
@@ -142,27 +166,139 @@ def start_span(
         return trace_api.NonRecordingSpan(context=span_context)
     limits = t._span_limits
     plain = _plain(attrs, limits.max_span_attributes, limits.max_span_attribute_length)
-    span: Any = _SDK_SPAN(
-        name=name,
-        context=span_context,
-        parent=parent,
-        sampler=sampler,
-        resource=t.resource,
-        attributes=None if plain else attrs,
-        span_processor=t.span_processor,
-        kind=kind,
-        links=(),
-        instrumentation_info=t.instrumentation_info,
-        record_exception=True,
-        set_status_on_exception=True,
-        limits=limits,
-        instrumentation_scope=t._instrumentation_scope,
-        record_end_metrics=record_end_metrics,
-    )
-    if plain and attrs:
-        span._attributes._dict.update(attrs)
-    span.start(start_time=start_time, parent_context=context)
+    span: Any
+    if plain:
+        span = _new_span(
+            name, span_context, parent, t, kind, limits, attrs, record_end_metrics, start_time
+        )
+    else:
+        span = _Span(
+            name=name,
+            context=span_context,
+            parent=parent,
+            sampler=sampler,
+            resource=t.resource,
+            attributes=attrs,
+            span_processor=t.span_processor,
+            kind=kind,
+            links=(),
+            instrumentation_info=t.instrumentation_info,
+            record_exception=True,
+            set_status_on_exception=True,
+            limits=limits,
+            instrumentation_scope=t._instrumentation_scope,
+            record_end_metrics=record_end_metrics,
+        )
+        # Span.start: nobody else holds the new span yet, so no lock and no started check.
+        span._start_time = start_time if start_time is not None else time_ns()
+    span._span_processor.on_start(span, parent_context=context)
     return span
+
+
+def _new_span(
+    name: str,
+    span_context: SpanContext,
+    parent: SpanContext | None,
+    tracer: Any,
+    kind: SpanKind,
+    limits: Any,
+    attrs: Any,
+    record_end_metrics: Any,
+    start_time: int | None,
+) -> _Span:
+    """The state ``_Span(...)`` (``Span.__init__`` and ``ReadableSpan.__init__``, no events,
+    no links, clean ``attrs``) plus ``Span.start``'s start time, set field by field: the SDK's
+    keyword-argument chain, its attribute cleaning and its four locks' worth of helper calls
+    are most of a span's creation cost."""
+    stored = object.__new__(_BOUNDED)
+    stored._dict = dict(attrs) if attrs else {}
+    stored.maxlen = limits.max_span_attributes
+    stored.dropped = 0
+    stored.max_value_len = limits.max_span_attribute_length
+    stored._lock = _LOCK()
+    stored._immutable = False
+    events = object.__new__(BoundedList)
+    events.dropped = 0
+    events._dq = deque(maxlen=limits.max_events)
+    events._lock = _LOCK()
+    links = object.__new__(BoundedList)
+    links.dropped = 0
+    links._dq = deque(maxlen=limits.max_links)
+    links._lock = _LOCK()
+    span = object.__new__(_Span)
+    span._name = name
+    span._context = span_context
+    span._kind = kind
+    span._instrumentation_info = tracer.instrumentation_info
+    span._instrumentation_scope = tracer._instrumentation_scope
+    span._parent = parent
+    span._start_time = start_time if start_time is not None else time_ns()
+    span._end_time = None
+    span._attributes = stored
+    span._events = events
+    span._links = links
+    span._resource = tracer.resource
+    span._status = _UNSET_STATUS
+    span._sampler = tracer.sampler
+    span._trace_config = None
+    span._record_exception = True
+    span._set_status_on_exception = True
+    span._span_processor = tracer.span_processor
+    span._limits = limits
+    span._lock = _LOCK()
+    span._record_end_metrics = record_end_metrics
+    return span
+
+
+class _Span(_SDK_SPAN):
+    """The SDK span, with a cheaper ``end`` and ``set_attribute`` (same name, so ``repr`` and
+    anything reading ``type(span).__name__`` see what the SDK's span shows).
+
+    ``end``: when the tracer provider's processor is our composite (it has ``end_live``), the
+    ended span itself is handed over instead of a new ``ReadableSpan`` copy of its fields (the
+    copy holds the very same objects; our processors only read them). ``set_attribute``: a
+    plain value the SDK would store as is goes straight into the attribute dict.
+    """
+
+    def end(self, end_time: int | None = None) -> None:
+        end_live = getattr(self._span_processor, "end_live", None)
+        if end_live is None or not ENABLED:
+            super().end(end_time)
+            return
+        with self._lock:
+            usual = self._start_time is not None and self._end_time is None
+            if usual:
+                self._end_time = end_time if end_time is not None else time_ns()
+                self._attributes._immutable = True
+        if not usual:  # not started or already ended: the SDK's error or warning
+            super().end(end_time)
+            return
+        if self._record_end_metrics:
+            self._record_end_metrics()
+        end_live(self)
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        if type(value) in _PLAIN_VALUES and type(key) is str and key and ENABLED:
+            stored = self._attributes
+            with self._lock:
+                if (
+                    self._end_time is None
+                    and type(stored) is _BOUNDED
+                    and not stored._immutable
+                    and (
+                        type(value) is not str
+                        or stored.max_value_len is None
+                        or len(value) <= stored.max_value_len
+                    )
+                ):
+                    plain = stored._dict
+                    maxlen = stored.maxlen
+                    if maxlen is None or len(plain) < maxlen or key in plain:
+                        with stored._lock:
+                            plain.pop(key, None)  # an existing key moves to the end
+                            plain[key] = value
+                        return
+        super().set_attribute(key, value)
 
 
 def _plain(attrs: Any, max_count: int | None, max_len: int | None) -> bool:
@@ -192,7 +328,7 @@ def set_str_at_start(span: Any, key: str, value: str) -> None:
     attrs = getattr(span, "_attributes", None)
     if (
         ENABLED
-        and type(span) is _SDK_SPAN
+        and (type(span) is _Span or type(span) is _SDK_SPAN)
         and type(attrs) is _BOUNDED
         and type(value) is str
         and type(key) is str
@@ -219,7 +355,7 @@ def set_plain_attributes(span: Any, attrs: dict[str, Any]) -> None:
     stored = getattr(span, "_attributes", None)
     if (
         ENABLED
-        and type(span) is _SDK_SPAN
+        and (type(span) is _Span or type(span) is _SDK_SPAN)
         and type(stored) is _BOUNDED
         and not stored._immutable
         and (stored.maxlen is None or len(stored._dict) + len(attrs) <= stored.maxlen)

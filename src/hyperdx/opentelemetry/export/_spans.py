@@ -15,6 +15,8 @@ from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 
+from hyperdx.opentelemetry.fast_span import _Span as _LIVE_SPAN
+
 from ._wire import (
     attributes,
     attributes_into,
@@ -86,9 +88,10 @@ _names: dict[str, bytes] = {}
 
 def encode_span(span: ReadableSpan) -> bytes:
     """One ``Span`` message body (without its tag and length)."""
-    if type(span) is ReadableSpan:
-        # What the SDK hands to on_end: read the slots directly, skipping the properties
-        # (and the copies some make: events/links -> tuple, attributes -> MappingProxyType).
+    if type(span) is ReadableSpan or type(span) is _LIVE_SPAN:
+        # What the SDK hands to on_end (or fast_span's ended span itself): read the slots
+        # directly, skipping the properties (and the copies some make: events/links -> tuple,
+        # attributes -> MappingProxyType).
         ctx: Any = span._context
         parent: Any = span._parent
         name: str = span._name

@@ -88,6 +88,22 @@ class HyperDXBatchSpanProcessor(SpanProcessor):
             return
         self._put(item)
 
+    def on_end_live(self, span: Any) -> None:
+        """:meth:`on_end` for an ended SDK span itself (no ``ReadableSpan`` copy): its fields
+        are read directly, they are the objects the copy would hold."""
+        encode = self._encode
+        if encode is None:
+            self.on_end(span._readable_span())
+            return
+        if not span._context.trace_flags.sampled:
+            return
+        try:
+            item = (span._resource, span._instrumentation_scope or None, encode(span))
+        except Exception as error:  # noqa: BLE001 - never raise into the application
+            self._batcher.unencodable(error)
+            return
+        self._put(item)
+
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self._batcher.force_flush(timeout_millis)
 
