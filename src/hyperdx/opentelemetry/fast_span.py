@@ -210,18 +210,18 @@ def _new_span(
     no links, clean ``attrs``) plus ``Span.start``'s start time, set field by field: the SDK's
     keyword-argument chain, its attribute cleaning and its four locks' worth of helper calls
     are most of a span's creation cost."""
-    stored = object.__new__(_BOUNDED)
+    stored: Any = object.__new__(_BOUNDED)
     stored._dict = dict(attrs) if attrs else {}
     stored.maxlen = limits.max_span_attributes
     stored.dropped = 0
     stored.max_value_len = limits.max_span_attribute_length
     stored._lock = _LOCK()
     stored._immutable = False
-    events = object.__new__(BoundedList)
+    events: Any = object.__new__(BoundedList)
     events.dropped = 0
     events._dq = deque(maxlen=limits.max_events)
     events._lock = _LOCK()
-    links = object.__new__(BoundedList)
+    links: Any = object.__new__(BoundedList)
     links.dropped = 0
     links._dq = deque(maxlen=limits.max_links)
     links._lock = _LOCK()
@@ -269,7 +269,8 @@ class _Span(_SDK_SPAN):
             usual = self._start_time is not None and self._end_time is None
             if usual:
                 self._end_time = end_time if end_time is not None else time_ns()
-                self._attributes._immutable = True
+                attributes: Any = self._attributes
+                attributes._immutable = True
         if not usual:  # not started or already ended: the SDK's error or warning
             super().end(end_time)
             return

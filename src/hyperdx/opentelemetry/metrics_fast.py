@@ -42,8 +42,8 @@ from __future__ import annotations
 import math
 import threading
 import weakref
-from collections.abc import Mapping
 from bisect import bisect_left
+from collections.abc import Mapping
 from time import time_ns
 from typing import Any
 
