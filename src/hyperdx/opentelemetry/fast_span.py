@@ -45,6 +45,11 @@ _SDK_TRACER = sdk_trace.Tracer
 _SDK_SPAN = sdk_trace._Span  # the class Tracer.start_span instantiates
 _BOUNDED = sdk_attributes.BoundedAttributes
 _LOCK = threading.Lock
+_INVALID_PARENT = trace_api.INVALID_SPAN.get_span_context()
+_DEFAULT_TRACE_STATE = trace_api.DEFAULT_TRACE_STATE
+_TRACE_ID_MAX = 2**128 - 1
+_SPAN_ID_MAX = 2**64 - 1
+_new_tuple = tuple.__new__
 # ReadableSpan's default status (one shared Status(UNSET)), as every new SDK span holds it.
 _UNSET_STATUS = inspect.signature(sdk_trace.ReadableSpan.__init__).parameters["status"].default
 _DEFAULT_ON = DEFAULT_ON  # the SDK's default (OTEL_TRACES_SAMPLER unset): ParentBased(ALWAYS_ON)
@@ -88,6 +93,7 @@ def fingerprints() -> dict[str, int]:
         "Span.end": _fingerprint(sdk_trace.Span.end),
         "Span._readable_span": _fingerprint(sdk_trace.Span._readable_span),
         "BoundedList.__init__": _fingerprint(BoundedList.__init__),
+        "SpanContext.__new__": _fingerprint(SpanContext.__new__),
         "SynchronousMultiSpanProcessor.on_end": _fingerprint(
             sdk_trace.SynchronousMultiSpanProcessor.on_end
         ),
@@ -112,6 +118,7 @@ VERIFIED = {
     "Span.end": 857157707,
     "Span._readable_span": 2720570931,
     "BoundedList.__init__": 3405008081,
+    "SpanContext.__new__": 58539424,
     "SynchronousMultiSpanProcessor.on_end": 1612621279,
 }
 
@@ -130,13 +137,17 @@ def start_span(
     if type(tracer) is not _SDK_TRACER or not ENABLED:
         return tracer.start_span(name, context, kind, attributes, start_time=start_time)
     t: Any = tracer
-    parent: Any = trace_api.get_current_span(context).get_span_context()
-    if parent is not None and not isinstance(parent, SpanContext):
-        raise TypeError("parent_span_context must be a SpanContext or None.")
+    parent: Any
+    if type(context) is Context and not context:
+        parent = _INVALID_PARENT  # what an empty context's current span holds
+    else:
+        parent = trace_api.get_current_span(context).get_span_context()
+        if parent is not None and not isinstance(parent, SpanContext):
+            raise TypeError("parent_span_context must be a SpanContext or None.")
     if not t._is_enabled():
         return trace_api.NonRecordingSpan(context=cast(SpanContext, parent))  # None as the SDK
     ids = t.id_generator
-    if parent is None or not parent.is_valid:
+    if parent is None or parent is _INVALID_PARENT or not parent.is_valid:
         parent = None
         trace_id = ids.generate_trace_id()
     else:
@@ -154,12 +165,18 @@ def start_span(
         result = sampler.should_sample(context, trace_id, name, kind, attributes, ())
         decision, attrs, trace_state = result.decision, result.attributes, result.trace_state
     random = ids.is_trace_id_random() if parent is None else parent.trace_flags.random_trace_id
-    span_context = SpanContext(
-        trace_id,
-        ids.generate_span_id(),
-        False,
-        _FLAGS[decision.is_sampled(), bool(random)],
-        trace_state,
+    span_id = ids.generate_span_id()
+    # SpanContext(trace_id, span_id, False, flags, trace_state), its __new__ inlined.
+    span_context = _new_tuple(
+        SpanContext,
+        (
+            trace_id,
+            span_id,
+            False,
+            _FLAGS[decision.is_sampled(), bool(random)],
+            _DEFAULT_TRACE_STATE if trace_state is None else trace_state,
+            0 < trace_id <= _TRACE_ID_MAX and 0 < span_id <= _SPAN_ID_MAX,
+        ),
     )
     record_end_metrics = t._tracer_metrics.start_span(parent, decision)
     if not decision.is_recording():
@@ -302,16 +319,23 @@ class _Span(_SDK_SPAN):
         super().set_attribute(key, value)
 
 
+_plain_keys: set[str] = set()  # keys already seen to be non-empty, exact ``str``
+_MAX_PLAIN_KEYS = 4096
+
+
 def _plain(attrs: Any, max_count: int | None, max_len: int | None) -> bool:
     """Whether the SDK's cleaning would store ``attrs`` unchanged, in order, dropping none."""
     if not attrs:
         return True
     if max_count is not None and len(attrs) > max_count:
         return False
-    if set(map(type, attrs)) != _STR_ONLY or "" in attrs:
-        return False
+    if not _plain_keys.issuperset(attrs):  # hashed lookups of known keys, in C
+        if set(map(type, attrs)) != _STR_ONLY or "" in attrs:
+            return False
+        if len(_plain_keys) < _MAX_PLAIN_KEYS:
+            _plain_keys.update(attrs)
     values = attrs.values()
-    if not set(map(type, values)) <= _PLAIN_VALUES:
+    if not _PLAIN_VALUES.issuperset(map(type, values)):
         return False
     if max_len is not None:
         return all(len(v) <= max_len for v in values if type(v) is str)
