@@ -15,6 +15,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import SpanKind
 
 from hyperdx.opentelemetry import fast_span, metrics_fast
@@ -218,3 +219,26 @@ def test_inlined_aggregation_gives_the_sdk_aggregates_points(
     inlined = _histogram_points(True, monkeypatch)
     assert inlined == _histogram_points(False, monkeypatch)
     assert inlined[:4] == (7, 10_268.5, 0, 10_000)
+
+
+class _RecordOnly(Sampler):
+    def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+        return SamplingResult(Decision.RECORD_ONLY, {"kept": "here"})
+
+    def get_description(self) -> str:
+        return "record-only"
+
+
+def test_recorded_but_unsampled_spans_are_not_queued() -> None:
+    provider, batch = _provider()
+    provider.sampler = _RecordOnly()
+    tracer = provider.get_tracer("t")
+    span: Any = fast_span.start_span(tracer, "s", Context(), SpanKind.SERVER, dict(ATTRS))
+    assert span.is_recording() and not span.get_span_context().trace_flags.sampled
+    span.end()
+    sampled: Any = fast_span.start_span(
+        TracerProvider().get_tracer("t"), "x", Context(), SpanKind.SERVER, {}
+    )
+    assert sampled.get_span_context().trace_flags.sampled
+    assert len(batch._batcher._queue) == 0
+    _discard(batch)

@@ -21,11 +21,14 @@ from opentelemetry.sdk._logs.export import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.trace import TraceFlags
 
 from ._batch import Batcher
+from ._spans import _CONTEXT_IS_TUPLE
 from .exporters import HyperDXLogExporter, HyperDXSpanExporter
 
 _EMPTY_RESOURCE = Resource.create({})
+_SAMPLED = TraceFlags.SAMPLED
 
 
 class HyperDXBatchSpanProcessor(SpanProcessor):
@@ -95,7 +98,9 @@ class HyperDXBatchSpanProcessor(SpanProcessor):
         if encode is None:
             self.on_end(span._readable_span())
             return
-        if not span._context.trace_flags.sampled:
+        ctx = span._context
+        flags = ctx[3] if _CONTEXT_IS_TUPLE else ctx.trace_flags
+        if not flags & _SAMPLED:  # TraceFlags.sampled, without the two property calls
             return
         try:
             item = (span._resource, span._instrumentation_scope or None, encode(span))
