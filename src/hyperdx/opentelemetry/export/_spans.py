@@ -167,7 +167,8 @@ def encode_span(span: ReadableSpan) -> bytes:
         parts.append(b"\x50" + varint(d_attrs))
     if type(events) is BoundedList and type(links) is BoundedList:
         # The SDK span's own lists: their length without BoundedList.__len__'s call.
-        has_events, has_links = bool(events._dq), bool(links._dq)
+        has_events = bool(events._dq)  # type: ignore[attr-defined]
+        has_links = bool(links._dq)  # type: ignore[attr-defined]
     else:
         has_events, has_links = bool(events), bool(links)
     if has_events:
