@@ -21,6 +21,8 @@ from opentelemetry.trace import SpanKind
 from hyperdx.opentelemetry import fast_span, metrics_fast
 from hyperdx.opentelemetry.capture.redact import get_redactor
 from hyperdx.opentelemetry.export import HyperDXBatchSpanProcessor, HyperDXSpanExporter
+from hyperdx.opentelemetry.export import _spans as export_spans
+from hyperdx.opentelemetry.export import processors as export_processors
 from hyperdx.opentelemetry.export._spans import assemble, group_encoded
 from hyperdx.opentelemetry.hygiene import SpanHygieneProcessor
 from hyperdx.opentelemetry.options import resolve
@@ -155,10 +157,16 @@ def test_composite_fast_path_the_sdk_loop_and_the_sdk_span_queue_identical_bytes
     kept = _Kept()
     looped, looped_batch = _provider(kept)  # a user processor: the SDK's loop, ReadableSpans
     _run(looped)
+    # An API whose SpanContext is not the known tuple: the encoder reads the properties.
+    monkeypatch.setattr(export_spans, "_CONTEXT_IS_TUPLE", False)
+    monkeypatch.setattr(export_processors, "_CONTEXT_IS_TUPLE", False)
+    properties, properties_batch = _provider()
+    _run(properties)
     monkeypatch.setattr(fast_span, "ENABLED", False)  # an SDK whose fingerprints differ
     off, off_batch = _provider()
     _run(off)
     want = _queued_request(off_batch)
+    assert _queued_request(properties_batch) == want
     assert _queued_request(fast_batch) == want
     assert _queued_request(looped_batch) == want
     # ...and those are the stock encoder's bytes of the spans the user's processor received.
@@ -168,7 +176,7 @@ def test_composite_fast_path_the_sdk_loop_and_the_sdk_span_queue_identical_bytes
     assert rows["GET /items/<int:item_id>"]["http.url"] == (
         "http://127.0.0.1:8000/items/7?token=[REDACTED]&page=2"
     )
-    for batch in (fast_batch, looped_batch, off_batch):
+    for batch in (fast_batch, looped_batch, properties_batch, off_batch):
         _discard(batch)
 
 

@@ -13,11 +13,19 @@ SDK as before. For the SDK's default sampler (parent-based always-on) and always
 decision they would return for a root or sampled-parent span is taken without building a
 ``SamplingResult``; every other sampler is called.
 
+The span is a :class:`_Span`, a subclass of the SDK's class with the same name and state. With
+clean attributes its fields are set one by one (:func:`_new_span`: what ``Span.__init__``,
+``ReadableSpan.__init__``, ``BoundedAttributes`` and ``BoundedList`` set, without their
+keyword-argument chain). Its ``set_attribute`` stores a plain value directly, and its ``end``
+hands the span itself to a composite processor that asks for it (``end_live``, see
+``traces.HyperDXSpanProcessors``) instead of building a ``ReadableSpan`` copy.
+
 Relies on SDK internals, verified for opentelemetry-sdk >=1.45.1,<2 (the pinned range): the
 ``Tracer`` fields ``sampler``, ``id_generator``, ``resource``, ``span_processor``,
 ``instrumentation_info``, ``_span_limits``, ``_instrumentation_scope``, ``_tracer_metrics`` and
-``_is_enabled()``; ``_Span``'s constructor; ``BoundedAttributes._dict``, ``maxlen``,
-``max_value_len`` and ``_immutable``. The names each SDK function involved uses are
+``_is_enabled()``; ``_Span``'s constructor, ``end`` and fields; ``BoundedAttributes._dict``,
+``maxlen``, ``max_value_len``, ``_immutable``; ``BoundedList``'s fields; the API's
+``SpanContext.__new__``. The names each SDK function involved uses are
 fingerprinted at import: if a release changes any of them, the fast paths switch themselves off
 (spans take ``tracer.start_span`` / ``set_attribute``) and ``tests/core/test_fast_span.py``
 fails, naming the function to re-verify.
