@@ -13,11 +13,19 @@ SDK as before. For the SDK's default sampler (parent-based always-on) and always
 decision they would return for a root or sampled-parent span is taken without building a
 ``SamplingResult``; every other sampler is called.
 
+The span is a :class:`_Span`, a subclass of the SDK's class with the same name and state. With
+clean attributes its fields are set one by one (:func:`_new_span`: what ``Span.__init__``,
+``ReadableSpan.__init__``, ``BoundedAttributes`` and ``BoundedList`` set, without their
+keyword-argument chain). Its ``set_attribute`` stores a plain value directly, and its ``end``
+hands the span itself to a composite processor that asks for it (``end_live``, see
+``traces.HyperDXSpanProcessors``) instead of building a ``ReadableSpan`` copy.
+
 Relies on SDK internals, verified for opentelemetry-sdk >=1.45.1,<2 (the pinned range): the
 ``Tracer`` fields ``sampler``, ``id_generator``, ``resource``, ``span_processor``,
 ``instrumentation_info``, ``_span_limits``, ``_instrumentation_scope``, ``_tracer_metrics`` and
-``_is_enabled()``; ``_Span``'s constructor; ``BoundedAttributes._dict``, ``maxlen``,
-``max_value_len`` and ``_immutable``. The names each SDK function involved uses are
+``_is_enabled()``; ``_Span``'s constructor, ``end`` and fields; ``BoundedAttributes._dict``,
+``maxlen``, ``max_value_len``, ``_immutable``; ``BoundedList``'s fields; the API's
+``SpanContext.__new__``. The names each SDK function involved uses are
 fingerprinted at import: if a release changes any of them, the fast paths switch themselves off
 (spans take ``tracer.start_span`` / ``set_attribute``) and ``tests/core/test_fast_span.py``
 fails, naming the function to re-verify.
@@ -25,8 +33,12 @@ fails, naming the function to re-verify.
 
 from __future__ import annotations
 
+import inspect
+import threading
 import zlib
+from collections import deque
 from collections.abc import Callable, Mapping
+from time import time_ns
 from typing import Any, cast
 
 from opentelemetry import attributes as sdk_attributes
@@ -34,11 +46,20 @@ from opentelemetry import trace as trace_api
 from opentelemetry.context import Context
 from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, DEFAULT_ON, Decision
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
 _SDK_TRACER = sdk_trace.Tracer
 _SDK_SPAN = sdk_trace._Span  # the class Tracer.start_span instantiates
 _BOUNDED = sdk_attributes.BoundedAttributes
+_LOCK = threading.Lock
+_INVALID_PARENT = trace_api.INVALID_SPAN.get_span_context()
+_DEFAULT_TRACE_STATE = trace_api.DEFAULT_TRACE_STATE
+_TRACE_ID_MAX = 2**128 - 1
+_SPAN_ID_MAX = 2**64 - 1
+_new_tuple = tuple.__new__
+# ReadableSpan's default status (one shared Status(UNSET)), as every new SDK span holds it.
+_UNSET_STATUS = inspect.signature(sdk_trace.ReadableSpan.__init__).parameters["status"].default
 _DEFAULT_ON = DEFAULT_ON  # the SDK's default (OTEL_TRACES_SAMPLER unset): ParentBased(ALWAYS_ON)
 _ALWAYS_ON = ALWAYS_ON
 _SAMPLE = Decision.RECORD_AND_SAMPLE
@@ -74,6 +95,16 @@ def fingerprints() -> dict[str, int]:
         "BoundedAttributes._set_items": _fingerprint(_BOUNDED._set_items),
         "BoundedAttributes._setitem_locked": _fingerprint(_BOUNDED._setitem_locked),
         "_clean_attribute_value": _fingerprint(sdk_attributes._clean_attribute_value),
+        "ReadableSpan.__init__": _fingerprint(sdk_trace.ReadableSpan.__init__),
+        "Span._new_events": _fingerprint(sdk_trace.Span._new_events),
+        "Span._new_links": _fingerprint(sdk_trace.Span._new_links),
+        "Span.end": _fingerprint(sdk_trace.Span.end),
+        "Span._readable_span": _fingerprint(sdk_trace.Span._readable_span),
+        "BoundedList.__init__": _fingerprint(BoundedList.__init__),
+        "SpanContext.__new__": _fingerprint(SpanContext.__new__),
+        "SynchronousMultiSpanProcessor.on_end": _fingerprint(
+            sdk_trace.SynchronousMultiSpanProcessor.on_end
+        ),
     }
 
 
@@ -89,6 +120,14 @@ VERIFIED = {
     "BoundedAttributes._set_items": 1341838243,
     "BoundedAttributes._setitem_locked": 3297577264,
     "_clean_attribute_value": 55847215,
+    "ReadableSpan.__init__": 360919018,
+    "Span._new_events": 3120483865,
+    "Span._new_links": 652836791,
+    "Span.end": 857157707,
+    "Span._readable_span": 2720570931,
+    "BoundedList.__init__": 3405008081,
+    "SpanContext.__new__": 58539424,
+    "SynchronousMultiSpanProcessor.on_end": 1612621279,
 }
 
 ENABLED = fingerprints() == VERIFIED
@@ -106,13 +145,17 @@ def start_span(
     if type(tracer) is not _SDK_TRACER or not ENABLED:
         return tracer.start_span(name, context, kind, attributes, start_time=start_time)
     t: Any = tracer
-    parent: Any = trace_api.get_current_span(context).get_span_context()
-    if parent is not None and not isinstance(parent, SpanContext):
-        raise TypeError("parent_span_context must be a SpanContext or None.")
+    parent: Any
+    if type(context) is Context and not context:
+        parent = _INVALID_PARENT  # what an empty context's current span holds
+    else:
+        parent = trace_api.get_current_span(context).get_span_context()
+        if parent is not None and not isinstance(parent, SpanContext):
+            raise TypeError("parent_span_context must be a SpanContext or None.")
     if not t._is_enabled():
         return trace_api.NonRecordingSpan(context=cast(SpanContext, parent))  # None as the SDK
     ids = t.id_generator
-    if parent is None or not parent.is_valid:
+    if parent is None or parent is _INVALID_PARENT or not parent.is_valid:
         parent = None
         trace_id = ids.generate_trace_id()
     else:
@@ -130,39 +173,162 @@ def start_span(
         result = sampler.should_sample(context, trace_id, name, kind, attributes, ())
         decision, attrs, trace_state = result.decision, result.attributes, result.trace_state
     random = ids.is_trace_id_random() if parent is None else parent.trace_flags.random_trace_id
-    span_context = SpanContext(
-        trace_id,
-        ids.generate_span_id(),
-        False,
-        _FLAGS[decision.is_sampled(), bool(random)],
-        trace_state,
+    span_id = ids.generate_span_id()
+    # SpanContext(trace_id, span_id, False, flags, trace_state), its __new__ inlined.
+    span_context = _new_tuple(
+        SpanContext,
+        (
+            trace_id,
+            span_id,
+            False,
+            _FLAGS[decision.is_sampled(), bool(random)],
+            _DEFAULT_TRACE_STATE if trace_state is None else trace_state,
+            0 < trace_id <= _TRACE_ID_MAX and 0 < span_id <= _SPAN_ID_MAX,
+        ),
     )
     record_end_metrics = t._tracer_metrics.start_span(parent, decision)
     if not decision.is_recording():
         return trace_api.NonRecordingSpan(context=span_context)
     limits = t._span_limits
     plain = _plain(attrs, limits.max_span_attributes, limits.max_span_attribute_length)
-    span: Any = _SDK_SPAN(
-        name=name,
-        context=span_context,
-        parent=parent,
-        sampler=sampler,
-        resource=t.resource,
-        attributes=None if plain else attrs,
-        span_processor=t.span_processor,
-        kind=kind,
-        links=(),
-        instrumentation_info=t.instrumentation_info,
-        record_exception=True,
-        set_status_on_exception=True,
-        limits=limits,
-        instrumentation_scope=t._instrumentation_scope,
-        record_end_metrics=record_end_metrics,
-    )
-    if plain and attrs:
-        span._attributes._dict.update(attrs)
-    span.start(start_time=start_time, parent_context=context)
+    span: Any
+    if plain:
+        span = _new_span(
+            name, span_context, parent, t, kind, limits, attrs, record_end_metrics, start_time
+        )
+    else:
+        span = _Span(
+            name=name,
+            context=span_context,
+            parent=parent,
+            sampler=sampler,
+            resource=t.resource,
+            attributes=attrs,
+            span_processor=t.span_processor,
+            kind=kind,
+            links=(),
+            instrumentation_info=t.instrumentation_info,
+            record_exception=True,
+            set_status_on_exception=True,
+            limits=limits,
+            instrumentation_scope=t._instrumentation_scope,
+            record_end_metrics=record_end_metrics,
+        )
+        # Span.start: nobody else holds the new span yet, so no lock and no started check.
+        span._start_time = start_time if start_time is not None else time_ns()
+    span._span_processor.on_start(span, parent_context=context)
     return span
+
+
+def _new_span(
+    name: str,
+    span_context: SpanContext,
+    parent: SpanContext | None,
+    tracer: Any,
+    kind: SpanKind,
+    limits: Any,
+    attrs: Any,
+    record_end_metrics: Any,
+    start_time: int | None,
+) -> _Span:
+    """The state ``_Span(...)`` (``Span.__init__`` and ``ReadableSpan.__init__``, no events,
+    no links, clean ``attrs``) plus ``Span.start``'s start time, set field by field: the SDK's
+    keyword-argument chain, its attribute cleaning and its four locks' worth of helper calls
+    are most of a span's creation cost."""
+    stored: Any = object.__new__(_BOUNDED)
+    stored._dict = dict(attrs) if attrs else {}
+    stored.maxlen = limits.max_span_attributes
+    stored.dropped = 0
+    stored.max_value_len = limits.max_span_attribute_length
+    stored._lock = _LOCK()
+    stored._immutable = False
+    events: Any = object.__new__(BoundedList)
+    events.dropped = 0
+    events._dq = deque(maxlen=limits.max_events)
+    events._lock = _LOCK()
+    links: Any = object.__new__(BoundedList)
+    links.dropped = 0
+    links._dq = deque(maxlen=limits.max_links)
+    links._lock = _LOCK()
+    span = object.__new__(_Span)
+    span._name = name
+    span._context = span_context
+    span._kind = kind
+    span._instrumentation_info = tracer.instrumentation_info
+    span._instrumentation_scope = tracer._instrumentation_scope
+    span._parent = parent
+    span._start_time = start_time if start_time is not None else time_ns()
+    span._end_time = None
+    span._attributes = stored
+    span._events = events
+    span._links = links
+    span._resource = tracer.resource
+    span._status = _UNSET_STATUS
+    span._sampler = tracer.sampler
+    span._trace_config = None
+    span._record_exception = True
+    span._set_status_on_exception = True
+    span._span_processor = tracer.span_processor
+    span._limits = limits
+    span._lock = _LOCK()
+    span._record_end_metrics = record_end_metrics
+    return span
+
+
+class _Span(_SDK_SPAN):
+    """The SDK span, with a cheaper ``end`` and ``set_attribute`` (same name, so ``repr`` and
+    anything reading ``type(span).__name__`` see what the SDK's span shows).
+
+    ``end``: when the tracer provider's processor is our composite (it has ``end_live``), the
+    ended span itself is handed over instead of a new ``ReadableSpan`` copy of its fields (the
+    copy holds the very same objects; our processors only read them). ``set_attribute``: a
+    plain value the SDK would store as is goes straight into the attribute dict.
+    """
+
+    def end(self, end_time: int | None = None) -> None:
+        end_live = getattr(self._span_processor, "end_live", None)
+        if end_live is None or not ENABLED:
+            super().end(end_time)
+            return
+        with self._lock:
+            usual = self._start_time is not None and self._end_time is None
+            if usual:
+                self._end_time = end_time if end_time is not None else time_ns()
+                attributes: Any = self._attributes
+                attributes._immutable = True
+        if not usual:  # not started or already ended: the SDK's error or warning
+            super().end(end_time)
+            return
+        if self._record_end_metrics:
+            self._record_end_metrics()
+        end_live(self)
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        if type(value) in _PLAIN_VALUES and type(key) is str and key and ENABLED:
+            stored = self._attributes
+            with self._lock:
+                if (
+                    self._end_time is None
+                    and type(stored) is _BOUNDED
+                    and not stored._immutable
+                    and (
+                        type(value) is not str
+                        or stored.max_value_len is None
+                        or len(value) <= stored.max_value_len
+                    )
+                ):
+                    plain = stored._dict
+                    maxlen = stored.maxlen
+                    if maxlen is None or len(plain) < maxlen or key in plain:
+                        with stored._lock:
+                            plain.pop(key, None)  # an existing key moves to the end
+                            plain[key] = value
+                        return
+        super().set_attribute(key, value)
+
+
+_plain_keys: set[str] = set()  # keys already seen to be non-empty, exact ``str``
+_MAX_PLAIN_KEYS = 4096
 
 
 def _plain(attrs: Any, max_count: int | None, max_len: int | None) -> bool:
@@ -171,10 +337,13 @@ def _plain(attrs: Any, max_count: int | None, max_len: int | None) -> bool:
         return True
     if max_count is not None and len(attrs) > max_count:
         return False
-    if set(map(type, attrs)) != _STR_ONLY or "" in attrs:
-        return False
+    if not _plain_keys.issuperset(attrs):  # hashed lookups of known keys, in C
+        if set(map(type, attrs)) != _STR_ONLY or "" in attrs:
+            return False
+        if len(_plain_keys) < _MAX_PLAIN_KEYS:
+            _plain_keys.update(attrs)
     values = attrs.values()
-    if not set(map(type, values)) <= _PLAIN_VALUES:
+    if not _PLAIN_VALUES.issuperset(map(type, values)):
         return False
     if max_len is not None:
         return all(len(v) <= max_len for v in values if type(v) is str)
@@ -192,7 +361,7 @@ def set_str_at_start(span: Any, key: str, value: str) -> None:
     attrs = getattr(span, "_attributes", None)
     if (
         ENABLED
-        and type(span) is _SDK_SPAN
+        and (type(span) is _Span or type(span) is _SDK_SPAN)
         and type(attrs) is _BOUNDED
         and type(value) is str
         and type(key) is str
@@ -219,7 +388,7 @@ def set_plain_attributes(span: Any, attrs: dict[str, Any]) -> None:
     stored = getattr(span, "_attributes", None)
     if (
         ENABLED
-        and type(span) is _SDK_SPAN
+        and (type(span) is _Span or type(span) is _SDK_SPAN)
         and type(stored) is _BOUNDED
         and not stored._immutable
         and (stored.maxlen is None or len(stored._dict) + len(attrs) <= stored.maxlen)

@@ -24,6 +24,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind
 
 from hyperdx.opentelemetry.capture.redact import Redactor, get_redactor
+from hyperdx.opentelemetry.fast_span import _Span as _FAST_SPAN
 from hyperdx.opentelemetry.fast_span import set_str_at_start
 from hyperdx.opentelemetry.options import Settings
 
@@ -76,6 +77,14 @@ def _plain_attributes(span: Any) -> dict[str, Any] | None:
     return plain if type(plain) is dict else None
 
 
+def _kind_and_attributes(span: Any) -> tuple[SpanKind, dict[str, Any] | None]:
+    """``span.kind`` and :func:`_plain_attributes`; fast_span's spans are read directly."""
+    if type(span) is _FAST_SPAN:
+        plain = getattr(span._attributes, "_dict", None)
+        return span._kind, plain if type(plain) is dict else None
+    return span.kind, _plain_attributes(span)
+
+
 class SpanHygieneProcessor(SpanProcessor):
     """Redacts URL attributes and adds `http.url` to HTTP server spans.
 
@@ -96,7 +105,7 @@ class SpanHygieneProcessor(SpanProcessor):
         )
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        kind = span.kind
+        kind, plain = _kind_and_attributes(span)
         if kind is not SpanKind.SERVER and kind is not SpanKind.CLIENT:
             return  # URLs live on server and client spans only
         updates = self._updates(span)
@@ -108,7 +117,6 @@ class SpanHygieneProcessor(SpanProcessor):
         # Remember the values now stored under the keys `_updates` fixes: while `_on_ending`
         # finds the very same objects there, a second pass would change nothing (each
         # redaction is idempotent, and a present `http.url` is never rebuilt).
-        plain = _plain_attributes(span)
         if plain is not None and (kind is SpanKind.CLIENT or "http.url" in plain):
             try:  # noqa: SIM105 - contextlib.suppress costs a context manager per span
                 span._hyperdx_url_fields = (  # type: ignore[attr-defined]
@@ -121,21 +129,20 @@ class SpanHygieneProcessor(SpanProcessor):
                 pass
 
     def _on_ending(self, span: Span) -> None:
-        kind = span.kind
+        kind, plain = _kind_and_attributes(span)
         if kind is not SpanKind.SERVER and kind is not SpanKind.CLIENT:
             return
         seen = getattr(span, "_hyperdx_url_fields", None)
-        if seen is not None:
-            plain = _plain_attributes(span)
-            # Identity, not equality (`True == 1`); an equal value set again is just redone.
-            if (
-                plain is not None
-                and plain.get("http.url") is seen[0]
-                and plain.get("url.full") is seen[1]
-                and plain.get("http.target") is seen[2]
-                and plain.get("url.query") is seen[3]
-            ):
-                return
+        # Identity, not equality (`True == 1`); an equal value set again is just redone.
+        if (
+            seen is not None
+            and plain is not None
+            and plain.get("http.url") is seen[0]
+            and plain.get("url.full") is seen[1]
+            and plain.get("http.target") is seen[2]
+            and plain.get("url.query") is seen[3]
+        ):
+            return
         updates = self._updates(span)
         if not updates:
             return
@@ -149,10 +156,10 @@ class SpanHygieneProcessor(SpanProcessor):
             frozen._immutable = True
 
     def _updates(self, span: Span) -> dict[str, Any]:
-        plain = _plain_attributes(span)
+        kind, plain = _kind_and_attributes(span)
         attrs: Any = plain if plain is not None else (span.attributes or {})
         updates: dict[str, Any] = {}
-        if span.kind is SpanKind.SERVER and "http.url" not in attrs:
+        if kind is SpanKind.SERVER and "http.url" not in attrs:
             url = _server_url(attrs)
             if url is not None:
                 updates["http.url"] = url

@@ -42,11 +42,14 @@ from __future__ import annotations
 import math
 import threading
 import weakref
+from bisect import bisect_left
 from collections.abc import Mapping
 from time import time_ns
 from typing import Any
 
 from opentelemetry.context import get_current
+
+from hyperdx.opentelemetry.fast_span import _fingerprint as fingerprint
 
 MAX_ATTRIBUTE_SETS = 2000  # per instrument and reader, as ActiveRequests counts them
 OVERFLOW_ATTRIBUTES: dict[str, Any] = {"otel.metric.overflow": True}
@@ -69,6 +72,22 @@ try:  # the SDK's private layout this module relies on (opentelemetry-sdk 1.45)
     _SDK_KNOWN = True
 except ImportError:  # pragma: no cover - another SDK layout: the SDK path everywhere
     _SDK_KNOWN = False
+
+
+def aggregate_fingerprints() -> dict[str, int]:
+    """The installed SDK's fingerprints of the histogram aggregation code inlined here."""
+    if not _SDK_KNOWN:  # pragma: no cover
+        return {}
+    agg = _ExplicitBucketHistogramAggregation
+    return {
+        "aggregate": fingerprint(agg.aggregate),
+        "_sample_exemplar": fingerprint(agg._sample_exemplar),  # noqa: SLF001
+    }
+
+
+# As read from opentelemetry-sdk 1.45.1 (after re-verifying a new SDK, update both).
+AGGREGATE_VERIFIED = {"aggregate": 3818521303, "_sample_exemplar": 3358209681}
+_AGGREGATE_VERIFIED = aggregate_fingerprints() == AGGREGATE_VERIFIED
 
 _adopted: weakref.WeakSet[Any] = weakref.WeakSet()
 _wrappers: weakref.WeakKeyDictionary[Any, FastHistogram] = weakref.WeakKeyDictionary()
@@ -157,9 +176,24 @@ class FastHistogram:
         if aggregations is None:
             self._first(amount, attributes, context, key)
             return
-        value = _Amount(amount)
-        for aggregation in aggregations:
-            aggregation.aggregate(value, False)
+        if not _AGGREGATE_VERIFIED:
+            value = _Amount(amount)
+            for aggregation in aggregations:
+                aggregation.aggregate(value, False)
+            return
+        for agg in aggregations:
+            # ``agg.aggregate(measurement, False)`` of the verified SDK, inlined: no measurement
+            # object, no exemplar call (it does nothing when not sampling).
+            with agg._lock:  # noqa: SLF001
+                if agg._value is None:  # noqa: SLF001
+                    agg._value = agg._get_empty_bucket_counts()  # noqa: SLF001
+                agg._sum += amount  # noqa: SLF001
+                if agg._record_min_max:  # noqa: SLF001
+                    if amount < agg._min:  # noqa: SLF001 - min(current, amount)
+                        agg._min = amount  # noqa: SLF001
+                    if amount > agg._max:  # noqa: SLF001 - max(current, amount)
+                        agg._max = amount  # noqa: SLF001
+                agg._value[bisect_left(agg._boundaries, amount)] += 1  # noqa: SLF001
 
     def _bind(self) -> None:
         """Find (or create, as the SDK's first record would) this instrument's match in every

@@ -7,7 +7,13 @@ from typing import Any
 from opentelemetry import baggage
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import (
+    ReadableSpan,
+    Span,
+    SpanProcessor,
+    SynchronousMultiSpanProcessor,
+    TracerProvider,
+)
 from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
 
 from hyperdx.opentelemetry.export import HyperDXBatchSpanProcessor
@@ -36,6 +42,64 @@ class BaggageSpanProcessor(SpanProcessor):
             set_str_at_start(span, key, str(value)[:MAX_BAGGAGE_VALUE_LENGTH])
 
 
+class HyperDXSpanProcessors(SynchronousMultiSpanProcessor):
+    """The tracer provider's processor list, starting with ours (baggage, hygiene, batch).
+
+    While the list holds only ours, each span hook is one call doing the three processors' work
+    (the SDK's loop calls every processor's every hook, most of them empty), an empty parent
+    context skips the baggage lookup, and :meth:`end_live` (called by ``fast_span``'s span at
+    ``end``) lets the batch processor encode the ended span without a ``ReadableSpan`` copy.
+    Processors added later (``add_span_processor``) make it the SDK's loop again, unchanged.
+    """
+
+    def __init__(
+        self,
+        baggage_copier: BaggageSpanProcessor,
+        hygiene: SpanHygieneProcessor,
+        batch: HyperDXBatchSpanProcessor | None,
+    ) -> None:
+        super().__init__()
+        for processor in (baggage_copier, hygiene, batch):
+            if processor is not None:
+                self.add_span_processor(processor)
+        self._ours = self._span_processors
+        self._baggage_start = baggage_copier.on_start
+        self._hygiene_start = hygiene.on_start
+        self._hygiene_ending = hygiene._on_ending
+        self._batch_end = batch.on_end if batch is not None else None
+        self._batch_end_live = batch.on_end_live if batch is not None else None
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        if self._span_processors is not self._ours:
+            super().on_start(span, parent_context=parent_context)
+            return
+        if parent_context is None or parent_context:  # an empty context holds no baggage
+            self._baggage_start(span, parent_context)
+        self._hygiene_start(span, parent_context)
+
+    def _on_ending(self, span: Span) -> None:
+        if self._span_processors is not self._ours:
+            super()._on_ending(span)
+            return
+        self._hygiene_ending(span)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self._span_processors is not self._ours:
+            super().on_end(span)
+        elif self._batch_end is not None:
+            self._batch_end(span)
+
+    def end_live(self, span: Any) -> None:
+        """``_on_ending`` and ``on_end`` for a span that has just ended (``fast_span``)."""
+        if self._span_processors is not self._ours:
+            super()._on_ending(span)
+            super().on_end(span._readable_span())
+            return
+        self._hygiene_ending(span)
+        if self._batch_end_live is not None:
+            self._batch_end_live(span)
+
+
 def build_sampler(settings: Settings) -> Sampler | None:
     """None lets the SDK read OTEL_TRACES_SAMPLER(_ARG); its default is parent-based always-on.
 
@@ -51,13 +115,17 @@ def build_sampler(settings: Settings) -> Sampler | None:
 def build_tracer_provider(
     settings: Settings, resource: Resource, exporter: Any | None
 ) -> TracerProvider:
-    provider = TracerProvider(
-        resource=resource, sampler=build_sampler(settings), shutdown_on_exit=False
+    # The batch processor encodes each span as it ends; the export thread only joins,
+    # compresses and posts. Drops (full queue, failed export, shutdown deadline) are counted
+    # in `drops`.
+    processors = HyperDXSpanProcessors(
+        BaggageSpanProcessor(),
+        SpanHygieneProcessor(redactor_for(settings)),
+        HyperDXBatchSpanProcessor(exporter) if exporter is not None else None,
     )
-    provider.add_span_processor(BaggageSpanProcessor())
-    provider.add_span_processor(SpanHygieneProcessor(redactor_for(settings)))
-    if exporter is not None:
-        # Encodes each span as it ends; the export thread only joins, compresses and posts.
-        # Drops (full queue, failed export, shutdown deadline) are counted in `drops`.
-        provider.add_span_processor(HyperDXBatchSpanProcessor(exporter))
-    return provider
+    return TracerProvider(
+        resource=resource,
+        sampler=build_sampler(settings),
+        shutdown_on_exit=False,
+        active_span_processor=processors,
+    )

@@ -13,7 +13,13 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.trace import SpanContext, TraceFlags, TraceState
+
+from hyperdx.opentelemetry.fast_span import _UNSET_STATUS
+from hyperdx.opentelemetry.fast_span import _Span as _LIVE_SPAN
 
 from ._wire import (
     attributes,
@@ -77,6 +83,19 @@ def _links(links: Sequence[Any]) -> list[bytes]:
 _STATUS_UNSET = b"\x7a\x00"
 
 
+def _context_is_tuple() -> bool:
+    """Whether a SpanContext is the tuple (trace_id, span_id, is_remote, trace_flags,
+    trace_state, ...) its properties read (true of every API release so far)."""
+    probe = SpanContext(3, 5, True, TraceFlags(1), TraceState([("k", "v")]))
+    fields = (probe.trace_id, probe.span_id, probe.is_remote, probe.trace_flags)
+    return isinstance(probe, tuple) and all(
+        a is b for a, b in zip(probe[:5], (*fields, probe.trace_state), strict=True)
+    )
+
+
+_CONTEXT_IS_TUPLE = _context_is_tuple()
+
+
 _IDS = struct.Struct(">2sQQ2sQ").pack  # trace_id (16 bytes as two halves) + span_id
 _TIMES = struct.Struct("<cQcQ").pack  # start + end, both fixed64
 _LOW64 = (1 << 64) - 1
@@ -86,9 +105,10 @@ _names: dict[str, bytes] = {}
 
 def encode_span(span: ReadableSpan) -> bytes:
     """One ``Span`` message body (without its tag and length)."""
-    if type(span) is ReadableSpan:
-        # What the SDK hands to on_end: read the slots directly, skipping the properties
-        # (and the copies some make: events/links -> tuple, attributes -> MappingProxyType).
+    if type(span) is ReadableSpan or type(span) is _LIVE_SPAN:
+        # What the SDK hands to on_end (or fast_span's ended span itself): read the slots
+        # directly, skipping the properties (and the copies some make: events/links -> tuple,
+        # attributes -> MappingProxyType).
         ctx: Any = span._context
         parent: Any = span._parent
         name: str = span._name
@@ -112,9 +132,11 @@ def encode_span(span: ReadableSpan) -> bytes:
             span.dropped_events,
             span.dropped_links,
         )
-    tid = ctx.trace_id
-    parts = [_IDS(b"\x0a\x10", tid >> 64, tid & _LOW64, b"\x12\x08", ctx.span_id)]
-    ts = ctx.trace_state
+    if type(ctx) is SpanContext and _CONTEXT_IS_TUPLE:
+        tid, sid, ts = ctx[0], ctx[1], ctx[4]  # the properties' values, without the calls
+    else:
+        tid, sid, ts = ctx.trace_id, ctx.span_id, ctx.trace_state
+    parts = [_IDS(b"\x0a\x10", tid >> 64, tid & _LOW64, b"\x12\x08", sid)]
     if ts:
         parts.append(string_field(b"\x1a", ",".join([f"{k}={v}" for k, v in ts.items()])))
     if parent:
@@ -134,22 +156,32 @@ def encode_span(span: ReadableSpan) -> bytes:
         parts.append(b"\x39" + pack_fixed64(start))
     elif end:
         parts.append(b"\x41" + pack_fixed64(end))
-    if attrs:
-        # BoundedAttributes' items() is a Python-level __getitem__ per key; its plain dict
-        # (same keys, same order) iterates in C.
-        plain = getattr(attrs, "_dict", None)
-        attributes_into(parts, b"\x4a", plain if type(plain) is dict else attrs)
+    if type(attrs) is BoundedAttributes and type(attrs._dict) is dict:
+        # Its plain dict (same keys, same order) iterates in C; BoundedAttributes' own
+        # __len__ and items() are Python-level calls (a __getitem__ per key).
+        if attrs._dict:
+            attributes_into(parts, b"\x4a", attrs._dict)
+    elif attrs:
+        attributes_into(parts, b"\x4a", attrs)
     if d_attrs:
         parts.append(b"\x50" + varint(d_attrs))
-    if events:
+    if type(events) is BoundedList and type(links) is BoundedList:
+        # The SDK span's own lists: their length without BoundedList.__len__'s call.
+        has_events = bool(events._dq)  # type: ignore[attr-defined]
+        has_links = bool(links._dq)  # type: ignore[attr-defined]
+    else:
+        has_events, has_links = bool(events), bool(links)
+    if has_events:
         parts.extend(_events(events))
     if d_events:
         parts.append(b"\x60" + varint(d_events))
-    if links:
+    if has_links:
         parts.extend(_links(links))
     if d_links:
         parts.append(b"\x70" + varint(d_links))
-    if status is not None and status.description is None and not status.status_code._value_:
+    if status is _UNSET_STATUS or (
+        status is not None and status.description is None and not status.status_code._value_
+    ):
         parts.append(_STATUS_UNSET)
     else:
         parts.append(_status(status))

@@ -21,11 +21,14 @@ from opentelemetry.sdk._logs.export import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.trace import TraceFlags
 
 from ._batch import Batcher
+from ._spans import _CONTEXT_IS_TUPLE
 from .exporters import HyperDXLogExporter, HyperDXSpanExporter
 
 _EMPTY_RESOURCE = Resource.create({})
+_SAMPLED = TraceFlags.SAMPLED
 
 
 class HyperDXBatchSpanProcessor(SpanProcessor):
@@ -83,6 +86,24 @@ class HyperDXBatchSpanProcessor(SpanProcessor):
             return
         try:
             item = (span.resource, span.instrumentation_scope or None, encode(span))
+        except Exception as error:  # noqa: BLE001 - never raise into the application
+            self._batcher.unencodable(error)
+            return
+        self._put(item)
+
+    def on_end_live(self, span: Any) -> None:
+        """:meth:`on_end` for an ended SDK span itself (no ``ReadableSpan`` copy): its fields
+        are read directly, they are the objects the copy would hold."""
+        encode = self._encode
+        if encode is None:
+            self.on_end(span._readable_span())
+            return
+        ctx = span._context
+        flags = ctx[3] if _CONTEXT_IS_TUPLE else ctx.trace_flags
+        if not flags & _SAMPLED:  # TraceFlags.sampled, without the two property calls
+            return
+        try:
+            item = (span._resource, span._instrumentation_scope or None, encode(span))
         except Exception as error:  # noqa: BLE001 - never raise into the application
             self._batcher.unencodable(error)
             return
