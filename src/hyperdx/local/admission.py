@@ -119,6 +119,27 @@ class Admission:
                 )
             self._items += items
 
+    def check_room(self, since: float, queued: bool = False) -> None:
+        """Raise :class:`Overloaded` if a request arriving at ``since`` would be refused
+        whatever its size: it waited too long for a worker, or the limit is already reached.
+
+        Called before the body is decompressed and decoded, so a refusal under overload
+        costs no gunzip or protobuf decode (~0.4 ms per 512-record request); :meth:`admit`
+        still decides, with the item count, once the request is decoded.
+        """
+        now = time.monotonic()
+        with self._lock:
+            waited = now - since
+            if queued and waited > self.target_latency:
+                self.refused += 1
+                raise Overloaded(f"waited {waited:.2f}s for a worker", self._retry_after_locked())
+            if self._items and self._items >= self.limit:
+                self.refused += 1
+                raise Overloaded(
+                    f"{self._items} items queued ahead (limit {int(self.limit)})",
+                    self._retry_after_locked(),
+                )
+
     def done(self, items: int, stored: bool, since: float) -> None:
         """Release admitted ``items`` of a request that arrived at ``since``; a stored one
         moves the limit by how its latency compares with the target."""
