@@ -323,6 +323,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def sys_cpu_seconds(pid: int) -> float:
+    """Kernel CPU time of a process: mostly chDB creating (and removing) part files. On a
+    journal-less ext4 (this machine) each file created scans the inode table past recently
+    deleted inodes, so it depends on every other process's file churn as much as ours."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[12]) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_now(pid: int) -> dict[str, int]:
     """VmRSS, RssAnon and RssFile of ``pid`` in MB."""
     wanted = ("VmRSS", "RssAnon", "RssFile")
@@ -365,17 +373,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         rss_start = rss_now(proc.pid)
         load_before = os.getloadavg()
         cpu_before = cpu_seconds(proc.pid)
+        sys_before = sys_cpu_seconds(proc.pid)
         threads_before = thread_cpu(proc.pid)
         client_before = time.process_time()
         tally = asyncio.run(drive(args, state, proc.pid))
         client_cpu = time.process_time() - client_before
         server_cpu = cpu_seconds(proc.pid) - cpu_before
+        server_sys = sys_cpu_seconds(proc.pid) - sys_before
         threads = thread_cpu_delta(threads_before, thread_cpu(proc.pid))
         load_after = os.getloadavg()
         rss_end = rss_now(proc.pid)
         time.sleep(args.drain)  # merges still running on what was stored: their CPU counts too
         drained_cpu = cpu_seconds(proc.pid) - cpu_before
         rows = int(query(state, f"SELECT count() AS n FROM {TABLES[args.signal]}")[0]["n"])
+        # otel_logs keeps each insert's block number (enable_block_number_column): how many
+        # chDB inserts stored the run, i.e. how well the writer grouped requests
+        inserts = (
+            int(query(state, "SELECT uniqExact(_block_number) AS n FROM otel_logs")[0]["n"])
+            if args.signal == "logs"
+            else None
+        )
     finally:
         proc.terminate()
         try:
@@ -394,6 +411,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "items_per_s": round(tally.acked / args.seconds),
         # machine-share-independent cost: what 2 idle cores would give, less the client's share
         "server_cpu_s": round(server_cpu, 2),
+        "server_sys_cpu_s": round(server_sys, 2),
         "items_per_server_cpu_s": round(tally.acked / server_cpu) if server_cpu else 0,
         "server_cpu_s_by_thread": threads,
         "server_cpu_ms_per_1k_items": (
@@ -407,6 +425,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "acked_items": tally.acked,
         "rows": rows,
         "rows_equal_acked": rows == tally.acked,
+        "inserts": inserts,
+        "rows_per_insert": round(rows / inserts) if inserts else None,
         "answers": dict(tally.statuses),
         "accepted_ms": {
             "p50": round(percentile(accepted, 0.5) * 1000),
@@ -506,6 +526,8 @@ def main() -> None:
         f"batch {result['batch']}: {result['items_per_s']:,} items/s "
         f"({result['items_per_server_cpu_s']:,} per server CPU-second, "
         f"{result['server_cpu_ms_per_1k_items']} server CPU ms per 1k, "
+        f"of the server's {result['server_cpu_s']} CPU s {result['server_sys_cpu_s']} in the "
+        "kernel, "
         f"client CPU {result['client_cpu_s']} s), "
         f"p50 {ms['p50']} ms p99 {ms['p99']} ms max {ms['max']} ms "
         f"(all answers max {result['all_answers_max_ms']} ms), answers {result['answers']}, "
@@ -513,6 +535,7 @@ def main() -> None:
         f"at start, at end {result['rss_mb_start_end']}), "
         f"rows {result['rows']} vs acked "
         f"{result['acked_items']} ({'equal' if result['rows_equal_acked'] else 'DIFFERENT'}), "
+        f"rows per insert {result['rows_per_insert']}, "
         f"queries {result['query_ms']}, load {result['loadavg_1m_before_after']}, "
         f"server CPU s by thread {result['server_cpu_s_by_thread']}"
     )

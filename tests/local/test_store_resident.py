@@ -161,6 +161,48 @@ def test_writer_gathers_more_requests_per_insert_under_a_steady_flow() -> None:
     assert inserts == [[b"a"], [b"b", b"c", b"d"]]
 
 
+def test_writer_waits_for_requests_in_flight_after_an_insert_of_several() -> None:
+    """An insert that held several requests means a steady flow: the next insert waits for
+    the stragglers (a few ms apart) instead of going out with the first of them, and stops
+    waiting once none has come for the gap, well before the linger."""
+    from hyperdx.local.store import _GroupCommit
+
+    inserts: list[list[bytes]] = []
+    first_started = threading.Event()
+    release_first = threading.Event()
+
+    def stream(table: str, payloads: list[bytes]) -> None:
+        inserts.append(list(payloads))
+        if len(inserts) == 1:
+            first_started.set()
+            release_first.wait(10)
+
+    commits = _GroupCommit(stream, max_bytes=1 << 20, linger=30.0, gap=0.5)
+    submit = commits.submit
+    threads = [threading.Thread(target=submit, args=("otel_logs", b"a"))]
+    threads[0].start()
+    assert first_started.wait(10)
+    threads += [threading.Thread(target=submit, args=("otel_logs", b)) for b in (b"b", b"c")]
+    for thread in threads[1:]:
+        thread.start()
+    while len(commits._queue) < 2:
+        time.sleep(0.01)
+    release_first.set()  # [a], then [b, c]: two requests in one insert
+    for thread in threads:
+        thread.join(10)
+    started = time.monotonic()
+    later = [threading.Thread(target=submit, args=("otel_logs", b)) for b in (b"d", b"e", b"f")]
+    for thread in later:  # arrive 0.1 s apart, well within the 0.5 s gap
+        thread.start()
+        time.sleep(0.1)
+    for thread in later:
+        thread.join(10)
+    waited = time.monotonic() - started
+    commits.close()
+    assert inserts == [[b"a"], [b"b", b"c"], [b"d", b"e", b"f"]]
+    assert waited < 10  # the gap ended the wait, not the 30 s linger
+
+
 def test_writer_writes_a_lone_request_at_once() -> None:
     from hyperdx.local.store import _GroupCommit
 

@@ -42,7 +42,11 @@ class Admission:
     """Thread-safe counters of in-flight work, and the rule that admits or refuses more.
 
     ``initial_limit`` items may be in flight at first; the limit then moves between
-    ``min_limit`` and ``max_limit``. A lone request is always admitted.
+    ``min_limit`` and ``max_limit``. A lone request is always admitted. The floor of 4,096
+    items (eight 512-record requests) keeps the writer's group commits at a few thousand
+    rows even when a busy machine slows every request: at the earlier 2,048 the limit sat
+    there under load, inserts shrank to ~2.5k rows and each row cost more (every insert
+    and every part it leaves for the merges has a large fixed cost).
     """
 
     def __init__(
@@ -51,7 +55,7 @@ class Admission:
         target_latency: float = 0.5,
         max_bytes: int = 64 << 20,
         initial_limit: int = 8192,
-        min_limit: int = 2048,
+        min_limit: int = 4096,
         max_limit: int = 65_536,
     ) -> None:
         if target_latency <= 0:
@@ -114,6 +118,27 @@ class Admission:
                     self._retry_after_locked(),
                 )
             self._items += items
+
+    def check_room(self, since: float, queued: bool = False) -> None:
+        """Raise :class:`Overloaded` if a request arriving at ``since`` would be refused
+        whatever its size: it waited too long for a worker, or the limit is already reached.
+
+        Called before the body is decompressed and decoded, so a refusal under overload
+        costs no gunzip or protobuf decode (~0.4 ms per 512-record request); :meth:`admit`
+        still decides, with the item count, once the request is decoded.
+        """
+        now = time.monotonic()
+        with self._lock:
+            waited = now - since
+            if queued and waited > self.target_latency:
+                self.refused += 1
+                raise Overloaded(f"waited {waited:.2f}s for a worker", self._retry_after_locked())
+            if self._items and self._items >= self.limit:
+                self.refused += 1
+                raise Overloaded(
+                    f"{self._items} items queued ahead (limit {int(self.limit)})",
+                    self._retry_after_locked(),
+                )
 
     def done(self, items: int, stored: bool, since: float) -> None:
         """Release admitted ``items`` of a request that arrived at ``since``; a stored one

@@ -368,9 +368,10 @@ def ingest(
     Returns the items stored. A refusal is WireError 503 with a retry delay, and nothing of
     the request is stored.
     """
-    message = decode()
-    items = signal.count(message)
     try:
+        admission.check_room(since, queued)  # refused anyway: skip the decode
+        message = decode()
+        items = signal.count(message)
         admission.admit(items, since, queued)
     except Overloaded as error:
         raise WireError(
