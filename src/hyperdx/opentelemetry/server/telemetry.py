@@ -91,6 +91,22 @@ class ServerTelemetry:
                 a.update(new_extra)
             new.record(max(seconds, 0), a, context=span_context)
 
+    def record_picked(
+        self,
+        seconds: float,
+        old_attrs: dict[str, Any],
+        new_attrs: dict[str, Any],
+        span_context: Any,
+    ) -> None:
+        """:meth:`record` with the attributes already picked for each histogram (the ASGI path
+        remembers them, so nothing here or below may change them)."""
+        old = self.duration_old
+        if old is not None:
+            old.record(max(round(seconds * 1000), 0), old_attrs, context=span_context)
+        new = self.duration_new
+        if new is not None:
+            new.record(max(seconds, 0), new_attrs, context=span_context)
+
     response_size_old: Any = None
     response_size_new: Any = None
     request_size_old: Any = None
