@@ -321,3 +321,35 @@ def test_a_failing_hook_is_recorded_never_raised() -> None:
     [span] = _server_spans(sink)
     assert span["attributes"]["http.status_code"] == 200
     assert [e[:3] for e in span["events"]] == [("exception", "ValueError", "hook bug")] * 3
+
+
+@pytest.mark.parametrize("how", ["http", "all", "plain-key"])
+def test_suppressed_instrumentation_is_not_traced(lean_fastapi: Sink, how: str) -> None:
+    from opentelemetry import context
+    from opentelemetry.instrumentation.utils import (
+        suppress_http_instrumentation,
+        suppress_instrumentation,
+    )
+
+    app = _app()
+    if how == "http":
+        with suppress_http_instrumentation():
+            sent = _call_in_context(app)
+    elif how == "all":
+        with suppress_instrumentation():
+            sent = _call_in_context(app)
+    else:
+        token = context.attach(context.set_value("suppress_instrumentation", True))
+        try:
+            sent = _call_in_context(app)
+        finally:
+            context.detach(token)
+    assert sent[0]["status"] == 200
+    assert _server_spans(lean_fastapi) == []
+    _call(app, "GET", "/items/1")  # outside the suppression: traced again
+    assert [s["name"] for s in _server_spans(lean_fastapi)] == ["GET /items/{item_id}"]
+
+
+def _call_in_context(app: Any) -> list[Any]:
+    """One request on a loop that runs in the caller's context (asyncio.run copies it too)."""
+    return _call(app, "GET", "/items/1")
