@@ -266,7 +266,7 @@ class Head:
     """What the request attributes hold for one (scheme, server, protocol version, method,
     Host header) combination, computed by :func:`request_attributes` at its first request."""
 
-    __slots__ = ("active", "attrs", "metrics", "url_prefix")
+    __slots__ = ("active", "attrs", "cell", "metrics", "url_prefix")
 
     def __init__(self, key: tuple[Any, ...], mode: semconv.Mode) -> None:
         scheme, server, version, method, host = key
@@ -277,6 +277,7 @@ class Head:
         self.attrs = attrs  # copied per request, never handed out
         self.active = semconv.active_attrs(attrs, mode, ACTIVE_ORDER)
         self.url_prefix = host_port_url(scope, headers)[2]  # scheme://host
+        self.cell: list[int] | None = None  # the active count of self.active (its middleware's)
         # (status, http.target, http.route) -> (old, new) duration attributes, never mutated
         self.metrics: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any]]] = {}
 
@@ -429,6 +430,7 @@ class Exchange:
         "headers",
         "http",
         "active",
+        "cell",
         "middleware",
         "plain",
         "receive_from",
@@ -448,6 +450,7 @@ class Exchange:
     headers: Headers | None  # the decoded headers, when the general path needed them
     http: bool  # False for a websocket
     active: semconv.ActiveKey
+    cell: list[int] | None  # the head's active count, when the head is remembered
     middleware: OpenTelemetryASGIMiddleware
     plain: dict[bytes, Any] | None  # plain_headers(scope["headers"])
     receive_from: Any
@@ -662,8 +665,16 @@ class OpenTelemetryASGIMiddleware:
         ex.span, ex.ctx, ex.attrs, ex.extra, ex.head = span, ctx, attrs, extra, head
         ex.plain, ex.headers, ex.scope, ex.middleware, ex.http = plain, headers, scope, self, http
         ex.active = active
+        ex.cell = None
         if http:
-            t.active.add(1, active)
+            if head is not None:
+                cell = head.cell
+                if cell is None:
+                    cell = head.cell = t.active.cell(active)
+                t.active.add_to(cell, 1)
+                ex.cell = cell
+            else:
+                t.active.add(1, active)
         server = span.is_recording() and semconv.is_server(span)
         ex.response_pattern = t.headers.response if server else None
         if server and t.headers.request is not None:
@@ -682,7 +693,10 @@ class OpenTelemetryASGIMiddleware:
         old_attrs, new_attrs = self._metric_attrs(ex, target)
         ctx = ex.ctx
         t.record_picked(seconds, old_attrs, new_attrs, ctx)
-        t.active.add(-1, ex.active)
+        if ex.cell is not None:
+            t.active.add_to(ex.cell, -1)
+        else:
+            t.active.add(-1, ex.active)
         if ex.plain is not None:
             length = ex.plain.get(b"content-length")
             size = None if length is None else semconv.as_int(decode(length))
