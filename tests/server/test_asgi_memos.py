@@ -353,3 +353,40 @@ def test_suppressed_instrumentation_is_not_traced(lean_fastapi: Sink, how: str) 
 def _call_in_context(app: Any) -> list[Any]:
     """One request on a loop that runs in the caller's context (asyncio.run copies it too)."""
     return _call(app, "GET", "/items/1")
+
+
+def test_active_count_cells_are_the_keys_counts_and_overflow_past_the_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hyperdx.opentelemetry.server import telemetry
+
+    monkeypatch.setattr(telemetry, "_MAX_ATTRIBUTE_SETS", 2)
+    sink = Sink()
+    active = telemetry.ActiveRequests(sink.meter_provider.get_meter("t"), "{request}", "d")
+    get, post, put = [(("http.method", m),) for m in ("GET", "POST", "PUT")]
+    cell = active.cell(get)
+    assert active.cell(tuple(get)) is cell  # an equal key: the same count
+    active.add_to(cell, 1)
+    active.add(1, get)  # the key's own path counts into the same cell
+    active.add_to(active.cell(post), 1)
+    active.add_to(active.cell(put), 5)  # past the limit: the overflow count
+    active.add(-1, put)
+    data = sink.reader.get_metrics_data()
+    assert data is not None
+    points = {
+        tuple(sorted(p.attributes.items())): p.value
+        for r in data.resource_metrics
+        for s in r.scope_metrics
+        for m in s.metrics
+        for p in m.data.data_points
+    }
+    assert points == {get: 2, post: 1, (("otel.metric.overflow", True),): 4}
+
+
+def test_active_requests_return_to_zero_after_requests(lean_fastapi: Sink) -> None:
+    app = _app()
+    for path in ["/items/1", "/users/ann", "/users/boom", "/items/1"]:
+        _call(app, "GET", path)
+    metric = lean_fastapi.metric_dicts()["http.server.active_requests"]
+    assert [value for _, value in metric[2]] == [0]
+    assert dict(metric[2][0][0])["http.method"] == "GET"
