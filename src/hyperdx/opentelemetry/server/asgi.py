@@ -14,6 +14,7 @@ from timeit import default_timer
 from typing import Any
 
 from opentelemetry import context, trace
+from opentelemetry.context import _SUPPRESS_HTTP_INSTRUMENTATION_KEY, _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.instrumentation.propagators import get_global_response_propagator
 from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
 from opentelemetry.propagators.textmap import Getter
@@ -82,6 +83,9 @@ def content_length(raw: Any) -> int | None:
 def instrumentation_enabled() -> bool:
     """contrib's ``is_http_instrumentation_enabled``; an empty context suppresses nothing."""
     return not context.get_current() or is_http_instrumentation_enabled()
+
+
+_SUPPRESS_INSTRUMENTATION_KEY_PLAIN = "suppress_instrumentation"  # contrib reads it too
 
 
 class HeaderGetter(Getter[Headers]):
@@ -224,6 +228,137 @@ def request_attributes(
     return attrs
 
 
+def plain_headers(raw: Any) -> dict[bytes, Any] | None:
+    """``{name: value}`` straight from ASGI ``headers`` (built in C, values decoded only when
+    read) when that loses nothing against :func:`header_map`: a list of pairs whose names are
+    distinct lower-case ASCII bytes, which is what servers send. Else None (the caller decodes
+    everything with :func:`header_map`)."""
+    if not raw:
+        return {}
+    if type(raw) is not list and type(raw) is not tuple:
+        return None
+    try:
+        plain = dict(raw)
+        names = b"".join(plain)
+    except (TypeError, ValueError):
+        return None
+    if len(plain) != len(raw) or not names.islower() or not names.isascii():
+        return None  # a repeated name (values to join), or names to decode and lower-case
+    return plain
+
+
+class PlainHeaderGetter(Getter[dict[bytes, Any]]):
+    """Propagation reads from :func:`plain_headers` (the same answers as :class:`HeaderGetter`
+    on the header map of the same headers)."""
+
+    def get(self, carrier: dict[bytes, Any], key: str) -> list[str] | None:
+        value = carrier.get(key.lower().encode())
+        return None if value is None else [decode(value)]
+
+    def keys(self, carrier: dict[bytes, Any]) -> list[str]:
+        return [decode(name) for name in carrier]
+
+
+plain_header_getter = PlainHeaderGetter()
+
+
+class Head:
+    """What the request attributes hold for one (scheme, server, protocol version, method,
+    Host header) combination, computed by :func:`request_attributes` at its first request."""
+
+    __slots__ = ("active", "attrs", "cell", "metrics", "url_prefix")
+
+    def __init__(self, key: tuple[Any, ...], mode: semconv.Mode) -> None:
+        scheme, server, version, method, host = key
+        scope = {"scheme": scheme, "server": server, "http_version": version, "method": method}
+        headers: Headers = {} if host is None else {"host": [decode(host)]}
+        attrs = request_attributes(scope, headers, mode)
+        attrs.pop("http.url", None)  # per request: the path and query follow the prefix
+        self.attrs = attrs  # copied per request, never handed out
+        self.active = semconv.active_attrs(attrs, mode, ACTIVE_ORDER)
+        self.url_prefix = host_port_url(scope, headers)[2]  # scheme://host
+        self.cell: list[int] | None = None  # the active count of self.active (its middleware's)
+        # (status, http.target, http.route) -> (old, new) duration attributes, never mutated
+        self.metrics: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any]]] = {}
+
+
+_MAX_HEADS = 256  # combinations per middleware; past it, heads are computed, not remembered
+_MAX_METRIC_SETS = 64  # (status, target, route) per head
+
+
+def head_of(
+    heads: dict[tuple[Any, ...], Head], scope: dict[str, Any], host: Any, mode: semconv.Mode
+) -> Head | None:
+    """The remembered :class:`Head` of this request (made at its first request), or None for a
+    scope the memo does not cover (no ``scheme`` str, an unhashable value)."""
+    scheme = scope.get("scheme")
+    if type(scheme) is not str:
+        return None
+    key = (scheme, scope.get("server"), scope.get("http_version"), scope.get("method"), host)
+    try:
+        head = heads.get(key)
+    except TypeError:
+        return None
+    if head is None:
+        head = Head(key, mode)
+        if len(heads) < _MAX_HEADS:
+            heads[key] = head
+    return head
+
+
+def request_attributes_from(
+    head: Head, scope: dict[str, Any], plain: dict[bytes, Any], mode: semconv.Mode
+) -> dict[str, Any]:
+    """:func:`request_attributes` of a request whose head is ``head`` and whose headers are
+    ``plain``: the head's copy plus the per-request path, query, URL, user agent and client."""
+    old, new = mode.old, mode.new
+    get = scope.get
+    attrs = head.attrs.copy()
+    path = get("path")
+    query = get("query_string")
+    if query and isinstance(query, bytes):
+        query = decode(query)
+    if path:
+        if old:
+            attrs["http.target"] = path
+        if new:
+            attrs["url.path"] = path
+            if query:
+                attrs["url.query"] = query
+    if old:
+        url = head.url_prefix + get("path", "")
+        if query:
+            url += "?" + urllib.parse.unquote(query)
+        attrs["http.url"] = semconv.redact(url)
+    agent = plain.get(b"user-agent")
+    if agent is not None:
+        value = decode(agent)
+        if value:
+            if old:
+                attrs["http.user_agent"] = value
+            if new:
+                attrs["user_agent.original"] = value
+            synthetic = semconv.synthetic_type(value)
+            if synthetic:
+                attrs["user_agent.synthetic.type"] = synthetic
+    client = get("client")
+    if client is not None:
+        if client[0]:
+            if old:
+                attrs["net.peer.ip"] = client[0]
+            if new:
+                attrs["client.address"] = client[0]
+        peer_port = client[1]
+        if type(peer_port) is not int:
+            peer_port = semconv.as_int(peer_port)
+        if peer_port:
+            if old:
+                attrs["net.peer.port"] = peer_port
+            if new:
+                attrs["client.port"] = peer_port
+    return attrs
+
+
 # The active-requests keys in the order request_attributes adds them, per (old, new) mode.
 ACTIVE_ORDER = semconv.in_order(
     ("http.scheme", "url.scheme", "http.host", "http.flavor")
@@ -249,7 +384,149 @@ def default_span_details(scope: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 def route_target(scope: dict[str, Any]) -> str | None:
     """``root_path + route.path_format`` once the router has matched (FastAPI sets it)."""
     fmt = getattr(scope.get("route"), "path_format", None)
-    return f"{scope.get('root_path', '')}{fmt}" if fmt else None
+    if not fmt:
+        return None
+    root = scope.get("root_path", "")
+    return root + fmt if root else f"{fmt}"
+
+
+_STATUSES: dict[int, tuple[int, str]] = {}  # an int status -> status_code_of(it), bounded
+_MAX_STATUSES = 256
+_UNSET: Any = object()  # no status sent yet
+_MANY: Any = object()  # more than one status sent: the metrics take the general path
+
+
+def _status_of(status: Any) -> tuple[int, str]:
+    """:func:`semconv.status_code_of` an ASGI status, remembered for the usual ints."""
+    if type(status) is int:
+        found = _STATUSES.get(status)
+        if found is None:
+            found = semconv.status_code_of(status)
+            if len(_STATUSES) < _MAX_STATUSES:
+                _STATUSES[status] = found
+        return found
+    return semconv.status_code_of(status)
+
+
+def enabled_in(current: context.Context) -> bool:
+    """contrib's ``is_http_instrumentation_enabled`` read from ``current`` (one lookup of the
+    current context instead of three)."""
+    return not (
+        current.get(_SUPPRESS_INSTRUMENTATION_KEY)
+        or current.get(_SUPPRESS_INSTRUMENTATION_KEY_PLAIN)
+        or current.get(_SUPPRESS_HTTP_INSTRUMENTATION_KEY)
+    )
+
+
+class Exchange:
+    """One request's state, and the ``send`` (and ``receive``) the app is given: one object per
+    request instead of a closure with a cell per variable it reads."""
+
+    __slots__ = (
+        "attrs",
+        "ctx",
+        "extra",
+        "head",
+        "headers",
+        "http",
+        "active",
+        "cell",
+        "middleware",
+        "plain",
+        "receive_from",
+        "response_pattern",
+        "response_size",
+        "scope",
+        "send_to",
+        "span",
+        "status",
+        "trailers",
+    )
+
+    attrs: dict[str, Any]  # the span's start attributes, then the metrics' (status added)
+    ctx: context.Context  # the attached context (holds the span)
+    extra: dict[str, Any]  # span_details' extra attributes (shared: never changed)
+    head: Head | None  # None: the general path (headers decoded by header_map)
+    headers: Headers | None  # the decoded headers, when the general path needed them
+    http: bool  # False for a websocket
+    active: semconv.ActiveKey
+    cell: list[int] | None  # the head's active count, when the head is remembered
+    middleware: OpenTelemetryASGIMiddleware
+    plain: dict[bytes, Any] | None  # plain_headers(scope["headers"])
+    receive_from: Any
+    response_pattern: Any  # the response header-capture pattern for a SERVER span, or None
+    scope: dict[str, Any]
+    send_to: Any
+    span: Any
+
+    def __init__(self) -> None:
+        self.response_size: int | None = None
+        self.status: Any = _UNSET
+        self.trailers = False
+
+    async def send(self, message: dict[str, Any]) -> None:
+        span = self.span
+        kind = None
+        try:
+            kind = message.get("type")
+            status = None
+            if kind == "http.response.start":
+                status = message.get("status")
+                self.trailers = bool(message.get("trailers", False))
+            elif kind == "websocket.send":
+                status = 200
+            hook = self.middleware.client_response_hook
+            if hook is not None:
+                try:
+                    hook(span, self.scope, message)
+                except Exception as exc:  # noqa: BLE001 - contrib's rule for ASGI hooks
+                    span.record_exception(exc)
+            size = None
+            if "headers" in message:
+                raw = message["headers"]
+                pattern = self.response_pattern
+                if pattern is not None:
+                    got = header_map(raw) if raw else {}
+                    capture = self.middleware.telemetry.headers
+                    custom = capture.attributes(pattern, RESP_PREFIX, got.items())
+                    if custom:
+                        span.set_attributes(custom)
+                    length = got.get("content-length")
+                    size = semconv.as_int(length[0]) if length else None
+                elif raw:
+                    size = content_length(raw)
+            if status:
+                code, text = _status_of(status)
+                semconv.set_status(span, self.attrs, code, text, self.middleware.telemetry.mode)
+                self.status = status if self.status is _UNSET else _MANY
+            propagator = get_global_response_propagator()
+            if propagator:
+                propagator.inject(
+                    message,
+                    context=trace.set_span_in_context(span, context.Context()),
+                    setter=_header_appender,
+                )
+            if size is not None:
+                self.response_size = size
+        except Exception as exc:  # noqa: BLE001
+            fault("asgi.send", exc)
+        await self.send_to(message)
+        if self.trailers:
+            if kind == "http.response.trailers" and not message.get("more_trailers", False):
+                span.end()
+        elif kind == "http.response.body" and not message.get("more_body", False):
+            span.end()
+
+    async def receive(self) -> Any:
+        """``receive`` with the ``client_request_hook`` seeing every message."""
+        message = await self.receive_from()
+        hook = self.middleware.client_request_hook
+        if hook is not None:
+            try:
+                hook(self.span, self.scope, message)
+            except Exception as exc:  # noqa: BLE001 - contrib's rule for ASGI hooks
+                self.span.record_exception(exc)
+        return message
 
 
 class OpenTelemetryASGIMiddleware:
@@ -257,7 +534,8 @@ class OpenTelemetryASGIMiddleware:
 
     Same arguments as contrib's ASGI ``OpenTelemetryMiddleware``. ``client_request_hook`` and
     ``client_response_hook`` receive the server span (there are no per-message spans);
-    ``exclude_spans`` is accepted and has nothing left to exclude.
+    ``exclude_spans`` is accepted and has nothing left to exclude. A hook's exception is
+    recorded on the span, never raised into the app (contrib's rule).
     """
 
     def __init__(
@@ -295,173 +573,171 @@ class OpenTelemetryASGIMiddleware:
             excluded_urls = parse_excluded_urls(excluded_urls)
         self.excluded = excluded_urls if excluded_urls and excluded_urls._excluded_urls else None
         self.span_details = default_span_details or globals()["default_span_details"]
-        self.server_request_hook = _failsafe(server_request_hook)
-        self.client_request_hook = _failsafe(client_request_hook)
-        self.client_response_hook = _failsafe(client_response_hook)
+        self.server_request_hook = server_request_hook
+        self.client_request_hook = client_request_hook
+        self.client_response_hook = client_response_hook
+        self.heads: dict[tuple[Any, ...], Head] = {}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope.get("type")
-        if (kind != "http" and kind != "websocket") or not instrumentation_enabled():
+        if kind != "http" and kind != "websocket":
             return await self.app(scope, receive, send)
-        t = self.telemetry
-        mode = t.mode
+        current = context.get_current()
+        if current and not enabled_in(current):
+            return await self.app(scope, receive, send)
         try:
             start = default_timer()
-            headers = header_map(scope.get("headers"))
-            if self.excluded is not None and self.excluded.url_disabled(
-                host_port_url(scope, headers)[2]
-            ):
-                return await self.app(scope, receive, send)
-            name, extra = self.span_details(scope)
-            attrs = request_attributes(scope, headers, mode)
-            if extra:
-                attrs.update(extra)
-            span, ctx = start_server_span(t.tracer, name, headers, header_getter, attrs)
-            http = kind == "http"
-            active: semconv.ActiveKey = ()
-            if http:
-                active = semconv.active_attrs(attrs, mode, ACTIVE_ORDER)
-                t.active.add(1, active)
-            server = span.is_recording() and semconv.is_server(span)
-            if server and t.headers.request is not None:
-                custom = t.headers.attributes(t.headers.request, REQ_PREFIX, headers.items())
-                if custom:
-                    span.set_attributes(custom)
+            ex = self._start(scope, kind == "http", current)
         except Exception as exc:  # noqa: BLE001 - never the app's problem
             fault("asgi.start", exc)
             return await self.app(scope, receive, send)
-        token = context.attach(ctx)
-        response_size: list[int] = []
+        if ex is None:  # an excluded URL
+            return await self.app(scope, receive, send)
+        span = ex.span
+        token = context.attach(ex.ctx)
         try:
-            if self.server_request_hook is not None:
-                self.server_request_hook(span, scope)
-            app_receive = receive
-            request_hook = self.client_request_hook
-            if request_hook is not None:
-
-                async def app_receive() -> Any:
-                    message = await receive()
-                    request_hook(span, scope, message)
-                    return message
-
-            response_hook = self.client_response_hook
-            headers_pattern = t.headers.response if server else None
-            trailers = False
-
-            async def app_send(message: dict[str, Any]) -> None:
-                nonlocal trailers
+            hook = self.server_request_hook
+            if hook is not None:
                 try:
-                    kind = message.get("type")
-                    status = None
-                    if kind == "http.response.start":
-                        status = message.get("status")
-                        trailers = bool(message.get("trailers", False))
-                    elif kind == "websocket.send":
-                        status = 200
-                    if response_hook is not None:
-                        response_hook(span, scope, message)
-                    size = None
-                    if "headers" in message:
-                        raw = message["headers"]
-                        if headers_pattern is not None:
-                            got = header_map(raw) if raw else {}
-                            custom = t.headers.attributes(headers_pattern, RESP_PREFIX, got.items())
-                            if custom:
-                                span.set_attributes(custom)
-                            length = got.get("content-length")
-                            size = semconv.as_int(length[0]) if length else None
-                        elif raw:
-                            size = content_length(raw)
-                    if status:
-                        code, text = semconv.status_code_of(status)
-                        semconv.set_status(span, attrs, code, text, mode)
-                    propagator = get_global_response_propagator()
-                    if propagator:
-                        propagator.inject(
-                            message,
-                            context=trace.set_span_in_context(span, context.Context()),
-                            setter=_header_appender,
-                        )
-                    if size is not None:
-                        response_size[:] = [size]
-                except Exception as exc:  # noqa: BLE001
-                    fault("asgi.send", exc)
-                await send(message)
-                if (
-                    not trailers
-                    and kind == "http.response.body"
-                    and not message.get("more_body", False)
-                ) or (
-                    trailers
-                    and kind == "http.response.trailers"
-                    and not message.get("more_trailers", False)
-                ):
-                    span.end()
-
-            await self.app(scope, app_receive, app_send)
+                    hook(span, scope)
+                except Exception as exc:  # noqa: BLE001 - contrib's rule for ASGI hooks
+                    span.record_exception(exc)
+            if self.client_request_hook is not None:
+                ex.receive_from = receive
+                receive = ex.receive
+            ex.send_to = send
+            await self.app(scope, receive, ex.send)
         except Exception as exc:
             semconv.record_exception(span, exc)
             raise
         finally:
-            if http:
+            if ex.http:
                 try:
-                    self._record(scope, headers, attrs, active, start, span, ctx, response_size)
+                    self._record(ex, start)
                 except Exception as exc:  # noqa: BLE001
                     fault("asgi.metrics", exc)
             context.detach(token)
             if span.is_recording():
                 span.end()
 
-    def _record(
-        self,
-        scope: dict[str, Any],
-        headers: Headers,
-        attrs: dict[str, Any],
-        active: semconv.ActiveKey,
-        start: float,
-        span: trace.Span,
-        ctx: context.Context,
-        response_size: list[int],
-    ) -> None:
-        """Duration and body sizes; ``ctx`` is the attached context (the exemplar's span)."""
+    def _start(
+        self, scope: dict[str, Any], http: bool, current: context.Context
+    ) -> Exchange | None:
+        """The request's attributes, span and active count (None for an excluded URL)."""
         t = self.telemetry
-        target = route_target(scope)
-        old_extra = {"http.target": target} if target else None
-        t.record(default_timer() - start, attrs, span, old_extra, span_context=ctx)
-        t.active.add(-1, active)
-        length = headers.get("content-length")
-        size = semconv.as_int(length[0]) if length else None
-        if size is None and not (response_size and response_size[0]):
-            return
-        old_attrs: dict[str, Any] = {}
-        if t.response_size_old is not None:  # the old histograms exist in old and dup mode
-            old_attrs = semconv.pick(attrs, semconv.DURATION_OLD)
-            if old_extra:
-                old_attrs.update(old_extra)
-        new_attrs: dict[str, Any] = {}
-        if t.response_size_new is not None:
-            new_attrs = semconv.pick(attrs, semconv.DURATION_NEW)
-        if response_size and response_size[0]:  # contrib skips a zero length
+        mode = t.mode
+        raw = scope.get("headers")
+        plain = plain_headers(raw)
+        head = None
+        headers: Headers | None = None
+        if plain is not None:
+            head = head_of(self.heads, scope, plain.get(b"host"), mode)
+        if head is None:
+            headers = header_map(raw)
+        if self.excluded is not None:
+            if head is not None:
+                url = head.url_prefix + scope.get("path", "")
+            else:
+                assert headers is not None
+                url = host_port_url(scope, headers)[2]
+            if self.excluded.url_disabled(url):
+                return None
+        name, extra = self.span_details(scope)
+        if head is not None:
+            assert plain is not None
+            attrs = request_attributes_from(head, scope, plain, mode)
+            active = head.active
+            incoming = b"traceparent" in plain or b"baggage" in plain
+            carrier: Any = plain
+            getter: Getter[Any] = plain_header_getter
+        else:
+            assert headers is not None
+            attrs = request_attributes(scope, headers, mode)
+            active = semconv.active_attrs(attrs, mode, ACTIVE_ORDER) if http else ()
+            incoming = "traceparent" in headers or "baggage" in headers
+            carrier, getter = headers, header_getter
+        if extra:
+            attrs.update(extra)
+        span, ctx = start_server_span(
+            t.tracer, name, carrier, getter, attrs, current=current, incoming=incoming
+        )
+        ex = Exchange()
+        ex.span, ex.ctx, ex.attrs, ex.extra, ex.head = span, ctx, attrs, extra, head
+        ex.plain, ex.headers, ex.scope, ex.middleware, ex.http = plain, headers, scope, self, http
+        ex.active = active
+        ex.cell = None
+        if http:
+            if head is not None:
+                cell = head.cell
+                if cell is None:
+                    cell = head.cell = t.active.cell(active)
+                t.active.add_to(cell, 1)
+                ex.cell = cell
+            else:
+                t.active.add(1, active)
+        server = span.is_recording() and semconv.is_server(span)
+        ex.response_pattern = t.headers.response if server else None
+        if server and t.headers.request is not None:
+            if headers is None:
+                headers = header_map(raw)
+            custom = t.headers.attributes(t.headers.request, REQ_PREFIX, headers.items())
+            if custom:
+                span.set_attributes(custom)
+        return ex
+
+    def _record(self, ex: Exchange, start: float) -> None:
+        """Duration and body sizes; the exemplar's context is the attached one."""
+        t = self.telemetry
+        seconds = default_timer() - start
+        target = route_target(ex.scope)
+        old_attrs, new_attrs = self._metric_attrs(ex, target)
+        ctx = ex.ctx
+        t.record_picked(seconds, old_attrs, new_attrs, ctx)
+        if ex.cell is not None:
+            t.active.add_to(ex.cell, -1)
+        else:
+            t.active.add(-1, ex.active)
+        if ex.plain is not None:
+            length = ex.plain.get(b"content-length")
+            size = None if length is None else semconv.as_int(decode(length))
+        else:
+            assert ex.headers is not None
+            found = ex.headers.get("content-length")
+            size = semconv.as_int(found[0]) if found else None
+        response_size = ex.response_size
+        if response_size:  # contrib skips a zero length
             if t.response_size_old is not None:
-                t.response_size_old.record(response_size[0], old_attrs, context=ctx)
+                t.response_size_old.record(response_size, old_attrs, context=ctx)
             if t.response_size_new is not None:
-                t.response_size_new.record(response_size[0], new_attrs, context=ctx)
+                t.response_size_new.record(response_size, new_attrs, context=ctx)
         if size is not None:
             if t.request_size_old is not None:
                 t.request_size_old.record(size, old_attrs, context=ctx)
             if t.request_size_new is not None:
                 t.request_size_new.record(size, new_attrs, context=ctx)
 
-
-def _failsafe(hook: Callable[..., Any] | None) -> Callable[..., Any] | None:
-    """contrib's rule for ASGI hooks: an exception in a hook is recorded on the span, not raised."""
-    if hook is None:
-        return None
-
-    def safe(span: trace.Span, *args: Any) -> None:
-        try:
-            hook(span, *args)
-        except Exception as exc:  # noqa: BLE001
-            span.record_exception(exc)
-
-    return safe
+    def _metric_attrs(
+        self, ex: Exchange, target: str | None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(old, new) duration and size attributes: ``semconv.pick`` of the request's attributes
+        (plus ``http.target`` for the old ones), remembered per head for the usual requests,
+        whose picked attributes depend on nothing but the head, status, target and route."""
+        status, extra, head = ex.status, ex.extra, ex.head
+        key = None
+        if (
+            head is not None
+            and (status is _UNSET or type(status) is int)
+            and (not extra or (len(extra) == 1 and "http.route" in extra))
+        ):
+            key = (status, target, extra.get("http.route") if extra else None)
+            found = head.metrics.get(key)
+            if found is not None:
+                return found
+        attrs = ex.attrs
+        old_attrs = semconv.pick(attrs, semconv.DURATION_OLD)
+        if target:
+            old_attrs["http.target"] = target
+        found = old_attrs, semconv.pick(attrs, semconv.DURATION_NEW)
+        if head is not None and key is not None and len(head.metrics) < _MAX_METRIC_SETS:
+            head.metrics[key] = found
+        return found

@@ -44,9 +44,7 @@ class _FastAPI(Framework):
         version = getattr(getattr(app, "router", None), "_get_routes_version", None)
         return version() if version is not None else None
 
-    def span_details(self, scope: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        route = self.route(scope)
-        method = scope.get("method", "")
+    def details(self, route: str | None, method: Any) -> tuple[str, dict[str, Any]]:
         if method not in semconv.KNOWN_METHODS:  # a known one is its own normalised form
             method = semconv.sanitize_method(method.strip())
             if method == "_OTHER":

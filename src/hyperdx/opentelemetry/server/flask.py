@@ -76,18 +76,70 @@ class _Config:
 
 
 class _Request:
-    __slots__ = ("attrs", "ctx", "excluded", "info", "route", "rule", "span", "start_ns", "token")
+    """One request's state; its :meth:`start_response` is the one the app is given (a bound
+    method of this object instead of a closure with a cell per variable it reads)."""
 
-    def __init__(self, attrs: dict[str, Any], excluded: bool, start_ns: int) -> None:
+    __slots__ = (
+        "attrs",
+        "ctx",
+        "excluded",
+        "info",
+        "route",
+        "rule",
+        "span",
+        "start_ns",
+        "state",
+        "token",
+        "wrapped",
+    )
+
+    def __init__(
+        self,
+        attrs: dict[str, Any],
+        excluded: bool,
+        start_ns: int,
+        state: _AppState,
+        wrapped: Callable[..., Any],
+    ) -> None:
         self.attrs = attrs
         self.excluded = excluded
         self.start_ns = start_ns
+        self.state = state
+        self.wrapped = wrapped  # the server's start_response
         self.span: trace.Span | None = None
         self.token: object = None
         self.ctx: context.Context | None = None  # the attached context (holds the span)
         self.rule: Any = None  # request.url_rule when the span started
         self.info: _Route | None = None  # self.rule's memo
         self.route: Any = None  # the rule at the first start_response (for the metrics)
+
+    def start_response(self, status: str, headers: list[tuple[str, str]], *args: Any) -> Any:
+        state = self.state
+        if not self.excluded:
+            span = self.span
+            try:
+                if span is not None:  # routing was done when the span started
+                    rule = self.rule
+                else:
+                    request = _current_request()
+                    rule = request.url_rule if request is not None else None
+                if rule is not None and self.route is None:
+                    self.route = rule
+                propagator = get_global_response_propagator()
+                if propagator:
+                    propagator.inject(headers, setter=_header_list_setter)
+                if span is not None:
+                    found = semconv.STATUS_LINES.get(status)
+                    code, text = found if found else semconv.wsgi_status(status)
+                    semconv.set_status(span, self.attrs, code, text, state.mode)
+                    if state.telemetry.headers.response is not None:
+                        _capture_response_headers(state.telemetry, span, headers)
+            except Exception as exc:  # noqa: BLE001
+                fault("flask.start_response", exc)
+            response_hook = state.config.response_hook
+            if response_hook is not None:
+                response_hook(span, status, headers)
+        return self.wrapped(status, headers, *args)
 
 
 class _Route:
@@ -158,42 +210,14 @@ class _AppState:
             start = default_timer()
             attrs, active = request_start(environ, mode)
             excluded = self.has_exclusions and self.config.excluded.url_disabled(_url(environ))
-            req = _Request(attrs, excluded, start_ns)
+            req = _Request(attrs, excluded, start_ns, self, start_response)
             environ[_KEY] = req
             t.active.add(1, active)
         except Exception as exc:  # noqa: BLE001 - never the app's problem
             fault("flask.request", exc)
             return original(app, environ, start_response)
-        response_hook = self.config.response_hook
-
-        def _start_response(status: str, headers: list[tuple[str, str]], *args: Any) -> Any:
-            if not req.excluded:
-                span = req.span
-                try:
-                    if span is not None:  # routing was done when the span started
-                        rule = req.rule
-                    else:
-                        request = _current_request()
-                        rule = request.url_rule if request is not None else None
-                    if rule is not None and req.route is None:
-                        req.route = rule
-                    propagator = get_global_response_propagator()
-                    if propagator:
-                        propagator.inject(headers, setter=_header_list_setter)
-                    if span is not None:
-                        found = semconv.STATUS_LINES.get(status)
-                        code, text = found if found else semconv.wsgi_status(status)
-                        semconv.set_status(span, attrs, code, text, mode)
-                        if t.headers.response is not None:
-                            _capture_response_headers(t, span, headers)
-                except Exception as exc:  # noqa: BLE001
-                    fault("flask.start_response", exc)
-                if response_hook is not None:
-                    response_hook(span, status, headers)
-            return start_response(status, headers, *args)
-
         try:
-            result = original(app, environ, _start_response)
+            result = original(app, environ, req.start_response)
             if not req.excluded:
                 try:
                     rule = req.route
@@ -224,7 +248,7 @@ class _AppState:
         environ = request.environ
         t = self.telemetry
         rule = request.url_rule
-        attrs = dict(req.attrs)
+        attrs = req.attrs  # the span copies them; http.route is also what the metrics add
         if rule is not None:
             info = self.routes.get(id(rule))
             if info is None or info.rule is not rule:

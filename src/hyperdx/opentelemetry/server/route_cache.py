@@ -37,7 +37,7 @@ Key = tuple[Any, ...]
 class RouteTable:
     """One version of an app's route list: the routes to match in order, and the memo."""
 
-    __slots__ = ("source", "version", "routes", "memo", "reads_host", "reads_fastapi")
+    __slots__ = ("source", "version", "routes", "memo", "details", "reads_host", "reads_fastapi")
 
     def __init__(self, source: list[Any], version: Any, routes: list[tuple[Matcher, Any]]) -> None:
         self.source = source  # a copy of the app's route list, compared with it per request
@@ -46,6 +46,9 @@ class RouteTable:
         reads = [reads_of(matcher) for matcher, _ in routes]
         memoisable = None not in reads
         self.memo: dict[Key, str | None] | None = {} if memoisable else None
+        # key -> (span name, extra span attributes) as the framework computes them from the
+        # memoised route and the method (part of the key): shared, so never changed
+        self.details: dict[Key, tuple[str, dict[str, Any]]] = {}
         self.reads_host = READS_HOST in reads
         self.reads_fastapi = READS_FASTAPI_SCOPE in reads
 
@@ -70,7 +73,14 @@ class RouteTable:
         if memo is not None:
             if len(memo) >= MEMO_SIZE:
                 memo.clear()
+                self.details.clear()
             memo[key] = route
+
+    def remember_details(self, key: Key, details: tuple[str, dict[str, Any]]) -> None:
+        if self.memo is not None:
+            if len(self.details) >= MEMO_SIZE:
+                self.details.clear()
+            self.details[key] = details
 
 
 def first_host(headers: Any) -> Any:

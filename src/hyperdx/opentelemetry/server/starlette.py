@@ -118,8 +118,24 @@ class Framework:
         return found  # type: ignore[return-value]
 
     def span_details(self, scope: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        route = self.route(scope)
-        method = scope.get("method", "")
+        """(span name, ``{"http.route": route}``), remembered with the route: the same tuple
+        (its dict shared, never changed) for every request of a memoised key."""
+        table = self.table(scope["app"])
+        key = table.key(scope) if table.memo is not None else None
+        if key is not None:
+            try:
+                found = table.details.get(key)
+            except TypeError:  # an unhashable method or root path: not memoised
+                found = key = None
+            if found is not None:
+                return found
+        found = self.details(self.route(scope), scope.get("method", ""))
+        if key is not None:
+            table.remember_details(key, found)
+        return found
+
+    def details(self, route: str | None, method: Any) -> tuple[str, dict[str, Any]]:
+        """The span name and extra attributes of a request of ``route`` (contrib's rule)."""
         attrs: dict[str, Any] = {"http.route": route} if route else {}
         if method and route:
             return f"{method} {route}", attrs
@@ -211,9 +227,6 @@ class _Starlette(Framework):
 
         fastapi = sys.modules.get("fastapi")
         return fastapi is None or not isinstance(app, fastapi.FastAPI)
-
-    def span_details(self, scope: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        return Framework.span_details(self, scope)
 
 
 def _starlette_cls() -> type:

@@ -91,6 +91,22 @@ class ServerTelemetry:
                 a.update(new_extra)
             new.record(max(seconds, 0), a, context=span_context)
 
+    def record_picked(
+        self,
+        seconds: float,
+        old_attrs: dict[str, Any],
+        new_attrs: dict[str, Any],
+        span_context: Any,
+    ) -> None:
+        """:meth:`record` with the attributes already picked for each histogram (the ASGI path
+        remembers them, so nothing here or below may change them)."""
+        old = self.duration_old
+        if old is not None:
+            old.record(max(round(seconds * 1000), 0), old_attrs, context=span_context)
+        new = self.duration_new
+        if new is not None:
+            new.record(max(seconds, 0), new_attrs, context=span_context)
+
     response_size_old: Any = None
     response_size_new: Any = None
     request_size_old: Any = None
@@ -178,13 +194,29 @@ class ActiveRequests:
         with self._lock:
             cell = self._counts.get(key)  # one lookup (one hash of the key) when it is known
             if cell is None:
-                counts = self._counts
-                if len(counts) >= _MAX_ATTRIBUTE_SETS:
-                    key = _OVERFLOW
-                cell = counts.get(key)
-                if cell is None:
-                    cell = counts[key] = [0]
+                cell = self._new_cell(key)
             cell[0] += amount
+
+    def cell(self, key: tuple[tuple[str, Any], ...]) -> list[int]:
+        """The count of ``key`` (the overflow one past the limit), for :meth:`add_to`: a caller
+        that remembers it skips hashing the key per request (counts are never removed)."""
+        with self._lock:
+            found = self._counts.get(key)
+            return found if found is not None else self._new_cell(key)
+
+    def add_to(self, cell: list[int], amount: int) -> None:
+        """:meth:`add` to a count :meth:`cell` returned."""
+        with self._lock:
+            cell[0] += amount
+
+    def _new_cell(self, key: tuple[tuple[str, Any], ...]) -> list[int]:
+        counts = self._counts
+        if len(counts) >= _MAX_ATTRIBUTE_SETS:
+            key = _OVERFLOW
+        cell = counts.get(key)
+        if cell is None:
+            cell = counts[key] = [0]
+        return cell
 
     def _observe(self, options: CallbackOptions) -> Iterable[Observation]:
         with self._lock:

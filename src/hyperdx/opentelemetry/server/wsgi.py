@@ -240,15 +240,23 @@ def start_server_span(
     attrs: dict[str, Any],
     start_time: int | None = None,
     extra: tuple[str, Any] | None = None,
+    *,
+    current: context.Context | None = None,
+    incoming: bool | None = None,
 ) -> tuple[trace.Span, context.Context]:
     """A SERVER span continuing the incoming trace, or INTERNAL under an active span.
 
     Returns the span and the context to attach: the parent's, with the span set in it (and
-    ``extra``, a ``(key, value)`` context entry, if given), made in one copy."""
-    current = context.get_current()
+    ``extra``, a ``(key, value)`` context entry, if given), made in one copy. ``current``: the
+    current context if the caller has it; ``incoming``: whether ``carrier`` holds a
+    ``traceparent`` or ``baggage`` header, if the caller knows (else the getter is asked)."""
+    if current is None:
+        current = context.get_current()
     active = current.get(_SPAN_KEY)
     if active is None or active is trace.INVALID_SPAN or not isinstance(active, trace.Span):
-        if getter is environ_getter:  # EnvironGetter.get's keys, without the calls
+        if incoming is not None:
+            pass
+        elif getter is environ_getter:  # EnvironGetter.get's keys, without the calls
             incoming = (
                 carrier.get("HTTP_TRACEPARENT") is not None
                 or carrier.get("HTTP_BAGGAGE") is not None
