@@ -101,7 +101,7 @@ _INSERT_CHUNK_BYTES = 4 << 20
 # wait behind others. A failed insert commits nothing (measured up to 35 MiB with the bad
 # row last), so retrying the requests of a failed combined insert one by one never
 # duplicates rows.
-_GROUP_COMMIT_BYTES = 8 << 20
+_GROUP_COMMIT_BYTES = 6 << 20
 # Under a steady flow (the previous insert ended with requests waiting), the writer waits up
 # to this long for more requests before the next insert: fewer, larger inserts and parts.
 # It stops waiting as soon as no request has joined for _GROUP_COMMIT_GAP (the requests
