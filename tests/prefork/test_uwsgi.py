@@ -31,6 +31,11 @@ pytestmark = pytest.mark.skipif(
 )
 HOOK = ["--import", "uwsgi_postfork"]
 SETTLE = 0.5
+# Recycled workers make uWSGI's master sleep 2 s before a respawn ("worker respawning too
+# fast"); a stop signal during that sleep is a uWSGI race: the master kills the workers it
+# has, then finishes the respawn, and waits for the new worker, which was never told to stop
+# (a clean-clone CI run hung 60 s on it). Settling past the sleep keeps the stop deterministic.
+SETTLE_AFTER_RESPAWN = 2.5
 REQUESTS = 20
 
 
@@ -119,7 +124,7 @@ def test_max_requests_recycling_loses_nothing(receiver, ping_url) -> None:
         uwsgi("--max-requests", "4", "--min-worker-lifetime", "0"),
         requests=40,
         stop_signal=signal.SIGINT,
-        settle=SETTLE,
+        settle=SETTLE_AFTER_RESPAWN,
     )
     assert_complete(out)
     assert len(out.worker_pids) >= 8
