@@ -84,7 +84,7 @@ def server_spans(sink: Sink) -> list[dict[str, Any]]:
 
 def metric_points(sink: Sink, name: str | None = None) -> dict[tuple[Any, ...], Any]:
     """Every point's value by its sorted attributes: of the metric ``name``, or of all."""
-    data = sink.reader.get_metrics_data()
+    data: Any = sink.reader.get_metrics_data()
     assert data is not None
     return {
         tuple(sorted(point.attributes.items())): point.value
