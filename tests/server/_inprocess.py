@@ -7,11 +7,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from oracle import Sink
 
-from hyperdx.opentelemetry.server import semconv
+from hyperdx.opentelemetry.server import semconv, telemetry
+
+if TYPE_CHECKING:  # fast_histogram_run.py imports this module outside pytest
+    import pytest
 
 # The three semantic-convention modes (OTEL_SEMCONV_STABILITY_OPT_IN unset, "http", "http/dup").
 MODES = [semconv.Mode(o, n, "") for o, n in [(True, False), (False, True), (True, True)]]
@@ -76,6 +79,16 @@ def instrumented(instrumentor: type[Any], sink: Sink, **options: Any) -> Iterato
         yield sink
     finally:
         instrumentor().uninstrument()
+
+
+def active_requests(
+    monkeypatch: pytest.MonkeyPatch, limit: int
+) -> tuple[telemetry.ActiveRequests, Sink]:
+    """An active-requests count on a fresh Sink, at most ``limit`` attribute sets before the
+    overflow set."""
+    monkeypatch.setattr(telemetry, "_MAX_ATTRIBUTE_SETS", limit)
+    sink = Sink()
+    return telemetry.ActiveRequests(sink.meter_provider.get_meter("t"), "{request}", "d"), sink
 
 
 def server_spans(sink: Sink) -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ from _inprocess import (
     MODE_IDS,
     MODES,
     SCOPE,
+    active_requests,
     asgi_scope,
     call_asgi,
     instrumented,
@@ -317,11 +318,7 @@ def _call_in_context(app: Any) -> list[Any]:
 def test_active_count_cells_are_the_keys_counts_and_overflow_past_the_limit(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from hyperdx.opentelemetry.server import telemetry
-
-    monkeypatch.setattr(telemetry, "_MAX_ATTRIBUTE_SETS", 2)
-    sink = Sink()
-    active = telemetry.ActiveRequests(sink.meter_provider.get_meter("t"), "{request}", "d")
+    active, sink = active_requests(monkeypatch, 2)
     get, post, put = [(("http.method", m),) for m in ("GET", "POST", "PUT")]
     cell = active.cell(get)
     assert active.cell(tuple(get)) is cell  # an equal key: the same count

@@ -11,7 +11,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from _inprocess import MODE_IDS, MODES, instrumented, metric_points, server_spans
+from _inprocess import (
+    MODE_IDS,
+    MODES,
+    active_requests,
+    instrumented,
+    metric_points,
+    server_spans,
+)
 from opentelemetry import context, trace
 from opentelemetry.trace import INVALID_SPAN
 from oracle import Sink
@@ -185,11 +192,7 @@ def test_flask_commenter_tags_are_fresh_per_request_and_follow_a_custom_endpoint
 def test_active_requests_count_per_key_and_overflow_past_the_limit(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from hyperdx.opentelemetry.server import telemetry
-
-    monkeypatch.setattr(telemetry, "_MAX_ATTRIBUTE_SETS", 3)
-    sink = Sink()
-    active = telemetry.ActiveRequests(sink.meter_provider.get_meter("t"), "{request}", "d")
+    active, sink = active_requests(monkeypatch, 3)
     keys = [(("http.method", m),) for m in ("GET", "POST", "PUT", "PATCH", "DELETE")]
     for key in keys:  # the last two are past the limit: both counted as the overflow set
         active.add(1, key)
