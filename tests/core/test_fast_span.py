@@ -7,11 +7,11 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
+from _tracing import CountingIds, Ended
 from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import SpanLimits, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
@@ -41,24 +41,6 @@ def test_installed_sdk_is_the_verified_one() -> None:
     assert fast_span.ENABLED
 
 
-class _Counter(IdGenerator):
-    """Deterministic ids, so both paths can be compared field for field."""
-
-    def __init__(self) -> None:
-        self.n = 0
-
-    def generate_span_id(self) -> int:
-        self.n += 1
-        return self.n
-
-    def generate_trace_id(self) -> int:
-        self.n += 1
-        return (7 << 64) + self.n
-
-    def is_trace_id_random(self) -> bool:
-        return self.n % 2 == 0
-
-
 class _AddsAttributes(Sampler):
     def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
         return SamplingResult(Decision.RECORD_AND_SAMPLE, {"sampler.rule": "x", "n": 1})
@@ -77,18 +59,15 @@ class _Reorders(Sampler):
         return "reorders"
 
 
-class _Seen(SpanProcessor):
+class _Seen(Ended):
     """What a processor's on_start sees (the attributes must already be there)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.started: list[Any] = []
-        self.ended: list[Any] = []
 
     def on_start(self, span: Any, parent_context: Context | None = None) -> None:
         self.started.append((list(span.attributes.items()), parent_context))
-
-    def on_end(self, span: Any) -> None:
-        self.ended.append(span)
 
 
 def _remote(sampled: bool, state: TraceState | None = None) -> Context:
@@ -140,7 +119,7 @@ LIMITS = {
 
 
 def _run(start: Any, sampler: Sampler, limits: SpanLimits, parent: Any, attrs: Any) -> Any:
-    ids = _Counter()
+    ids = CountingIds(7, random=lambda n: n % 2 == 0)  # both flag values
     seen = _Seen()
     provider = TracerProvider(sampler=sampler, id_generator=ids, span_limits=limits)
     provider.add_span_processor(seen)

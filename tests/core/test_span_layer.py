@@ -7,14 +7,14 @@ import threading
 from typing import Any
 
 import pytest
+from _tracing import CountingIds, Ended
 from opentelemetry import baggage
 from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import SpanKind
 
@@ -41,30 +41,6 @@ ATTRS = {
     "net.peer.port": 50123,
     "http.route": "/items/<int:item_id>",
 }
-
-
-class _Counter(IdGenerator):
-    def __init__(self) -> None:
-        self.n = 0
-
-    def generate_span_id(self) -> int:
-        self.n += 1
-        return self.n
-
-    def generate_trace_id(self) -> int:
-        self.n += 1
-        return (9 << 64) + self.n
-
-    def is_trace_id_random(self) -> bool:
-        return True
-
-
-class _Kept(SpanProcessor):
-    def __init__(self) -> None:
-        self.ended: list[Any] = []
-
-    def on_end(self, span: Any) -> None:
-        self.ended.append(span)
 
 
 def test_the_verified_aggregation_is_installed() -> None:
@@ -133,7 +109,7 @@ def _discard(batch: HyperDXBatchSpanProcessor) -> None:
     batch.shutdown(timeout_millis=0)
 
 
-def _provider(kept: _Kept | None = None) -> tuple[TracerProvider, HyperDXBatchSpanProcessor]:
+def _provider(kept: Ended | None = None) -> tuple[TracerProvider, HyperDXBatchSpanProcessor]:
     exporter = HyperDXSpanExporter("http://127.0.0.1:9/v1/traces")
     batch = HyperDXBatchSpanProcessor(exporter, schedule_delay_millis=3_600_000)
     processors = HyperDXSpanProcessors(
@@ -141,7 +117,7 @@ def _provider(kept: _Kept | None = None) -> tuple[TracerProvider, HyperDXBatchSp
     )
     provider = TracerProvider(
         resource=Resource.create({"service.name": "layer"}),
-        id_generator=_Counter(),
+        id_generator=CountingIds(9),
         active_span_processor=processors,
     )
     if kept is not None:
@@ -154,7 +130,7 @@ def test_composite_fast_path_the_sdk_loop_and_the_sdk_span_queue_identical_bytes
 ) -> None:
     fast, fast_batch = _provider()
     _run(fast)
-    kept = _Kept()
+    kept = Ended()
     looped, looped_batch = _provider(kept)  # a user processor: the SDK's loop, ReadableSpans
     _run(looped)
     # An API whose SpanContext is not the known tuple: the encoder reads the properties.
@@ -181,7 +157,7 @@ def test_composite_fast_path_the_sdk_loop_and_the_sdk_span_queue_identical_bytes
 
 
 def test_baggage_is_copied_only_from_a_context_that_holds_some() -> None:
-    kept = _Kept()
+    kept = Ended()
     provider, batch = _provider(kept)
     _run(provider)
     copied = [dict(s.attributes).get("tenant") for s in kept.ended]
@@ -198,7 +174,7 @@ def test_the_distro_provider_uses_the_composite_and_keeps_user_processors_workin
         "BaggageSpanProcessor",
         "SpanHygieneProcessor",
     ]
-    kept = _Kept()
+    kept = Ended()
     provider.add_span_processor(kept)
     tracer = provider.get_tracer("t")
     fast_span.start_span(tracer, "s", Context(), SpanKind.SERVER, dict(ATTRS)).end()

@@ -16,12 +16,12 @@ start after the first collection).  Any other value is printed as a raw number a
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import time
 from typing import Any
 
+from _inprocess import asgi_scope, call_asgi
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, Histogram, MeterProvider
 from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
@@ -103,30 +103,10 @@ def drive_wsgi(app: Any, method: str, path: str, status: int, body: bytes, host:
 
 
 def drive_asgi(app: Any, method: str, path: str, status: int, body: bytes, host: str) -> None:
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        return None
-
     headers = [(b"host", host.encode()), (b"x-status", str(status).encode())]
     if body:
         headers.append((b"content-length", str(len(body)).encode()))
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": headers,
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-    }
-    asyncio.run(app(scope, receive, send))
+    call_asgi(app, asgi_scope(method, path, headers, asgi={"version": "3.0"}), body)
 
 
 def run(fast: bool, temporality: AggregationTemporality) -> list[Any]:

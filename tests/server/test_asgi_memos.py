@@ -12,20 +12,27 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import itertools
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from _inprocess import (
+    HEADERS,
+    MODE_IDS,
+    MODES,
+    SCOPE,
+    active_requests,
+    asgi_scope,
+    call_asgi,
+    instrumented,
+    metric_points,
+    server_spans,
+)
 from oracle import Sink
 
 from hyperdx.opentelemetry.server import asgi, faults, semconv
 from hyperdx.opentelemetry.server.fastapi import FastAPIInstrumentor
-
-MODES = [semconv.Mode(o, n, "") for o, n in [(True, False), (False, True), (True, True)]]
-HEADERS = [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"bench/1.0"), (b"accept", b"*/*")]
 
 
 def _decoded(plain: dict[bytes, Any]) -> dict[str, list[str]]:
@@ -61,17 +68,6 @@ def test_plain_headers_only_when_equal_to_the_header_map(raw: Any, plain: bool) 
         assert getter.keys(found) == asgi.header_getter.keys(mapped)
 
 
-BASE: dict[str, Any] = {
-    "type": "http",
-    "http_version": "1.1",
-    "method": "GET",
-    "scheme": "http",
-    "path": "/items/7",
-    "root_path": "",
-    "query_string": b"a=1&b=%20x",
-    "client": ("127.0.0.1", 50000),
-    "server": ("127.0.0.1", 8000),
-}
 SCOPES: list[dict[str, Any]] = [
     {},
     {"path": "/caf\u00e9/\u2603"},  # non-ASCII path
@@ -101,12 +97,12 @@ HEADER_VARIANTS: list[list[Any]] = [
 ]
 
 
-@pytest.mark.parametrize("mode", MODES, ids=["old", "new", "dup"])
+@pytest.mark.parametrize("mode", MODES, ids=MODE_IDS)
 def test_attributes_from_a_head_equal_the_general_ones(mode: semconv.Mode) -> None:
     heads: dict[tuple[Any, ...], asgi.Head] = {}
     compared = 0
     for variant, raw in itertools.product(SCOPES, HEADER_VARIANTS):
-        scope = {**BASE, **variant}
+        scope = {**SCOPE, **variant}
         plain = asgi.plain_headers(raw)
         assert plain is not None
         expected = asgi.request_attributes(scope, asgi.header_map(raw), mode)
@@ -130,12 +126,12 @@ def test_head_memo_is_bounded_and_keeps_answering() -> None:
     heads: dict[tuple[Any, ...], asgi.Head] = {}
     for i in range(asgi._MAX_HEADS + 50):
         host = f"h{i}.example".encode()
-        head = asgi.head_of(heads, BASE, host, mode)
+        head = asgi.head_of(heads, SCOPE, host, mode)
         assert head is not None
         assert head.attrs["http.server_name"] == f"h{i}.example"
         assert head.url_prefix == f"http://h{i}.example"
     assert len(heads) == asgi._MAX_HEADS
-    assert asgi.head_of(heads, {**BASE, "scheme": None}, None, mode) is None  # general path
+    assert asgi.head_of(heads, {**SCOPE, "scheme": None}, None, mode) is None  # general path
 
 
 # --- through a real FastAPI app --------------------------------------------------------------
@@ -144,14 +140,8 @@ def test_head_memo_is_bounded_and_keeps_answering() -> None:
 @pytest.fixture
 def lean_fastapi() -> Iterator[Sink]:
     faults.reset()
-    sink = Sink()
-    FastAPIInstrumentor().instrument(
-        tracer_provider=sink.tracer_provider, meter_provider=sink.meter_provider
-    )
-    try:
+    with instrumented(FastAPIInstrumentor, Sink()) as sink:
         yield sink
-    finally:
-        FastAPIInstrumentor().uninstrument()
 
 
 def _app() -> Any:
@@ -182,29 +172,9 @@ def _app() -> Any:
 
 
 def _call(app: Any, method: str, path: str, headers: list[Any] | None = None) -> list[Any]:
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    scope = {
-        **BASE,
-        "method": method,
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "headers": HEADERS if headers is None else headers,
-    }
-    with contextlib.suppress(RuntimeError):  # the app's own error, re-raised after its 500
-        asyncio.run(app(scope, receive, send))
-    return sent
-
-
-def _server_spans(sink: Sink) -> list[dict[str, Any]]:
-    return [s for s in sink.span_dicts() if s["kind"] == "SERVER"]
+    """The app's own error (re-raised after its 500) does not reach the test."""
+    scope = asgi_scope(method, path, HEADERS if headers is None else headers)
+    return call_asgi(app, scope, app_errors=(RuntimeError,))
 
 
 def test_memos_do_not_mix_routes_methods_or_statuses(lean_fastapi: Sink) -> None:
@@ -222,7 +192,7 @@ def test_memos_do_not_mix_routes_methods_or_statuses(lean_fastapi: Sink) -> None
     for _ in range(3):  # first requests fill the memos, later ones read them
         for method, path, _, _ in requests:
             _call(app, method, path)
-    spans = _server_spans(lean_fastapi)
+    spans = server_spans(lean_fastapi)
     assert len(spans) == 3 * len(requests)
     for i, span in enumerate(spans):
         method, path, name, status = requests[i % len(requests)]
@@ -258,7 +228,7 @@ def test_metric_attribute_memo_is_bounded(lean_fastapi: Sink) -> None:
         _call(app, "GET", f"/nowhere/{i}")
     middleware = _middleware(app)
     assert 0 < sum(len(h.metrics) for h in middleware.heads.values()) <= asgi._MAX_METRIC_SETS
-    assert len(_server_spans(lean_fastapi)) == 2 * (asgi._MAX_METRIC_SETS + 10)
+    assert len(server_spans(lean_fastapi)) == 2 * (asgi._MAX_METRIC_SETS + 10)
 
 
 def _middleware(app: Any) -> asgi.OpenTelemetryASGIMiddleware:
@@ -276,7 +246,7 @@ def test_traceparent_valid_or_broken_on_both_header_paths(lean_fastapi: Sink, na
     for value in [valid, b"00-zz-broken", b"\xff\xfe", b""]:
         sent = _call(app, "GET", "/items/3", [*HEADERS, (name, value)])
         assert sent[0]["status"] == 200
-    spans = _server_spans(lean_fastapi)
+    spans = server_spans(lean_fastapi)
     assert spans[0]["trace_id"] == trace_id and spans[0]["parent"] == "00f067aa0ba902b7"
     assert [s["parent"] for s in spans[1:]] == [None, None, None]
     assert faults.problems() == {}
@@ -284,19 +254,12 @@ def test_traceparent_valid_or_broken_on_both_header_paths(lean_fastapi: Sink, na
 
 def test_excluded_urls_skip_on_both_header_paths() -> None:
     sink = Sink()
-    FastAPIInstrumentor().instrument(
-        tracer_provider=sink.tracer_provider,
-        meter_provider=sink.meter_provider,
-        excluded_urls="users/.*",
-    )
-    try:
+    with instrumented(FastAPIInstrumentor, sink, excluded_urls="users/.*"):
         app = _app()
         for headers in [HEADERS, [(b"Host", b"127.0.0.1:8000")]]:
             assert _call(app, "GET", "/users/ann", headers)[0]["status"] == 200
             assert _call(app, "GET", "/items/1", headers)[0]["status"] == 200
-    finally:
-        FastAPIInstrumentor().uninstrument()
-    assert [s["name"] for s in _server_spans(sink)] == ["GET /items/{item_id}"] * 2
+    assert [s["name"] for s in server_spans(sink)] == ["GET /items/{item_id}"] * 2
 
 
 def test_a_failing_hook_is_recorded_never_raised() -> None:
@@ -305,20 +268,17 @@ def test_a_failing_hook_is_recorded_never_raised() -> None:
     def broken(span: Any, *args: Any) -> None:
         raise ValueError("hook bug")
 
-    FastAPIInstrumentor().instrument(
-        tracer_provider=sink.tracer_provider,
-        meter_provider=sink.meter_provider,
+    with instrumented(
+        FastAPIInstrumentor,
+        sink,
         server_request_hook=broken,
         client_request_hook=broken,
         client_response_hook=broken,
-    )
-    try:
+    ):
         app = _app()
         sent = _call(app, "GET", "/items/2")
-    finally:
-        FastAPIInstrumentor().uninstrument()
     assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
-    [span] = _server_spans(sink)
+    [span] = server_spans(sink)
     assert span["attributes"]["http.status_code"] == 200
     assert [e[:3] for e in span["events"]] == [("exception", "ValueError", "hook bug")] * 3
 
@@ -345,9 +305,9 @@ def test_suppressed_instrumentation_is_not_traced(lean_fastapi: Sink, how: str) 
         finally:
             context.detach(token)
     assert sent[0]["status"] == 200
-    assert _server_spans(lean_fastapi) == []
+    assert server_spans(lean_fastapi) == []
     _call(app, "GET", "/items/1")  # outside the suppression: traced again
-    assert [s["name"] for s in _server_spans(lean_fastapi)] == ["GET /items/{item_id}"]
+    assert [s["name"] for s in server_spans(lean_fastapi)] == ["GET /items/{item_id}"]
 
 
 def _call_in_context(app: Any) -> list[Any]:
@@ -358,11 +318,7 @@ def _call_in_context(app: Any) -> list[Any]:
 def test_active_count_cells_are_the_keys_counts_and_overflow_past_the_limit(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from hyperdx.opentelemetry.server import telemetry
-
-    monkeypatch.setattr(telemetry, "_MAX_ATTRIBUTE_SETS", 2)
-    sink = Sink()
-    active = telemetry.ActiveRequests(sink.meter_provider.get_meter("t"), "{request}", "d")
+    active, sink = active_requests(monkeypatch, 2)
     get, post, put = [(("http.method", m),) for m in ("GET", "POST", "PUT")]
     cell = active.cell(get)
     assert active.cell(tuple(get)) is cell  # an equal key: the same count
@@ -371,16 +327,7 @@ def test_active_count_cells_are_the_keys_counts_and_overflow_past_the_limit(
     active.add_to(active.cell(post), 1)
     active.add_to(active.cell(put), 5)  # past the limit: the overflow count
     active.add(-1, put)
-    data = sink.reader.get_metrics_data()
-    assert data is not None
-    points = {
-        tuple(sorted(p.attributes.items())): p.value
-        for r in data.resource_metrics
-        for s in r.scope_metrics
-        for m in s.metrics
-        for p in m.data.data_points
-    }
-    assert points == {get: 2, post: 1, (("otel.metric.overflow", True),): 4}
+    assert metric_points(sink) == {get: 2, post: 1, (("otel.metric.overflow", True),): 4}
 
 
 def test_active_requests_return_to_zero_after_requests(lean_fastapi: Sink) -> None:

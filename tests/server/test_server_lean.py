@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from _inprocess import asgi_scope, call_asgi, instrumented, server_spans
 from opentelemetry.sdk.trace.sampling import Sampler, SamplingResult
 from oracle import Sink
 
@@ -30,24 +31,14 @@ def sink() -> Sink:
 
 @pytest.fixture
 def lean_flask(sink: Sink) -> Iterator[Sink]:
-    FlaskInstrumentor().instrument(
-        tracer_provider=sink.tracer_provider, meter_provider=sink.meter_provider
-    )
-    try:
+    with instrumented(FlaskInstrumentor, sink):
         yield sink
-    finally:
-        FlaskInstrumentor().uninstrument()
 
 
 @pytest.fixture
 def lean_fastapi(sink: Sink) -> Iterator[Sink]:
-    FastAPIInstrumentor().instrument(
-        tracer_provider=sink.tracer_provider, meter_provider=sink.meter_provider
-    )
-    try:
+    with instrumented(FastAPIInstrumentor, sink):
         yield sink
-    finally:
-        FastAPIInstrumentor().uninstrument()
 
 
 def flask_app() -> Any:
@@ -72,10 +63,6 @@ def fastapi_app() -> Any:
         return {"id": item_id, "body": body}
 
     return app
-
-
-def server_spans(sink: Sink) -> list[dict[str, Any]]:
-    return [s for s in sink.span_dicts() if s["kind"] == "SERVER"]
 
 
 # --- what is (not) emitted --------------------------------------------------------------------
@@ -219,36 +206,21 @@ def test_flask_bad_input_is_served_and_traced(lean_flask: Sink) -> None:
 
 
 def test_asgi_bad_input_is_served_and_traced(lean_fastapi: Sink) -> None:
-    app = fastapi_app()
-    sent: list[dict[str, Any]] = []
-    body = b'{"x": 1}'
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/items/5",
-        "raw_path": b"/items/5",
-        "root_path": "",
-        "query_string": b"q=\xff\xfe",  # not UTF-8 (contrib's decode would raise here)
-        "headers": [
-            (b"host", b"example.test"),
-            (b"content-type", b"application/json"),
-            (b"traceparent", b"not-a-traceparent"),
-            (b"user-agent", b"\xff\xfe agent"),
-        ],
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 8000),
-    }
-    asyncio.run(app(scope, receive, send))
+    headers = [
+        (b"host", b"example.test"),
+        (b"content-type", b"application/json"),
+        (b"traceparent", b"not-a-traceparent"),
+        (b"user-agent", b"\xff\xfe agent"),
+    ]
+    scope = asgi_scope(
+        "POST",
+        "/items/5",
+        headers,
+        asgi={"version": "3.0"},
+        query_string=b"q=\xff\xfe",  # not UTF-8 (contrib's decode would raise here)
+        client=("127.0.0.1", 5000),
+    )
+    sent = call_asgi(fastapi_app(), scope, b'{"x": 1}')
     assert sent[0]["status"] == 200
     [span] = server_spans(lean_fastapi)
     assert span["name"] == "POST /items/{item_id}"
@@ -390,43 +362,33 @@ def test_propagation_honours_baggage_and_a_custom_propagator(
     from opentelemetry import baggage, propagate
 
     seen: list[Any] = []
-    if framework == "flask":
-        FlaskInstrumentor().instrument(
-            tracer_provider=sink.tracer_provider, meter_provider=sink.meter_provider
-        )
-        app = flask_app()
+    instrumentor = FlaskInstrumentor if framework == "flask" else FastAPIInstrumentor
+    with instrumented(instrumentor, sink):
+        if framework == "flask":
+            app = flask_app()
 
-        @app.route("/bag")
-        def bag() -> Any:
-            seen.append(baggage.get_baggage("tenant"))
-            return "ok"
+            @app.route("/bag")
+            def bag() -> Any:
+                seen.append(baggage.get_baggage("tenant"))
+                return "ok"
 
-        client: Any = app.test_client()
-        get = client.get
-    else:
-        from fastapi.testclient import TestClient
+            client: Any = app.test_client()
+            get = client.get
+        else:
+            from fastapi.testclient import TestClient
 
-        FastAPIInstrumentor().instrument(
-            tracer_provider=sink.tracer_provider, meter_provider=sink.meter_provider
-        )
-        fapp = fastapi_app()
+            fapp = fastapi_app()
 
-        @fapp.get("/bag")
-        async def bag() -> Any:
-            seen.append(baggage.get_baggage("tenant"))
-            return "ok"
+            @fapp.get("/bag")
+            async def bag() -> Any:
+                seen.append(baggage.get_baggage("tenant"))
+                return "ok"
 
-        get = TestClient(fapp).get
-    try:
+            get = TestClient(fapp).get
         get("/bag", headers={"baggage": "tenant=acme"})  # default propagator, baggage only
         get("/bag")  # neither header: a new trace
         monkeypatch.setattr(propagate, "_HTTP_TEXT_FORMAT", _HeaderPropagator())
         get("/bag", headers={"x-trace": "0af7651916cd43dd8448eb211c80319c:b7ad6b7169203331"})
-    finally:
-        if framework == "flask":
-            FlaskInstrumentor().uninstrument()
-        else:
-            FastAPIInstrumentor().uninstrument()
     assert seen == ["acme", None, None]
     spans = [s for s in server_spans(sink) if s["name"].endswith("/bag")]
     assert [s["parent"] for s in spans] == [None, None, "b7ad6b7169203331"]

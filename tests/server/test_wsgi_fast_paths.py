@@ -11,6 +11,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from _inprocess import (
+    MODE_IDS,
+    MODES,
+    active_requests,
+    instrumented,
+    metric_points,
+    server_spans,
+)
 from opentelemetry import context, trace
 from opentelemetry.trace import INVALID_SPAN
 from oracle import Sink
@@ -18,7 +26,6 @@ from oracle import Sink
 from hyperdx.opentelemetry.server import faults, semconv, wsgi
 from hyperdx.opentelemetry.server.flask import FlaskInstrumentor
 
-MODES = [semconv.Mode(o, n, "") for o, n in [(True, False), (False, True), (True, True)]]
 BASE = {
     "REQUEST_METHOD": "GET",
     "PATH_INFO": "/items/7",
@@ -61,7 +68,7 @@ def _scanned(attrs: dict[str, Any], keys: frozenset[str] | set[str]) -> list[tup
     return [(k, v) for k, v in attrs.items() if k in keys]
 
 
-@pytest.mark.parametrize("mode", MODES, ids=["old", "new", "dup"])
+@pytest.mark.parametrize("mode", MODES, ids=MODE_IDS)
 def test_attributes_active_key_and_duration_picks_match_a_full_scan(mode: semconv.Mode) -> None:
     active_keys = (semconv.ACTIVE_OLD if mode.old else set()) | (
         semconv.ACTIVE_NEW if mode.new else set()
@@ -142,14 +149,8 @@ def test_one_copy_context_is_set_span_in_context(extra: Any) -> None:
 @pytest.fixture
 def lean_flask() -> Iterator[Sink]:
     faults.reset()
-    sink = Sink()
-    FlaskInstrumentor().instrument(
-        tracer_provider=sink.tracer_provider, meter_provider=sink.meter_provider
-    )
-    try:
+    with instrumented(FlaskInstrumentor, Sink()) as sink:
         yield sink
-    finally:
-        FlaskInstrumentor().uninstrument()
 
 
 def test_flask_commenter_tags_are_fresh_per_request_and_follow_a_custom_endpoint(
@@ -183,7 +184,7 @@ def test_flask_commenter_tags_are_fresh_per_request_and_follow_a_custom_endpoint
     route = {"framework": seen[0]["framework"], "route": "/items/<int:item_id>"}
     assert seen[:3] == [{**route, "controller": "item"}] * 3
     assert seen[3:] == [{**route, "controller": "renamed"}] * 2
-    names = [s["name"] for s in lean_flask.span_dicts() if s["kind"] == "SERVER"]
+    names = [s["name"] for s in server_spans(lean_flask)]
     assert names == ["GET /items/<int:item_id>"] * 4 + ["HTTP /items/<int:item_id>"]
     assert faults.problems() == {}
 
@@ -191,33 +192,16 @@ def test_flask_commenter_tags_are_fresh_per_request_and_follow_a_custom_endpoint
 def test_active_requests_count_per_key_and_overflow_past_the_limit(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from hyperdx.opentelemetry.server import telemetry
-
-    monkeypatch.setattr(telemetry, "_MAX_ATTRIBUTE_SETS", 3)
-    sink = Sink()
-    active = telemetry.ActiveRequests(sink.meter_provider.get_meter("t"), "{request}", "d")
+    active, sink = active_requests(monkeypatch, 3)
     keys = [(("http.method", m),) for m in ("GET", "POST", "PUT", "PATCH", "DELETE")]
     for key in keys:  # the last two are past the limit: both counted as the overflow set
         active.add(1, key)
         active.add(1, key)
     active.add(-1, keys[0])
     active.add(-1, tuple(keys[4]))  # an equal key, not the same object
-    assert _active_points(sink) == {
+    assert metric_points(sink, "http.server.active_requests") == {
         (("http.method", "GET"),): 1,
         (("http.method", "POST"),): 2,
         (("http.method", "PUT"),): 2,
         (("otel.metric.overflow", True),): 3,
-    }
-
-
-def _active_points(sink: Sink) -> dict[tuple[Any, ...], int]:
-    data = sink.reader.get_metrics_data()
-    assert data is not None
-    return {
-        tuple(sorted(point.attributes.items())): point.value
-        for resource in data.resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-        if metric.name == "http.server.active_requests"
-        for point in metric.data.data_points
     }
