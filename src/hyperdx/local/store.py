@@ -501,10 +501,12 @@ class _Pending:
 
 
 class _GroupCommit:
-    """One writer thread drains a queue of payloads: each round takes what is queued (up to
-    ``max_bytes``), drops the payloads whose deadline passed (their callers get
-    SinkUnavailable: nothing stored), and writes the rest with one insert per table. If a
-    combined insert fails, its payloads are retried one by one so a bad request fails alone.
+    """One writer thread drains a queue of payloads: each round is one insert into the table
+    of the first queued payload, fed the payloads of that table as they are queued (up to
+    ``max_bytes``, see :meth:`_next`); payloads whose deadline passed are dropped (their
+    callers get SinkUnavailable: nothing stored). Callers are answered once the insert is
+    committed. If a combined insert fails, its payloads are retried one by one so a bad
+    request fails alone.
 
     A dedicated writer (rather than a caller leading) bounds every caller's wait to the
     rounds ahead of it: a leader would keep writing other callers' rows while its own caller
