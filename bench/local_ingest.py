@@ -482,6 +482,45 @@ def components(signal: str, batch: int, rounds: int = 32) -> dict[str, float]:
     return {name: round(value, 1) for name, value in costs.items()}
 
 
+def stream_overlap(batch: int, requests: int = 8, rounds: int = 6) -> dict[str, Any]:
+    """How much of a group commit's wall time streaming hides, in process with real chDB:
+    ``requests`` mapped log requests go into one insert, either all handed over at once
+    (the writer before 2026-11-29 22:20 UTC) or one every 3 ms (about one request's mapping
+    time, as the streaming writer hands them over while the next are mapped). Reports the
+    median time from the last request handed over to the insert committed: what every
+    request of the insert waits for at the end."""
+    from hyperdx.local import wire
+    from hyperdx.local.store import Store, encode_rows
+
+    signal_info = wire.SIGNALS["/v1/logs"]
+    payloads = []
+    for seed in range(requests):
+        message = ExportLogsServiceRequest.FromString(log_request(batch, seed))
+        payloads.append(encode_rows("otel_logs", signal_info.to_rows(message)["otel_logs"])[0])
+    tails: dict[str, list[float]] = {"all at once": [], "one every 3 ms": []}
+    with tempfile.TemporaryDirectory() as data_dir, Store.open(data_dir) as store:
+        for index in range(2 * rounds):
+            name = list(tails)[index % 2]
+            marks: list[float] = []
+
+            def feed(marks: list[float] = marks, spaced: bool = name != "all at once") -> Any:
+                for payload in payloads:
+                    if spaced:
+                        time.sleep(0.003)
+                    marks.append(time.monotonic())
+                    yield payload
+
+            store._stream("otel_logs", feed())
+            tails[name].append(time.monotonic() - marks[-1])
+    return {
+        "rows_per_insert": requests * batch,
+        "ms_after_the_last_request": {
+            name: round(sorted(values)[len(values) // 2] * 1000, 1)
+            for name, values in tails.items()
+        },
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--protocol", choices=("http", "grpc"), default="http")
@@ -508,7 +547,15 @@ def main() -> None:
     parser.add_argument(
         "--components", action="store_true", help="only the per-stage CPU cost, in process"
     )
+    parser.add_argument(
+        "--stream-overlap",
+        action="store_true",
+        help="only the writer's streaming measure (in process): see stream_overlap()",
+    )
     args = parser.parse_args()
+    if args.stream_overlap:
+        print(json.dumps(stream_overlap(args.batch)))
+        return
     if args.components:
         print(
             json.dumps(

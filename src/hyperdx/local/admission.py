@@ -105,18 +105,11 @@ class Admission:
         and that wait passed the target latency, or when the items ahead of it plus its own
         exceed the current limit. A slow machine alone refuses nothing.
         """
-        now = time.monotonic()
+        waited = time.monotonic() - since
         with self._lock:
-            waited = now - since
-            if queued and waited > self.target_latency:
-                self.refused += 1
-                raise Overloaded(f"waited {waited:.2f}s for a worker", self._retry_after_locked())
-            if self._items and self._items + items > self.limit:
-                self.refused += 1
-                raise Overloaded(
-                    f"{self._items} items queued ahead (limit {int(self.limit)})",
-                    self._retry_after_locked(),
-                )
+            refusal = self._refusal_locked(waited, queued, items)
+            if refusal is not None:
+                raise refusal
             self._items += items
 
     def check_room(self, since: float, queued: bool = False) -> None:
@@ -127,18 +120,33 @@ class Admission:
         costs no gunzip or protobuf decode (~0.4 ms per 512-record request); :meth:`admit`
         still decides, with the item count, once the request is decoded.
         """
-        now = time.monotonic()
+        waited = time.monotonic() - since
         with self._lock:
-            waited = now - since
-            if queued and waited > self.target_latency:
-                self.refused += 1
-                raise Overloaded(f"waited {waited:.2f}s for a worker", self._retry_after_locked())
-            if self._items and self._items >= self.limit:
-                self.refused += 1
-                raise Overloaded(
-                    f"{self._items} items queued ahead (limit {int(self.limit)})",
-                    self._retry_after_locked(),
-                )
+            refusal = self._refusal_locked(waited, queued, None)
+            if refusal is not None:
+                raise refusal
+
+    def _refusal_locked(
+        self, waited: float, queued: bool, incoming: int | None
+    ) -> Overloaded | None:
+        """The one place of the two refusal rules (``_lock`` held); counts a refusal.
+
+        ``incoming`` is the request's item count, or None before it is decoded: then the
+        limit refuses once the items ahead reach it (``>=``), since any request adds some.
+        """
+        refusal: Overloaded | None = None
+        if queued and waited > self.target_latency:
+            refusal = Overloaded(f"waited {waited:.2f}s for a worker", self._retry_after_locked())
+        elif self._items and (
+            self._items >= self.limit if incoming is None else self._items + incoming > self.limit
+        ):
+            refusal = Overloaded(
+                f"{self._items} items queued ahead (limit {int(self.limit)})",
+                self._retry_after_locked(),
+            )
+        if refusal is not None:
+            self.refused += 1
+        return refusal
 
     def done(self, items: int, stored: bool, since: float) -> None:
         """Release admitted ``items`` of a request that arrived at ``since``; a stored one

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import json
 import os
 import re
@@ -24,7 +25,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -102,10 +103,12 @@ _INSERT_CHUNK_BYTES = 4 << 20
 # row last), so retrying the requests of a failed combined insert one by one never
 # duplicates rows.
 _GROUP_COMMIT_BYTES = 6 << 20
-# Under a steady flow (the previous insert ended with requests waiting), the writer waits up
-# to this long for more requests before the next insert: fewer, larger inserts and parts.
-# It stops waiting as soon as no request has joined for _GROUP_COMMIT_GAP (the requests
-# still being mapped have arrived). A request arriving alone is written at once.
+# Under a steady flow (the previous insert ended with requests waiting), the writer keeps an
+# insert open up to this long for more requests, streaming each to chDB as it is queued:
+# fewer, larger inserts and parts, and chDB parses the early requests while the later ones
+# are still being mapped. It finishes the insert once no request has joined for
+# _GROUP_COMMIT_GAP (the requests being mapped have arrived). A lone request is written at
+# once.
 _GROUP_COMMIT_LINGER = 0.05
 _GROUP_COMMIT_GAP = 0.015
 # Inserts leave the skip indexes (ClickStack's 8 text indexes on otel_logs, the bloom filters
@@ -438,7 +441,7 @@ class Store:
         # chDB's rows_written also counts the rollup views' rows, so report our own count.
         return count
 
-    def _stream(self, table: str, payloads: list[bytes]) -> None:
+    def _stream(self, table: str, payloads: Iterable[bytes]) -> None:
         """One chDB streaming insert of ``payloads`` into ``table`` (on the writer thread)."""
         with self._insert_lock:
             if self._insert_session is None:
@@ -498,10 +501,12 @@ class _Pending:
 
 
 class _GroupCommit:
-    """One writer thread drains a queue of payloads: each round takes what is queued (up to
-    ``max_bytes``), drops the payloads whose deadline passed (their callers get
-    SinkUnavailable: nothing stored), and writes the rest with one insert per table. If a
-    combined insert fails, its payloads are retried one by one so a bad request fails alone.
+    """One writer thread drains a queue of payloads: each round is one insert into the table
+    of the first queued payload, fed the payloads of that table as they are queued (up to
+    ``max_bytes``, see :meth:`_next`); payloads whose deadline passed are dropped (their
+    callers get SinkUnavailable: nothing stored). Callers are answered once the insert is
+    committed. If a combined insert fails, its payloads are retried one by one so a bad
+    request fails alone.
 
     A dedicated writer (rather than a caller leading) bounds every caller's wait to the
     rounds ahead of it: a leader would keep writing other callers' rows while its own caller
@@ -509,7 +514,7 @@ class _GroupCommit:
 
     def __init__(
         self,
-        stream: Callable[[str, list[bytes]], None],
+        stream: Callable[[str, Iterable[bytes]], None],
         max_bytes: int,
         linger: float = 0.0,
         gap: float | None = None,
@@ -561,18 +566,12 @@ class _GroupCommit:
                     self._cond.wait()
                 if not self._queue:
                     return
-                if steady and self._linger > 0:
-                    self._gather(time.monotonic() + self._linger)
                 self._busy = True
-                batch = [self._queue.popleft()]
-                size = len(batch[0].payload)
-                while self._queue and size + len(self._queue[0].payload) <= self._max_bytes:
-                    item = self._queue.popleft()
-                    size += len(item.payload)
-                    batch.append(item)
+                first = self._queue.popleft()
+            batch: list[_Pending] = []
             finished = False
             try:
-                self._round(batch)
+                self._round(first, batch, steady)
                 finished = True
             finally:
                 with self._cond:
@@ -584,57 +583,85 @@ class _GroupCommit:
                     steady = bool(self._queue) or len(batch) > 1
                     self._cond.notify_all()
 
-    def _gather(self, until: float) -> None:
-        """Under a steady flow, wait (``_cond`` held) until ``until`` for more requests, and
-        stop early once none has joined for ``gap`` seconds or the queue holds a full insert.
+    def _round(self, first: _Pending, batch: list[_Pending], steady: bool) -> None:
+        """One insert into ``first.table``, streamed: each payload is handed to chDB as soon
+        as its request is queued, so chDB parses it (on its own threads, GIL released) while
+        the next requests are still being mapped; only writing the part waits for the last.
+        ``batch`` collects every item taken (appended, or refused as late)."""
+        table = first.table
+        written: list[_Pending] = []
+        round_start = time.monotonic()
 
-        Each insert has a large fixed CPU cost (~15-20 ms: a new part plus the rollup
-        view's, half of it creating their ~26 files), so the more requests per insert the
-        less CPU per row: 1 request 42 us per log row, 8 requests 12, 16 requests 10
-        (measured 2026-11-29), and every part saved is one less for the merges. Waiting for
-        a quiet gap rather than a byte threshold collects the requests already being mapped
-        (they arrive a few ms apart) without waiting for ones nobody has sent yet."""
-        last = time.monotonic()
-        seen = len(self._queue)
-        while not self._closed:
-            now = time.monotonic()
-            if len(self._queue) != seen:
-                seen, last = len(self._queue), now
-            queued = sum(len(item.payload) for item in self._queue)
-            wake = min(until, last + self._gap)
-            if queued >= self._max_bytes or now >= wake:
-                return
-            self._cond.wait(wake - now)
+        def feed() -> Iterator[bytes]:
+            item: _Pending | None = first
+            size = 0
+            while item is not None:
+                batch.append(item)
+                if self._late(item):
+                    with self._cond:
+                        item.done = True  # answered now: its rows were never sent
+                        self._cond.notify_all()
+                else:
+                    written.append(item)
+                    size += len(item.payload)
+                    yield item.payload
+                with self._cond:
+                    item = self._next(table, size, steady, round_start)
 
-    def _round(self, batch: list[_Pending]) -> None:
-        now = time.monotonic()
-        by_table: dict[str, list[_Pending]] = {}
-        for item in batch:
-            # Late only if it waited behind other inserts: a lone request on a slow machine
-            # is written at once (refusing it would only make the client resend it).
-            if item.behind and item.deadline is not None and now > item.deadline:
-                item.error = SinkUnavailable(
-                    f"the store fell {now - item.deadline:.2f}s behind; nothing stored"
-                )
-                continue
-            by_table.setdefault(item.table, []).append(item)
-        for table, items in by_table.items():
-            self._write(table, items)
-
-    def _write(self, table: str, items: list[_Pending]) -> None:
-        # Any failure is handed to the callers whose rows it concerns (each re-raises it).
-        try:
-            self._stream(table, [item.payload for item in items])
+        payloads = feed()
+        opening = next(payloads, None)  # None: every request taken was late
+        if opening is None:
             return
+        try:
+            self._stream(table, itertools.chain((opening,), payloads))
         except Exception as exc:
-            if len(items) == 1:
-                items[0].error = exc
+            if len(written) == 1:
+                written[0].error = exc
                 return
-        for item in items:
-            try:
-                self._stream(table, [item.payload])
-            except Exception as exc:
-                item.error = exc
+            # A failed insert commits nothing: retry one by one so a bad request fails alone.
+            for item in written:
+                try:
+                    self._stream(table, [item.payload])
+                except Exception as single:
+                    item.error = single
+
+    def _late(self, item: _Pending) -> bool:
+        """Refuse ``item`` (SinkUnavailable, nothing stored) if it waited behind other inserts
+        past its deadline: a lone request on a slow machine is written at once (refusing it
+        would only make the client resend it)."""
+        now = time.monotonic()
+        if item.behind and item.deadline is not None and now > item.deadline:
+            item.error = SinkUnavailable(
+                f"the store fell {now - item.deadline:.2f}s behind; nothing stored"
+            )
+            return True
+        return False
+
+    def _next(self, table: str, size: int, steady: bool, since: float) -> _Pending | None:
+        """The next request for the running insert (``_cond`` held), or None to finish it.
+
+        Under a steady flow the writer waits, until ``since`` + linger, for the requests
+        still being mapped, and stops once none has joined for ``gap`` seconds (the byte
+        cap and a request for another table end the insert too). Each insert has a large
+        fixed CPU cost (~15-20 ms: a new part plus the rollup view's, half of it creating
+        their ~26 files), so the more requests per insert the less CPU per row: 1 request
+        42 us per log row, 8 requests 12, 16 requests 10 (measured 2026-11-29), and every
+        part saved is one less for the merges. Streaming makes the wait cheap: chDB parses
+        what has joined meanwhile. A lone request (no steady flow) is written at once."""
+        last = time.monotonic()  # the previous request joined just now
+        while True:
+            if self._queue:
+                head = self._queue[0]
+                if head.table != table or size + len(head.payload) > self._max_bytes:
+                    return None  # the next insert's
+                return self._queue.popleft()
+            if self._closed or not steady or self._linger <= 0:
+                return None
+            now = time.monotonic()
+            wake = min(since + self._linger, last + self._gap)
+            if now >= wake:
+                return None
+            self._cond.wait(wake - now)
 
 
 class ChdbSink:
