@@ -204,6 +204,47 @@ def test_writer_waits_for_requests_in_flight_after_an_insert_of_several() -> Non
     assert waited < 10  # the gap ended the wait, not the 30 s linger
 
 
+def test_writer_passes_over_other_tables_to_keep_each_insert_whole() -> None:
+    """An app sends logs and spans at once: the requests of one table join its insert even
+    when another table's are queued between them, and those then get their own insert."""
+    from hyperdx.local.store import _GroupCommit
+
+    inserts: list[tuple[str, list[bytes]]] = []
+    first_started = threading.Event()
+    release_first = threading.Event()
+
+    def stream(table: str, payloads: list[bytes]) -> None:
+        inserts.append((table, list(payloads)))
+        if len(inserts) == 1:
+            first_started.set()
+            release_first.wait(10)
+
+    commits = _GroupCommit(stream, max_bytes=1 << 20, linger=2.0, gap=0.3)
+    threads = [threading.Thread(target=commits.submit, args=("otel_logs", b"a"))]
+    threads[0].start()
+    assert first_started.wait(10)
+    queued = [
+        ("otel_logs", b"b"),
+        ("otel_traces", b"t1"),
+        ("otel_logs", b"c"),
+        ("otel_traces", b"t2"),
+    ]
+    for table, body in queued:  # queued in this order while the first insert runs
+        threads.append(threading.Thread(target=commits.submit, args=(table, body)))
+        threads[-1].start()
+        while len(commits._queue) < len(threads) - 1:
+            time.sleep(0.005)
+    release_first.set()
+    for thread in threads:
+        thread.join(10)
+    commits.close()
+    assert inserts == [
+        ("otel_logs", [b"a"]),
+        ("otel_logs", [b"b", b"c"]),
+        ("otel_traces", [b"t1", b"t2"]),
+    ]
+
+
 def test_writer_writes_a_lone_request_at_once() -> None:
     from hyperdx.local.store import _GroupCommit
 
