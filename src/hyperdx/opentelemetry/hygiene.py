@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 import weakref
+from operator import is_
 from typing import Any
 
 from opentelemetry.context import Context
@@ -52,6 +53,9 @@ CLIENT_METRIC_ATTRIBUTES = frozenset(
 
 def redactor_for(settings: Settings) -> Redactor:
     return get_redactor(settings.capture_redact.value, settings.capture_redact_patterns.value)
+
+
+_URL_KEYS = ("http.url", "url.full", "http.target", "url.query")  # what `_fixed` may change
 
 
 def _server_url(attrs: Any) -> str | None:
@@ -105,31 +109,42 @@ class SpanHygieneProcessor(SpanProcessor):
         )
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        kind, plain = _kind_and_attributes(span)
-        if kind is not SpanKind.SERVER and kind is not SpanKind.CLIENT:
-            return  # URLs live on server and client spans only
-        updates = self._updates(span)
-        for key, value in updates.items():
-            if type(value) is str:
-                set_str_at_start(span, key, value)
-            else:
-                span.set_attribute(key, value)
+        if type(span) is _FAST_SPAN:  # fast_span's spans: fields read directly, one pass
+            kind = span._kind
+            plain = getattr(span._attributes, "_dict", None)
+            if type(plain) is not dict:
+                plain = None
+            if kind is not SpanKind.SERVER and kind is not SpanKind.CLIENT:
+                return
+            updates = self._fixed(kind, plain if plain is not None else (span.attributes or {}))
+        else:
+            kind, plain = span.kind, _plain_attributes(span)
+            if kind is not SpanKind.SERVER and kind is not SpanKind.CLIENT:
+                return  # URLs live on server and client spans only
+            updates = self._updates(span)
+        if updates:
+            for key, value in updates.items():
+                if type(value) is str:
+                    set_str_at_start(span, key, value)
+                else:
+                    span.set_attribute(key, value)
         # Remember the values now stored under the keys `_updates` fixes: while `_on_ending`
         # finds the very same objects there, a second pass would change nothing (each
         # redaction is idempotent, and a present `http.url` is never rebuilt).
         if plain is not None and (kind is SpanKind.CLIENT or "http.url" in plain):
             try:  # noqa: SIM105 - contextlib.suppress costs a context manager per span
-                span._hyperdx_url_fields = (  # type: ignore[attr-defined]
-                    plain.get("http.url"),
-                    plain.get("url.full"),
-                    plain.get("http.target"),
-                    plain.get("url.query"),
-                )
+                span._hyperdx_url_fields = tuple(map(plain.get, _URL_KEYS))  # type: ignore[attr-defined]
             except AttributeError:  # a span class with __slots__: `_on_ending` redoes the work
                 pass
 
     def _on_ending(self, span: Span) -> None:
-        kind, plain = _kind_and_attributes(span)
+        if type(span) is _FAST_SPAN:
+            kind = span._kind
+            plain = getattr(span._attributes, "_dict", None)
+            if type(plain) is not dict:
+                plain = None
+        else:
+            kind, plain = span.kind, _plain_attributes(span)
         if kind is not SpanKind.SERVER and kind is not SpanKind.CLIENT:
             return
         seen = getattr(span, "_hyperdx_url_fields", None)
@@ -137,10 +152,7 @@ class SpanHygieneProcessor(SpanProcessor):
         if (
             seen is not None
             and plain is not None
-            and plain.get("http.url") is seen[0]
-            and plain.get("url.full") is seen[1]
-            and plain.get("http.target") is seen[2]
-            and plain.get("url.query") is seen[3]
+            and all(map(is_, map(plain.get, _URL_KEYS), seen))
         ):
             return
         updates = self._updates(span)
@@ -157,17 +169,24 @@ class SpanHygieneProcessor(SpanProcessor):
 
     def _updates(self, span: Span) -> dict[str, Any]:
         kind, plain = _kind_and_attributes(span)
-        attrs: Any = plain if plain is not None else (span.attributes or {})
+        return self._fixed(kind, plain if plain is not None else (span.attributes or {}))
+
+    def _fixed(self, kind: SpanKind, attrs: Any) -> dict[str, Any]:
+        """The attributes to set on a span of ``kind`` holding ``attrs``: ``http.url`` built
+        (server spans), URL attributes redacted."""
         updates: dict[str, Any] = {}
+        fixes = self._fixes
         if kind is SpanKind.SERVER and "http.url" not in attrs:
             url = _server_url(attrs)
             if url is not None:
-                updates["http.url"] = url
-        for key, fix in self._fixes:
-            value = updates.get(key, attrs.get(key))
+                updates["http.url"] = fixes[0][1](url)
+                fixes = fixes[1:]
+        get = attrs.get
+        for key, fix in fixes:
+            value = get(key)
             if isinstance(value, str):
                 clean = fix(value)
-                if clean != attrs.get(key):
+                if clean != value:
                     updates[key] = clean
         return updates
 

@@ -20,6 +20,7 @@ from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.util.http import ExcludeList, parse_excluded_urls
 
+from hyperdx.opentelemetry.metrics_fast import FastHistogram
 from hyperdx.opentelemetry.server import semconv
 from hyperdx.opentelemetry.server.faults import fault
 from hyperdx.opentelemetry.server.telemetry import ServerTelemetry
@@ -279,7 +280,7 @@ class Head:
         self.url_prefix = host_port_url(scope, headers)[2]  # scheme://host
         self.cell: list[int] | None = None  # the active count of self.active (its middleware's)
         # (status, http.target, http.route) -> (old, new) duration attributes, never mutated
-        self.metrics: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any]]] = {}
+        self.metrics: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any], bool]] = {}
 
 
 _MAX_HEADS = 256  # combinations per middleware; past it, heads are computed, not remembered
@@ -690,9 +691,12 @@ class OpenTelemetryASGIMiddleware:
         t = self.telemetry
         seconds = default_timer() - start
         target = route_target(ex.scope)
-        old_attrs, new_attrs = self._metric_attrs(ex, target)
+        old_attrs, new_attrs, known = self._metric_attrs(ex, target)
         ctx = ex.ctx
-        t.record_picked(seconds, old_attrs, new_attrs, ctx)
+        if known:  # memoised dicts, never changed again
+            t.record_known(seconds, old_attrs, new_attrs, ctx)
+        else:
+            t.record_picked(seconds, old_attrs, new_attrs, ctx)
         if ex.cell is not None:
             t.active.add_to(ex.cell, -1)
         else:
@@ -707,21 +711,22 @@ class OpenTelemetryASGIMiddleware:
         response_size = ex.response_size
         if response_size:  # contrib skips a zero length
             if t.response_size_old is not None:
-                t.response_size_old.record(response_size, old_attrs, context=ctx)
+                _record(t.response_size_old, response_size, old_attrs, ctx, known)
             if t.response_size_new is not None:
-                t.response_size_new.record(response_size, new_attrs, context=ctx)
+                _record(t.response_size_new, response_size, new_attrs, ctx, known)
         if size is not None:
             if t.request_size_old is not None:
-                t.request_size_old.record(size, old_attrs, context=ctx)
+                _record(t.request_size_old, size, old_attrs, ctx, known)
             if t.request_size_new is not None:
-                t.request_size_new.record(size, new_attrs, context=ctx)
+                _record(t.request_size_new, size, new_attrs, ctx, known)
 
     def _metric_attrs(
         self, ex: Exchange, target: str | None
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    ) -> tuple[dict[str, Any], dict[str, Any], bool]:
         """(old, new) duration and size attributes: ``semconv.pick`` of the request's attributes
         (plus ``http.target`` for the old ones), remembered per head for the usual requests,
-        whose picked attributes depend on nothing but the head, status, target and route."""
+        whose picked attributes depend on nothing but the head, status, target and route; and
+        whether they are such remembered dicts (which nothing changes any more)."""
         status, extra, head = ex.status, ex.extra, ex.head
         key = None
         if (
@@ -737,7 +742,16 @@ class OpenTelemetryASGIMiddleware:
         old_attrs = semconv.pick(attrs, semconv.DURATION_OLD)
         if target:
             old_attrs["http.target"] = target
-        found = old_attrs, semconv.pick(attrs, semconv.DURATION_NEW)
+        new_attrs = semconv.pick(attrs, semconv.DURATION_NEW)
         if head is not None and key is not None and len(head.metrics) < _MAX_METRIC_SETS:
-            head.metrics[key] = found
-        return found
+            found = head.metrics[key] = (old_attrs, new_attrs, True)
+            return found
+        return old_attrs, new_attrs, False
+
+
+def _record(histogram: Any, amount: int, attrs: dict[str, Any], ctx: Any, known: bool) -> None:
+    """``histogram.record``; ``record_known`` for memoised attributes (``known``)."""
+    if known and type(histogram) is FastHistogram:
+        histogram.record_known(amount, attrs, ctx)
+    else:
+        histogram.record(amount, attrs, context=ctx)
