@@ -201,31 +201,7 @@ def request_attributes(
     if host and old:
         attrs["http.server_name"] = host[0] if len(host) == 1 else ",".join(host)
     agent = headers.get("user-agent")
-    if agent:
-        value = agent[0]
-        if value:
-            if old:
-                attrs["http.user_agent"] = value
-            if new:
-                attrs["user_agent.original"] = value
-            synthetic = semconv.synthetic_type(value)
-            if synthetic:
-                attrs["user_agent.synthetic.type"] = synthetic
-    client = get("client")
-    if client is not None:
-        if client[0]:
-            if old:
-                attrs["net.peer.ip"] = client[0]
-            if new:
-                attrs["client.address"] = client[0]
-        peer_port = client[1]
-        if type(peer_port) is not int:
-            peer_port = semconv.as_int(peer_port)
-        if peer_port:
-            if old:
-                attrs["net.peer.port"] = peer_port
-            if new:
-                attrs["client.port"] = peer_port
+    _client_attrs(attrs, agent[0] if agent else None, get("client"), old, new)
     return attrs
 
 
@@ -332,17 +308,23 @@ def request_attributes_from(
             url += "?" + urllib.parse.unquote(query)
         attrs["http.url"] = semconv.redact(url)
     agent = plain.get(b"user-agent")
-    if agent is not None:
-        value = decode(agent)
-        if value:
-            if old:
-                attrs["http.user_agent"] = value
-            if new:
-                attrs["user_agent.original"] = value
-            synthetic = semconv.synthetic_type(value)
-            if synthetic:
-                attrs["user_agent.synthetic.type"] = synthetic
-    client = get("client")
+    _client_attrs(attrs, None if agent is None else decode(agent), get("client"), old, new)
+    return attrs
+
+
+def _client_attrs(
+    attrs: dict[str, Any], agent: str | None, client: Any, old: bool, new: bool
+) -> None:
+    """The user-agent and client address/port attributes (of both header paths), in the order
+    contrib adds them: ``agent`` is the User-Agent header's value, ``client`` the scope's."""
+    if agent:
+        if old:
+            attrs["http.user_agent"] = agent
+        if new:
+            attrs["user_agent.original"] = agent
+        synthetic = semconv.synthetic_type(agent)
+        if synthetic:
+            attrs["user_agent.synthetic.type"] = synthetic
     if client is not None:
         if client[0]:
             if old:
@@ -357,7 +339,6 @@ def request_attributes_from(
                 attrs["net.peer.port"] = peer_port
             if new:
                 attrs["client.port"] = peer_port
-    return attrs
 
 
 # The active-requests keys in the order request_attributes adds them, per (old, new) mode.
