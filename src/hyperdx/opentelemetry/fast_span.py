@@ -25,7 +25,8 @@ Relies on SDK internals, verified for opentelemetry-sdk >=1.45.1,<2 (the pinned 
 ``instrumentation_info``, ``_span_limits``, ``_instrumentation_scope``, ``_tracer_metrics`` and
 ``_is_enabled()``; ``_Span``'s constructor, ``end`` and fields; ``BoundedAttributes._dict``,
 ``maxlen``, ``max_value_len``, ``_immutable``; ``BoundedList``'s fields; the API's
-``SpanContext.__new__``. The names each SDK function involved uses are
+``SpanContext.__new__``; ``RandomIdGenerator``'s methods (inlined as ``random.getrandbits``
+for that exact class). The names each SDK function involved uses are
 fingerprinted at import: if a release changes any of them, the fast paths switch themselves off
 (spans take ``tracer.start_span`` / ``set_attribute``) and ``tests/core/test_fast_span.py``
 fails, naming the function to re-verify.
@@ -34,6 +35,7 @@ fails, naming the function to re-verify.
 from __future__ import annotations
 
 import inspect
+import random as _random
 import threading
 import zlib
 from collections import deque
@@ -45,11 +47,13 @@ from opentelemetry import attributes as sdk_attributes
 from opentelemetry import trace as trace_api
 from opentelemetry.context import Context
 from opentelemetry.sdk import trace as sdk_trace
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, DEFAULT_ON, Decision
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
 _SDK_TRACER = sdk_trace.Tracer
+_RANDOM_IDS = RandomIdGenerator  # ids from random.getrandbits (read per call: patchable)
 _SDK_SPAN = sdk_trace._Span  # the class Tracer.start_span instantiates
 _BOUNDED = sdk_attributes.BoundedAttributes
 _LOCK = threading.Lock
@@ -105,6 +109,9 @@ def fingerprints() -> dict[str, int]:
         "SynchronousMultiSpanProcessor.on_end": _fingerprint(
             sdk_trace.SynchronousMultiSpanProcessor.on_end
         ),
+        "RandomIdGenerator.generate_trace_id": _fingerprint(_RANDOM_IDS.generate_trace_id),
+        "RandomIdGenerator.generate_span_id": _fingerprint(_RANDOM_IDS.generate_span_id),
+        "RandomIdGenerator.is_trace_id_random": _fingerprint(_RANDOM_IDS.is_trace_id_random),
     }
 
 
@@ -128,9 +135,13 @@ VERIFIED = {
     "BoundedList.__init__": 3405008081,
     "SpanContext.__new__": 58539424,
     "SynchronousMultiSpanProcessor.on_end": 1612621279,
+    "RandomIdGenerator.generate_trace_id": 2424190098,
+    "RandomIdGenerator.generate_span_id": 2102349030,
+    "RandomIdGenerator.is_trace_id_random": 2068527459,
 }
 
-ENABLED = fingerprints() == VERIFIED
+# (A name fingerprint cannot see a changed constant: is_trace_id_random's is checked itself.)
+ENABLED = fingerprints() == VERIFIED and RandomIdGenerator().is_trace_id_random() is True
 
 
 def start_span(
@@ -155,9 +166,11 @@ def start_span(
     if not t._is_enabled():
         return trace_api.NonRecordingSpan(context=cast(SpanContext, parent))  # None as the SDK
     ids = t.id_generator
+    stock_ids = type(ids) is _RANDOM_IDS and ENABLED
     if parent is None or parent is _INVALID_PARENT or not parent.is_valid:
         parent = None
-        trace_id = ids.generate_trace_id()
+        # RandomIdGenerator.generate_trace_id, inlined (its loop only runs for a zero id).
+        trace_id = (stock_ids and _random.getrandbits(128)) or ids.generate_trace_id()
     else:
         trace_id = parent.trace_id
     sampler = t.sampler
@@ -172,8 +185,11 @@ def start_span(
     else:
         result = sampler.should_sample(context, trace_id, name, kind, attributes, ())
         decision, attrs, trace_state = result.decision, result.attributes, result.trace_state
-    random = ids.is_trace_id_random() if parent is None else parent.trace_flags.random_trace_id
-    span_id = ids.generate_span_id()
+    if parent is not None:
+        random = parent.trace_flags.random_trace_id
+    else:
+        random = stock_ids or ids.is_trace_id_random()  # the stock generator's is True
+    span_id = (stock_ids and _random.getrandbits(64)) or ids.generate_span_id()
     # SpanContext(trace_id, span_id, False, flags, trace_state), its __new__ inlined.
     span_context = _new_tuple(
         SpanContext,
