@@ -16,7 +16,7 @@ from typing import Any
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util import BoundedList
-from opentelemetry.trace import SpanContext, TraceFlags, TraceState
+from opentelemetry.trace import DEFAULT_TRACE_STATE, SpanContext, TraceFlags, TraceState
 
 from hyperdx.opentelemetry.fast_span import _UNSET_STATUS
 from hyperdx.opentelemetry.fast_span import _Span as _LIVE_SPAN
@@ -81,6 +81,7 @@ def _links(links: Sequence[Any]) -> list[bytes]:
 
 
 _STATUS_UNSET = b"\x7a\x00"
+_EMPTY_TRACE_STATE = DEFAULT_TRACE_STATE
 
 
 def _context_is_tuple() -> bool:
@@ -137,7 +138,7 @@ def encode_span(span: ReadableSpan) -> bytes:
     else:
         tid, sid, ts = ctx.trace_id, ctx.span_id, ctx.trace_state
     parts = [_IDS(b"\x0a\x10", tid >> 64, tid & _LOW64, b"\x12\x08", sid)]
-    if ts:
+    if ts is not _EMPTY_TRACE_STATE and ts:  # the shared empty one, without TraceState.__len__
         parts.append(string_field(b"\x1a", ",".join([f"{k}={v}" for k, v in ts.items()])))
     if parent:
         parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
