@@ -24,9 +24,10 @@ from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind
 
+from hyperdx.opentelemetry import fast_span
 from hyperdx.opentelemetry.capture.redact import Redactor, get_redactor
+from hyperdx.opentelemetry.fast_span import _BOUNDED, set_str_at_start
 from hyperdx.opentelemetry.fast_span import _Span as _FAST_SPAN
-from hyperdx.opentelemetry.fast_span import set_str_at_start
 from hyperdx.opentelemetry.options import Settings
 
 # Attributes HTTP client metrics may keep: bounded cardinality, no URLs (which carry query
@@ -101,33 +102,29 @@ class SpanHygieneProcessor(SpanProcessor):
 
     def __init__(self, redactor: Redactor) -> None:
         self._redactor = redactor
-        self._fixes = (
-            ("http.url", redactor.url),
-            ("url.full", redactor.url),
-            ("http.target", redactor.target),
-            ("url.query", redactor.query),
-        )
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         if type(span) is _FAST_SPAN:  # fast_span's spans: fields read directly, one pass
             kind = span._kind
-            plain = getattr(span._attributes, "_dict", None)
-            if type(plain) is not dict:
-                plain = None
             if kind is not SpanKind.SERVER and kind is not SpanKind.CLIENT:
                 return
-            updates = self._fixed(kind, plain if plain is not None else (span.attributes or {}))
+            stored: Any = span._attributes
+            plain = stored._dict if type(stored) is _BOUNDED else None
+            if type(plain) is dict:
+                self._start_plain(span, kind, stored, plain)
+                return
+            updates = self._fixed(kind, span.attributes or {})
+            plain = None
         else:
             kind, plain = span.kind, _plain_attributes(span)
             if kind is not SpanKind.SERVER and kind is not SpanKind.CLIENT:
                 return  # URLs live on server and client spans only
             updates = self._updates(span)
-        if updates:
-            for key, value in updates.items():
-                if type(value) is str:
-                    set_str_at_start(span, key, value)
-                else:
-                    span.set_attribute(key, value)
+        for key, value in updates.items():
+            if type(value) is str:
+                set_str_at_start(span, key, value)
+            else:
+                span.set_attribute(key, value)
         # Remember the values now stored under the keys `_updates` fixes: while `_on_ending`
         # finds the very same objects there, a second pass would change nothing (each
         # redaction is idempotent, and a present `http.url` is never rebuilt).
@@ -136,6 +133,29 @@ class SpanHygieneProcessor(SpanProcessor):
                 span._hyperdx_url_fields = tuple(map(plain.get, _URL_KEYS))  # type: ignore[attr-defined]
             except AttributeError:  # a span class with __slots__: `_on_ending` redoes the work
                 pass
+
+    def _start_plain(self, span: Any, kind: SpanKind, stored: Any, plain: dict[str, Any]) -> None:
+        """:meth:`on_start` for a fast span whose attributes are its plain dict: the updates
+        are stored as ``set_str_at_start`` would (a new span: not ended, no other thread)."""
+        updates = self._fixed(kind, plain)
+        if updates:
+            maxlen, max_value_len = stored.maxlen, stored.max_value_len
+            for key, value in updates.items():
+                if (
+                    type(value) is str
+                    and fast_span.ENABLED
+                    and not stored._immutable
+                    and (max_value_len is None or len(value) <= max_value_len)
+                    and (maxlen is None or len(plain) < maxlen or key in plain)
+                ):
+                    plain.pop(key, None)  # an existing key moves to the end, as in the SDK
+                    plain[key] = value
+                elif type(value) is str:
+                    set_str_at_start(span, key, value)
+                else:
+                    span.set_attribute(key, value)
+        if kind is SpanKind.CLIENT or "http.url" in plain:
+            span._hyperdx_url_fields = tuple(map(plain.get, _URL_KEYS))
 
     def _on_ending(self, span: Span) -> None:
         if type(span) is _FAST_SPAN:
@@ -175,19 +195,32 @@ class SpanHygieneProcessor(SpanProcessor):
         """The attributes to set on a span of ``kind`` holding ``attrs``: ``http.url`` built
         (server spans), URL attributes redacted."""
         updates: dict[str, Any] = {}
-        fixes = self._fixes
+        get = attrs.get
+        redactor = self._redactor
+        value = get("http.url")
         if kind is SpanKind.SERVER and "http.url" not in attrs:
             url = _server_url(attrs)
             if url is not None:
-                updates["http.url"] = fixes[0][1](url)
-                fixes = fixes[1:]
-        get = attrs.get
-        for key, fix in fixes:
-            value = get(key)
-            if isinstance(value, str):
-                clean = fix(value)
-                if clean != value:
-                    updates[key] = clean
+                updates["http.url"] = redactor.url(url)
+        elif isinstance(value, str):
+            clean = redactor.url(value)
+            if clean != value:
+                updates["http.url"] = clean
+        value = get("url.full")
+        if isinstance(value, str):
+            clean = redactor.url(value)
+            if clean != value:
+                updates["url.full"] = clean
+        value = get("http.target")
+        if isinstance(value, str):
+            clean = redactor.target(value)
+            if clean != value:
+                updates["http.target"] = clean
+        value = get("url.query")
+        if isinstance(value, str):
+            clean = redactor.query(value)
+            if clean != value:
+                updates["url.query"] = clean
         return updates
 
     def on_end(self, span: ReadableSpan) -> None:
