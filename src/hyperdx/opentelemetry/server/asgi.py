@@ -20,6 +20,7 @@ from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.util.http import ExcludeList, parse_excluded_urls
 
+from hyperdx.opentelemetry import fast_context
 from hyperdx.opentelemetry.metrics_fast import FastHistogram
 from hyperdx.opentelemetry.server import semconv
 from hyperdx.opentelemetry.server.faults import fault
@@ -83,7 +84,7 @@ def content_length(raw: Any) -> int | None:
 
 def instrumentation_enabled() -> bool:
     """contrib's ``is_http_instrumentation_enabled``; an empty context suppresses nothing."""
-    return not context.get_current() or is_http_instrumentation_enabled()
+    return not fast_context.get_current() or is_http_instrumentation_enabled()
 
 
 _SUPPRESS_INSTRUMENTATION_KEY_PLAIN = "suppress_instrumentation"  # contrib reads it too
@@ -564,7 +565,7 @@ class OpenTelemetryASGIMiddleware:
         kind = scope.get("type")
         if kind != "http" and kind != "websocket":
             return await self.app(scope, receive, send)
-        current = context.get_current()
+        current = fast_context.get_current()
         if current and not enabled_in(current):
             return await self.app(scope, receive, send)
         try:
@@ -576,7 +577,7 @@ class OpenTelemetryASGIMiddleware:
         if ex is None:  # an excluded URL
             return await self.app(scope, receive, send)
         span = ex.span
-        token = context.attach(ex.ctx)
+        token = fast_context.attach(ex.ctx)
         try:
             hook = self.server_request_hook
             if hook is not None:
@@ -598,7 +599,7 @@ class OpenTelemetryASGIMiddleware:
                     self._record(ex, start)
                 except Exception as exc:  # noqa: BLE001
                     fault("asgi.metrics", exc)
-            context.detach(token)
+            fast_context.detach(token)
             if span.is_recording():
                 span.end()
 

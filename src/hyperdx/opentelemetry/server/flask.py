@@ -29,6 +29,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 from opentelemetry.instrumentation.propagators import get_global_response_propagator
 from opentelemetry.util.http import ExcludeList, get_excluded_urls, parse_excluded_urls
 
+from hyperdx.opentelemetry import fast_context
 from hyperdx.opentelemetry.server import semconv
 from hyperdx.opentelemetry.server.faults import fault
 from hyperdx.opentelemetry.server.telemetry import ServerTelemetry
@@ -282,7 +283,7 @@ class _AppState:
         req.rule = rule
         req.info = info
         req.ctx = ctx
-        req.token = context.attach(ctx)
+        req.token = fast_context.attach(ctx)
 
     def _commenter(self, request: Any, route: _Route | None) -> dict[str, Any]:
         """The sqlcommenter tags; remembered in ``route`` for the next requests of its rule
@@ -430,7 +431,7 @@ def _do_teardown_request(self: Any, *args: Any, **kwargs: Any) -> Any:
                             semconv.record_exception(req.span, exc)
                     token, req.token = req.token, None
                     req.span.end()
-                    context.detach(token)  # type: ignore[arg-type,unused-ignore]
+                    fast_context.detach(token)  # type: ignore[arg-type,unused-ignore]
             except Exception as exc:  # noqa: BLE001
                 fault("flask.end_span", exc)
 

@@ -21,7 +21,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.http import normalize_user_agent
 
-from hyperdx.opentelemetry import fast_span
+from hyperdx.opentelemetry import fast_context, fast_span
 from hyperdx.opentelemetry.server import semconv
 from hyperdx.opentelemetry.server.faults import fault
 from hyperdx.opentelemetry.server.telemetry import ServerTelemetry
@@ -251,7 +251,7 @@ def start_server_span(
     current context if the caller has it; ``incoming``: whether ``carrier`` holds a
     ``traceparent`` or ``baggage`` header, if the caller knows (else the getter is asked)."""
     if current is None:
-        current = context.get_current()
+        current = fast_context.get_current()
     active = current.get(_SPAN_KEY)
     if active is None or active is trace.INVALID_SPAN or not isinstance(active, trace.Span):
         if incoming is not None:
@@ -324,7 +324,7 @@ class OpenTelemetryWSGIMiddleware:
             return self.wsgi(environ, start_response)
         if self.request_hook:
             self.request_hook(span, environ)
-        token = context.attach(ctx)
+        token = fast_context.attach(ctx)
         response_hook = self.response_hook
 
         def _start_response(status: str, headers: list[tuple[str, str]], *args: Any) -> Any:
@@ -357,7 +357,7 @@ class OpenTelemetryWSGIMiddleware:
                     span.set_attribute("error.type", type(exc).__qualname__)
                 span.set_status(Status(StatusCode.ERROR, str(exc)))
             span.end()
-            context.detach(token)
+            fast_context.detach(token)
             raise
         finally:
             try:
@@ -382,4 +382,4 @@ def _end_after_iterating(iterable: Iterable[Any], span: trace.Span, token: objec
                 close()
         finally:
             span.end()
-            context.detach(token)  # type: ignore[arg-type,unused-ignore]
+            fast_context.detach(token)  # type: ignore[arg-type,unused-ignore]
