@@ -26,7 +26,9 @@ Relies on SDK internals, verified for opentelemetry-sdk >=1.45.1,<2 (the pinned 
 ``_is_enabled()``; ``_Span``'s constructor, ``end`` and fields; ``BoundedAttributes._dict``,
 ``maxlen``, ``max_value_len``, ``_immutable``; ``BoundedList``'s fields; the API's
 ``SpanContext.__new__``; ``RandomIdGenerator``'s methods (inlined as ``random.getrandbits``
-for that exact class). The names each SDK function involved uses are
+for that exact class); ``Tracer._tracer_config.is_enabled``; ``NoOpTracerMetrics.start_span``
+returning the module's ``noop`` (not called); ``Decision.RECORD_AND_SAMPLE`` sampling and
+recording. The names each SDK function involved uses are
 fingerprinted at import: if a release changes any of them, the fast paths switch themselves off
 (spans take ``tracer.start_span`` / ``set_attribute``) and ``tests/core/test_fast_span.py``
 fails, naming the function to re-verify.
@@ -47,12 +49,16 @@ from opentelemetry import attributes as sdk_attributes
 from opentelemetry import trace as trace_api
 from opentelemetry.context import Context
 from opentelemetry.sdk import trace as sdk_trace
+from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
+from opentelemetry.sdk.trace._tracer_metrics import noop as _tracer_metrics_noop
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, DEFAULT_ON, Decision
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
 _SDK_TRACER = sdk_trace.Tracer
+_NO_TRACER_METRICS = NoOpTracerMetrics  # a provider without tracer metrics (the default)
+_NO_END_METRICS = _tracer_metrics_noop  # what its start_span returns: a no-op
 _RANDOM_IDS = RandomIdGenerator  # ids from random.getrandbits (read per call: patchable)
 _SDK_SPAN = sdk_trace._Span  # the class Tracer.start_span instantiates
 _BOUNDED = sdk_attributes.BoundedAttributes
@@ -109,6 +115,10 @@ def fingerprints() -> dict[str, int]:
         "SynchronousMultiSpanProcessor.on_end": _fingerprint(
             sdk_trace.SynchronousMultiSpanProcessor.on_end
         ),
+        "Tracer._is_enabled": _fingerprint(_SDK_TRACER._is_enabled),
+        "NoOpTracerMetrics.start_span": _fingerprint(_NO_TRACER_METRICS.start_span),
+        "Decision.is_sampled": _fingerprint(Decision.is_sampled),
+        "Decision.is_recording": _fingerprint(Decision.is_recording),
         "RandomIdGenerator.generate_trace_id": _fingerprint(_RANDOM_IDS.generate_trace_id),
         "RandomIdGenerator.generate_span_id": _fingerprint(_RANDOM_IDS.generate_span_id),
         "RandomIdGenerator.is_trace_id_random": _fingerprint(_RANDOM_IDS.is_trace_id_random),
@@ -135,13 +145,21 @@ VERIFIED = {
     "BoundedList.__init__": 3405008081,
     "SpanContext.__new__": 58539424,
     "SynchronousMultiSpanProcessor.on_end": 1612621279,
+    "Tracer._is_enabled": 2897487046,
+    "NoOpTracerMetrics.start_span": 680789356,
+    "Decision.is_sampled": 1591571443,
+    "Decision.is_recording": 1374087518,
     "RandomIdGenerator.generate_trace_id": 2424190098,
     "RandomIdGenerator.generate_span_id": 2102349030,
     "RandomIdGenerator.is_trace_id_random": 2068527459,
 }
 
 # (A name fingerprint cannot see a changed constant: is_trace_id_random's is checked itself.)
-ENABLED = fingerprints() == VERIFIED and RandomIdGenerator().is_trace_id_random() is True
+ENABLED = (
+    fingerprints() == VERIFIED
+    and RandomIdGenerator().is_trace_id_random() is True
+    and NoOpTracerMetrics().start_span(None, _SAMPLE) is _NO_END_METRICS
+)
 
 
 def start_span(
@@ -163,7 +181,7 @@ def start_span(
         parent = trace_api.get_current_span(context).get_span_context()
         if parent is not None and not isinstance(parent, SpanContext):
             raise TypeError("parent_span_context must be a SpanContext or None.")
-    if not t._is_enabled():
+    if not t._tracer_config.is_enabled:  # Tracer._is_enabled(), inlined
         return trace_api.NonRecordingSpan(context=cast(SpanContext, parent))  # None as the SDK
     ids = t.id_generator
     stock_ids = type(ids) is _RANDOM_IDS and ENABLED
@@ -197,13 +215,17 @@ def start_span(
             trace_id,
             span_id,
             False,
-            _FLAGS[decision.is_sampled(), bool(random)],
+            _FLAGS[True if decision is _SAMPLE else decision.is_sampled(), bool(random)],
             _DEFAULT_TRACE_STATE if trace_state is None else trace_state,
             0 < trace_id <= _TRACE_ID_MAX and 0 < span_id <= _SPAN_ID_MAX,
         ),
     )
-    record_end_metrics = t._tracer_metrics.start_span(parent, decision)
-    if not decision.is_recording():
+    tracer_metrics = t._tracer_metrics
+    if type(tracer_metrics) is _NO_TRACER_METRICS:  # its start_span returns this, always
+        record_end_metrics = _NO_END_METRICS
+    else:
+        record_end_metrics = tracer_metrics.start_span(parent, decision)
+    if decision is not _SAMPLE and not decision.is_recording():
         return trace_api.NonRecordingSpan(context=span_context)
     limits = t._span_limits
     plain = _plain(attrs, limits.max_span_attributes, limits.max_span_attribute_length)
@@ -315,8 +337,9 @@ class _Span(_SDK_SPAN):
         if not usual:  # not started or already ended: the SDK's error or warning
             super().end(end_time)
             return
-        if self._record_end_metrics:
-            self._record_end_metrics()
+        record_end_metrics = self._record_end_metrics
+        if record_end_metrics and record_end_metrics is not _NO_END_METRICS:
+            record_end_metrics()
         end_live(self)
 
     def set_attribute(self, key: str, value: Any) -> None:
