@@ -116,6 +116,7 @@ def fingerprints() -> dict[str, int]:
             sdk_trace.SynchronousMultiSpanProcessor.on_end
         ),
         "Tracer._is_enabled": _fingerprint(_SDK_TRACER._is_enabled),
+        "Span.is_recording": _fingerprint(sdk_trace.Span.is_recording),
         "NoOpTracerMetrics.start_span": _fingerprint(_NO_TRACER_METRICS.start_span),
         "Decision.is_sampled": _fingerprint(Decision.is_sampled),
         "Decision.is_recording": _fingerprint(Decision.is_recording),
@@ -146,6 +147,7 @@ VERIFIED = {
     "SpanContext.__new__": 58539424,
     "SynchronousMultiSpanProcessor.on_end": 1612621279,
     "Tracer._is_enabled": 2897487046,
+    "Span.is_recording": 2448735094,
     "NoOpTracerMetrics.start_span": 680789356,
     "Decision.is_sampled": 1591571443,
     "Decision.is_recording": 1374087518,
@@ -442,3 +444,7 @@ def set_plain_attributes(span: Any, attrs: dict[str, Any]) -> None:
                         plain[key] = value
                 return
     span.set_attributes(attrs)
+
+
+# Span classes whose is_recording() is ``span._end_time is None`` (none if not ENABLED).
+RECORDING_UNTIL_ENDED: frozenset[type] = frozenset({_Span, _SDK_SPAN}) if ENABLED else frozenset()
