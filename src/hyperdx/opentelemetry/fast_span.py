@@ -325,6 +325,9 @@ class _Span(_SDK_SPAN):
     plain value the SDK would store as is goes straight into the attribute dict.
     """
 
+    # What the hygiene processor's on_start left under the URL keys (``hygiene``), read at end.
+    _hyperdx_url_fields: tuple[Any, ...] | None = None
+
     def end(self, end_time: int | None = None) -> None:
         end_live = getattr(self._span_processor, "end_live", None)
         if end_live is None or not ENABLED:

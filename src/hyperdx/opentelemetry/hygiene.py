@@ -160,14 +160,16 @@ class SpanHygieneProcessor(SpanProcessor):
     def _on_ending(self, span: Span) -> None:
         if type(span) is _FAST_SPAN:
             kind = span._kind
-            plain = getattr(span._attributes, "_dict", None)
+            stored: Any = span._attributes
+            plain = stored._dict if type(stored) is _BOUNDED else None
             if type(plain) is not dict:
                 plain = None
+            seen = span._hyperdx_url_fields  # None (the class's) until on_start sets it
         else:
             kind, plain = span.kind, _plain_attributes(span)
+            seen = getattr(span, "_hyperdx_url_fields", None)
         if kind is not SpanKind.SERVER and kind is not SpanKind.CLIENT:
             return
-        seen = getattr(span, "_hyperdx_url_fields", None)
         # Identity, not equality (`True == 1`); an equal value set again is just redone.
         if (
             seen is not None

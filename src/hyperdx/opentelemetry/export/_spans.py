@@ -121,9 +121,14 @@ def encode_span(span: ReadableSpan) -> bytes:
         status: Any = span._status
         # Bounded collections carry their dropped count (a limit of 0 drops everything, so
         # these are read even when the collection is empty).
-        d_attrs = getattr(attrs, "dropped", 0)
-        d_events = getattr(events, "dropped", 0)
-        d_links = getattr(links, "dropped", 0)
+        d_attrs = (
+            attrs.dropped if type(attrs) is BoundedAttributes else getattr(attrs, "dropped", 0)
+        )
+        if type(events) is BoundedList and type(links) is BoundedList:
+            d_events, d_links = events.dropped, links.dropped
+        else:
+            d_events = getattr(events, "dropped", 0)
+            d_links = getattr(links, "dropped", 0)
     else:
         ctx, parent, name, kind = span.context, span.parent, span.name, span.kind
         start, end = span.start_time, span.end_time
