@@ -83,6 +83,7 @@ _FLAGS = {  # TraceFlags are immutable ints: one of each, as Tracer.start_span c
     for sampled in (False, True)
     for random in (False, True)
 }
+_SAMPLED_FLAGS = (_FLAGS[True, False], _FLAGS[True, True])  # by random: no tuple key
 
 
 def _fingerprint(function: Callable[..., Any]) -> int:
@@ -217,7 +218,9 @@ def start_span(
             trace_id,
             span_id,
             False,
-            _FLAGS[True if decision is _SAMPLE else decision.is_sampled(), bool(random)],
+            _SAMPLED_FLAGS[bool(random)]
+            if decision is _SAMPLE
+            else _FLAGS[decision.is_sampled(), bool(random)],
             _DEFAULT_TRACE_STATE if trace_state is None else trace_state,
             0 < trace_id <= _TRACE_ID_MAX and 0 < span_id <= _SPAN_ID_MAX,
         ),

@@ -213,7 +213,8 @@ class _AppState:
             excluded = self.has_exclusions and self.config.excluded.url_disabled(_url(environ))
             req = _Request(attrs, excluded, start_ns, self, start_response)
             environ[_KEY] = req
-            t.active.add(1, active)
+            cell = t.active.cell_of(active)
+            t.active.add_to(cell, 1)
         except Exception as exc:  # noqa: BLE001 - never the app's problem
             fault("flask.request", exc)
             return original(app, environ, start_response)
@@ -242,7 +243,7 @@ class _AppState:
                     fault("flask.metrics", exc)
             return result
         finally:
-            t.active.add(-1, active)
+            t.active.add_to(cell, -1)
 
     def start_span(self, request: Any, req: _Request) -> None:
         """At preprocess_request: routing is done, so the span carries the rule."""

@@ -227,6 +227,7 @@ _ABSENT_PER_KEY = [(_ABSENT,) * n for n in range(32)]  # dict.get's default, onc
 
 _MAX_ATTRIBUTE_SETS = 2000  # the SDK's cardinality limit per instrument
 _OVERFLOW = (("otel.metric.overflow", True),)
+_MAX_KNOWN_KEYS = 512  # cell_of's memo (keys made per request beyond it are hashed each time)
 
 
 class ActiveRequests:
@@ -243,6 +244,7 @@ class ActiveRequests:
     def __init__(self, meter: Any, unit: str, description: str) -> None:
         self._counts: dict[tuple[tuple[str, Any], ...], list[int]] = {}  # key -> [count]
         self._lock = threading.Lock()
+        self._known: dict[int, tuple[Any, list[int]]] = {}  # cell_of's, by id(key)
         self._meter = meter  # keeps id(meter) unique while registered in _shared
         meter.create_observable_up_down_counter(
             name="http.server.active_requests",
@@ -275,6 +277,18 @@ class ActiveRequests:
         with self._lock:
             found = self._counts.get(key)
             return found if found is not None else self._new_cell(key)
+
+    def cell_of(self, key: tuple[tuple[str, Any], ...]) -> list[int]:
+        """:meth:`cell`, found by the key's identity when this key object was seen before (a
+        memoised key, as ``wsgi.request_start`` returns per server combination): no hashing
+        of the nested key per request."""
+        found = self._known.get(id(key))
+        if found is not None and found[0] is key:
+            return found[1]
+        cell = self.cell(key)
+        if len(self._known) < _MAX_KNOWN_KEYS:
+            self._known[id(key)] = (key, cell)  # holds the key, so its id stays its own
+        return cell
 
     def add_to(self, cell: list[int], amount: int) -> None:
         """:meth:`add` to a count :meth:`cell` returned."""
