@@ -229,3 +229,47 @@ def test_fast_context_matches_the_api_and_logs_a_bad_detach(caplog: Any) -> None
     with caplog.at_level(logging.ERROR, logger="opentelemetry.context"):
         fast_context.detach(token)  # used twice: the API logs it, nothing is raised
     assert "Failed to detach context" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("field", "key"),
+    [("REMOTE_HOST", "net.peer.name"), ("RAW_URI", "http.target")],
+)
+def test_a_non_str_environ_value_still_gets_the_sdks_cleaning(field: str, key: str) -> None:
+    """``request_start_plain`` vouches for plain values only: a list in a (non-PEP 3333)
+    environ reaches the span through the SDK's cleaning (made a tuple), as without the
+    shortcut (which would have stored the list as it is)."""
+    from hyperdx.opentelemetry.server import semconv, wsgi
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    middleware = wsgi.OpenTelemetryWSGIMiddleware(app, tracer_provider=provider)
+    values = {"REMOTE_HOST": "peer", "RAW_URI": "/p", "HTTP_HOST": "h:1"}
+    for raw in (False, True):
+        environ = {
+            "REQUEST_METHOD": "GET",
+            "PATH_INFO": "/p",
+            "SERVER_NAME": "s",
+            "SERVER_PORT": "80",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "REMOTE_ADDR": "10.0.0.1",
+            "HTTP_USER_AGENT": "agent/1",
+            "wsgi.url_scheme": "http",
+            **values,
+        }
+        if raw:
+            environ[field] = [environ[field]]
+        plain = wsgi.request_start_plain(environ, semconv.current_mode())[2]
+        assert plain is not raw
+        assert b"".join(middleware(environ, lambda *a: None)) == b"ok"
+    clean, cleaned = (dict(s.attributes or {}) for s in exporter.get_finished_spans())
+    assert cleaned.pop(key) == (clean.pop(key),)  # the SDK's cleaning: a sequence -> tuple
+    cleaned.pop("http.url", None)
+    clean.pop("http.url", None)
+    assert cleaned == clean

@@ -172,8 +172,12 @@ def start_span(
     kind: SpanKind,
     attributes: Mapping[str, Any] | None,
     start_time: int | None = None,
+    plain: bool = False,
 ) -> trace_api.Span:
-    """``tracer.start_span(name, context, kind, attributes, start_time=start_time)``."""
+    """``tracer.start_span(name, context, kind, attributes, start_time=start_time)``.
+
+    ``plain``: the caller knows every value of ``attributes`` is of a plain type (str, int,
+    bool, float) under a non-empty ``str`` key, so only the span limits are checked."""
     if type(tracer) is not _SDK_TRACER or not ENABLED:
         return tracer.start_span(name, context, kind, attributes, start_time=start_time)
     t: Any = tracer
@@ -233,7 +237,16 @@ def start_span(
     if decision is not _SAMPLE and not decision.is_recording():
         return trace_api.NonRecordingSpan(context=span_context)
     limits = t._span_limits
-    plain = _plain(attrs, limits.max_span_attributes, limits.max_span_attribute_length)
+    max_count = limits.max_span_attributes
+    if (
+        plain
+        and attrs is attributes
+        and limits.max_span_attribute_length is None
+        and (max_count is None or not attrs or len(attrs) <= max_count)
+    ):
+        pass  # what _plain would find, without reading every key and value
+    else:
+        plain = _plain(attrs, max_count, limits.max_span_attribute_length)
     span: Any
     if plain:
         span = _new_span(

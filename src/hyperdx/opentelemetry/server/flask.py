@@ -39,7 +39,7 @@ from hyperdx.opentelemetry.server.wsgi import (
     default_span_name,
     environ_getter,
     request_header_items,
-    request_start,
+    request_start_plain,
     start_server_span,
 )
 
@@ -85,6 +85,7 @@ class _Request:
         "ctx",
         "excluded",
         "info",
+        "plain",
         "route",
         "rule",
         "span",
@@ -101,8 +102,10 @@ class _Request:
         start_ns: int,
         state: _AppState,
         wrapped: Callable[..., Any],
+        plain: bool,
     ) -> None:
         self.attrs = attrs
+        self.plain = plain  # every value in attrs is of a plain type (fast_span)
         self.excluded = excluded
         self.start_ns = start_ns
         self.state = state
@@ -146,11 +149,12 @@ class _Request:
 class _Route:
     """What a URL rule contributes to every request it serves, computed at its first one."""
 
-    __slots__ = ("commenter", "names", "new_extra", "old_extra", "rule", "text")
+    __slots__ = ("commenter", "names", "new_extra", "old_extra", "plain", "rule", "text")
 
     def __init__(self, rule: Any) -> None:
         self.rule = rule  # held, so the id() keying the cache stays this rule's
         self.text: str = rule.rule
+        self.plain = type(self.text) is str  # http.route keeps the attributes plain
         route = str(rule)
         self.old_extra = {"http.target": route} if route else None
         self.new_extra = {"http.route": route} if route else None
@@ -209,9 +213,9 @@ class _AppState:
         try:
             start_ns = time_ns()
             start = default_timer()
-            attrs, active = request_start(environ, mode)
+            attrs, active, plain = request_start_plain(environ, mode)
             excluded = self.has_exclusions and self.config.excluded.url_disabled(_url(environ))
-            req = _Request(attrs, excluded, start_ns, self, start_response)
+            req = _Request(attrs, excluded, start_ns, self, start_response, plain)
             environ[_KEY] = req
             cell = t.active.cell_of(active)
             t.active.add_to(cell, 1)
@@ -272,7 +276,14 @@ class _AppState:
             else:
                 extra = (_COMMENTER_KEY, self._commenter(request, info))
         span, ctx = start_server_span(
-            t.tracer, name, environ, environ_getter, attrs, req.start_ns, extra
+            t.tracer,
+            name,
+            environ,
+            environ_getter,
+            attrs,
+            req.start_ns,
+            extra,
+            plain=req.plain and (info is None or info.plain),
         )
         if t.headers.request is not None and span.is_recording() and semconv.is_server(span):
             custom = t.headers.attributes(

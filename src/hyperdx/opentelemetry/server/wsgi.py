@@ -52,7 +52,16 @@ def request_attributes(environ: dict[str, Any], mode: semconv.Mode) -> dict[str,
 def request_start(
     environ: dict[str, Any], mode: semconv.Mode
 ) -> tuple[dict[str, Any], semconv.ActiveKey]:
-    """:func:`request_attributes` and their active-requests key (``semconv.active_attrs``).
+    """:func:`request_attributes` and their active-requests key (``semconv.active_attrs``)."""
+    attrs, active, _ = request_start_plain(environ, mode)
+    return attrs, active
+
+
+def request_start_plain(
+    environ: dict[str, Any], mode: semconv.Mode
+) -> tuple[dict[str, Any], semconv.ActiveKey, bool]:
+    """:func:`request_start`, and whether every attribute value is of a plain type (str, int,
+    bool, float: what the SDK stores unchanged; ``fast_span.start_span(plain=True)``).
 
     Runs on every request, so the attributes that depend only on the server and the method
     (method, server name, scheme, host, port; the protocol version), which are also all the
@@ -77,7 +86,7 @@ def request_start(
         found = _head(key, mode, remember=False)
     if found is None:
         found = _head(key, mode)
-    head, flavor, active = found
+    head, flavor, active, plain = found
     attrs = head.copy()
     target = get("RAW_URI")
     if target is None:
@@ -134,10 +143,16 @@ def request_start(
             attrs["http.flavor"] = flavor
         if new:
             attrs["network.protocol.version"] = flavor
-    return attrs, active
+    # The per-request values (the head's were checked once): of plain types, or not set.
+    if plain:
+        plain = _PLAIN_OR_NONE.issuperset(map(type, (target, remote_addr, remote_host, agent)))
+        if plain and new:
+            plain = _PLAIN_OR_NONE.issuperset(map(type, (get("PATH_INFO"), get("QUERY_STRING"))))
+    return attrs, active, plain
 
 
-_Head = tuple[dict[str, Any], Any, semconv.ActiveKey]
+_PLAIN_OR_NONE = frozenset({str, int, bool, float, type(None)})
+_Head = tuple[dict[str, Any], Any, semconv.ActiveKey, bool]
 _HEADS: dict[tuple[Any, ...], _Head] = {}  # request_attributes' memo, bounded
 _MAX_HEADS = 256
 
@@ -177,7 +192,8 @@ def _head(key: tuple[Any, ...], mode: semconv.Mode, remember: bool = True) -> _H
             with_flavor["http.flavor"] = flavor
         if new:
             with_flavor["network.protocol.version"] = flavor
-    found = (attrs, flavor, semconv.active_attrs(with_flavor, mode))
+    plain = _PLAIN_OR_NONE.issuperset(map(type, with_flavor.values()))
+    found = (attrs, flavor, semconv.active_attrs(with_flavor, mode), plain)
     if remember and len(_HEADS) < _MAX_HEADS:
         _HEADS[key] = found
     return found
@@ -243,13 +259,15 @@ def start_server_span(
     *,
     current: context.Context | None = None,
     incoming: bool | None = None,
+    plain: bool = False,
 ) -> tuple[trace.Span, context.Context]:
     """A SERVER span continuing the incoming trace, or INTERNAL under an active span.
 
     Returns the span and the context to attach: the parent's, with the span set in it (and
     ``extra``, a ``(key, value)`` context entry, if given), made in one copy. ``current``: the
     current context if the caller has it; ``incoming``: whether ``carrier`` holds a
-    ``traceparent`` or ``baggage`` header, if the caller knows (else the getter is asked)."""
+    ``traceparent`` or ``baggage`` header, if the caller knows (else the getter is asked);
+    ``plain``: every value in ``attrs`` is known to be of a plain type (``fast_span``)."""
     if current is None:
         current = fast_context.get_current()
     active = current.get(_SPAN_KEY)
@@ -271,7 +289,7 @@ def start_server_span(
     else:
         parent = current
         kind = SpanKind.INTERNAL
-    span = fast_span.start_span(tracer, name, parent, kind, attrs, start_time)
+    span = fast_span.start_span(tracer, name, parent, kind, attrs, start_time, plain=plain)
     if extra is None:  # trace.set_span_in_context(span, parent)
         return span, context.Context({**parent, _SPAN_KEY: span})
     return span, context.Context({**parent, _SPAN_KEY: span, extra[0]: extra[1]})
@@ -308,9 +326,9 @@ class OpenTelemetryWSGIMiddleware:
         t = self.telemetry
         try:
             mode = t.mode
-            attrs, active = request_start(environ, mode)
+            attrs, active, plain = request_start_plain(environ, mode)
             span, ctx = start_server_span(
-                t.tracer, default_span_name(environ), environ, environ_getter, attrs
+                t.tracer, default_span_name(environ), environ, environ_getter, attrs, plain=plain
             )
             if t.headers.request is not None and semconv.is_server(span):
                 _set_custom(
