@@ -276,6 +276,20 @@ def start_span(
     return span
 
 
+_DEQUES: dict[int | None, deque[Any]] = {}  # an empty deque per maxlen, to copy
+
+
+def _empty_deque(maxlen: int | None) -> deque[Any]:
+    """``deque(maxlen=maxlen)``: a copy of an empty one (``deque.copy`` skips the argument
+    parsing of the constructor, a sizeable part of the cost of making one)."""
+    template = _DEQUES.get(maxlen)
+    if template is None:
+        template = deque(maxlen=maxlen)
+        if len(_DEQUES) < 16:
+            _DEQUES[maxlen] = template
+    return template.copy()
+
+
 def _new_span(
     name: str,
     span_context: SpanContext,
@@ -300,11 +314,11 @@ def _new_span(
     stored._immutable = False
     events: Any = object.__new__(BoundedList)
     events.dropped = 0
-    events._dq = deque(maxlen=limits.max_events)
+    events._dq = _empty_deque(limits.max_events)
     events._lock = _LOCK()
     links: Any = object.__new__(BoundedList)
     links.dropped = 0
-    links._dq = deque(maxlen=limits.max_links)
+    links._dq = _empty_deque(limits.max_links)
     links._lock = _LOCK()
     span = object.__new__(_Span)
     span._name = name
