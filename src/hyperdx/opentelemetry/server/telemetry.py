@@ -109,7 +109,7 @@ class ServerTelemetry:
         keys = self._wsgi_keys
         values = tuple(map(attrs.get, keys, _ABSENT_PER_KEY[len(keys)]))
         # The value types too: True == 1 and 1.0 == 1 must not share a memoised set.
-        memo_key = (values, tuple(map(type, values)), id(old_extra), id(new_extra))
+        memo_key: Any = (values, tuple(map(type, values)), id(old_extra), id(new_extra))
         try:
             found = self._wsgi_picked.get(memo_key)
         except TypeError:  # an unhashable value: picked afresh, not memoised
