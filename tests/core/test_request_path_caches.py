@@ -99,9 +99,9 @@ def _flask_app(meter_provider: MeterProvider, tracer_provider: TracerProvider) -
     return app
 
 
-def _call(app: Any, method: str, path: str, host: str = "127.0.0.1:8000") -> str:
+def _call(app: Any, method: str, path: str, host: str = "127.0.0.1:8000", **extra: Any) -> str:
     status: list[str] = []
-    environ = {
+    environ: dict[str, Any] = {
         "REQUEST_METHOD": method,
         "PATH_INFO": path,
         "QUERY_STRING": "",
@@ -115,6 +115,7 @@ def _call(app: Any, method: str, path: str, host: str = "127.0.0.1:8000") -> str
         "wsgi.input": io.BytesIO(b""),
         "wsgi.errors": sys.stderr,
         "HTTP_HOST": host,
+        **extra,
     }
     for _ in app(environ, lambda s, h, *a: status.append(s)):
         pass
@@ -161,6 +162,25 @@ def test_flask_duration_points_keep_method_status_route_and_host_apart() -> None
             )
         ] += count
     assert got == expected
+
+
+def test_wsgi_duration_memo_keeps_equal_values_of_other_types_apart() -> None:
+    """1, True and 1.0 are equal and hash alike: attribute sets differing only so are three
+    series (as the SDK keeps them) unless the caller vouches str/int values only."""
+    from hyperdx.opentelemetry.server.telemetry import ServerTelemetry
+
+    meter_provider, reader = _meter_provider()
+    t = ServerTelemetry("caches-test", "wsgi", TracerProvider(), meter_provider)
+    base = {"http.method": "GET", "http.scheme": "http", "http.flavor": "1.1"}
+    for value in (1, True, 1.0, 1, True, 1.0, 1):
+        t.record(0.001, {**base, "http.status_code": value}, None, wsgi_order=True)
+    got = {
+        (type(v), v): count
+        for items, (count, _) in _points(reader, "http.server.duration").items()
+        for k, (_, v) in items
+        if k == "http.status_code"
+    }
+    assert got == {(int, 1): 3, (bool, True): 2, (float, 1.0): 2}
 
 
 def _hygiene_spans(steps: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[dict[str, Any]]:

@@ -242,6 +242,7 @@ class _AppState:
                         new_extra,
                         req.ctx,
                         wsgi_order=True,
+                        str_int=req.plain and (req.info is None or req.info.plain),
                     )
                 except Exception as exc:  # noqa: BLE001
                     fault("flask.metrics", exc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from importlib import metadata
+from operator import itemgetter
 from typing import Any
 
 from opentelemetry import trace
@@ -57,6 +58,9 @@ class ServerTelemetry:
             semconv.WSGI_DURATION_OLD_ORDER if old is not None else ()
         ) + (semconv.WSGI_DURATION_NEW_ORDER if new is not None else ())
         self._wsgi_picked: dict[Any, tuple[Any, Any, dict[str, Any], dict[str, Any]]] = {}
+        # The old keys are all there once the status is set; the new ones include the rare
+        # error.type, so a KeyError would be the rule there.
+        self._wsgi_get = itemgetter(*self._wsgi_keys) if new is None and old is not None else None
         self.active = ActiveRequests.of(self.meter, active_unit, active_description)
         self.headers = headers or semconv.HeaderCapture()
 
@@ -69,15 +73,17 @@ class ServerTelemetry:
         new_extra: dict[str, Any] | None = None,
         span_context: Any = None,
         wsgi_order: bool = False,
+        str_int: bool = False,
     ) -> None:
         """The duration histograms, with the span as the exemplar context.
 
         ``span_context``: a context already holding ``span`` (the one attached for the request),
-        so no new one is made per request."""
+        so no new one is made per request. ``str_int``: every value in ``attrs`` is known to be
+        a ``str`` or an ``int`` (``wsgi.request_start_plain``)."""
         if span_context is None and span is not None and self._exemplar_context:
             span_context = trace.set_span_in_context(span)
         if wsgi_order:
-            self._record_wsgi(seconds, attrs, old_extra, new_extra, span_context)
+            self._record_wsgi(seconds, attrs, old_extra, new_extra, span_context, str_int)
             return
         # Both duration histograms, each with its own attribute filter (contrib's rule).
         old = self.duration_old
@@ -100,6 +106,7 @@ class ServerTelemetry:
         old_extra: dict[str, Any] | None,
         new_extra: dict[str, Any] | None,
         span_context: Any,
+        str_int: bool = False,
     ) -> None:
         """:meth:`record` for ``attrs`` from ``wsgi.request_attributes`` + ``set_status`` only
         (so the filtered keys are read in their known order) and extras that their owner never
@@ -107,9 +114,19 @@ class ServerTelemetry:
         values read and the extras, so the histograms see the same dicts again
         (``record_known``)."""
         keys = self._wsgi_keys
-        values = tuple(map(attrs.get, keys, _ABSENT_PER_KEY[len(keys)]))
-        # The value types too: True == 1 and 1.0 == 1 must not share a memoised set.
-        memo_key: Any = (values, tuple(map(type, values)), id(old_extra), id(new_extra))
+        values = None
+        if self._wsgi_get is not None:  # all keys present, the usual case: read in C
+            try:  # noqa: SIM105 - contextlib.suppress costs a context manager per request
+                values = self._wsgi_get(attrs)
+            except KeyError:
+                pass
+        if values is None:
+            values = tuple(map(attrs.get, keys, _ABSENT_PER_KEY[len(keys)]))
+        memo_key: Any
+        if str_int:
+            memo_key = (values, id(old_extra), id(new_extra))
+        else:  # the value types too: True == 1 and 1.0 == 1 must not share a memoised set
+            memo_key = (values, tuple(map(type, values)), id(old_extra), id(new_extra))
         try:
             found = self._wsgi_picked.get(memo_key)
         except TypeError:  # an unhashable value: picked afresh, not memoised

@@ -60,8 +60,9 @@ def request_start(
 def request_start_plain(
     environ: dict[str, Any], mode: semconv.Mode
 ) -> tuple[dict[str, Any], semconv.ActiveKey, bool]:
-    """:func:`request_start`, and whether every attribute value is of a plain type (str, int,
-    bool, float: what the SDK stores unchanged; ``fast_span.start_span(plain=True)``).
+    """:func:`request_start`, and whether every attribute value is a ``str`` or an ``int``
+    (plain: what the SDK stores unchanged, ``fast_span.start_span(plain=True)``; and no
+    ``True == 1`` or ``1.0 == 1`` among them, ``ServerTelemetry.record(str_int=True)``).
 
     Runs on every request, so the attributes that depend only on the server and the method
     (method, server name, scheme, host, port; the protocol version), which are also all the
@@ -143,7 +144,7 @@ def request_start_plain(
             attrs["http.flavor"] = flavor
         if new:
             attrs["network.protocol.version"] = flavor
-    # The per-request values (the head's were checked once): of plain types, or not set.
+    # The per-request values (the head's were checked once): str or int, or not set.
     if plain:
         plain = _PLAIN_OR_NONE.issuperset(map(type, (target, remote_addr, remote_host, agent)))
         if plain and new:
@@ -151,7 +152,7 @@ def request_start_plain(
     return attrs, active, plain
 
 
-_PLAIN_OR_NONE = frozenset({str, int, bool, float, type(None)})
+_PLAIN_OR_NONE = frozenset({str, int, type(None)})
 _Head = tuple[dict[str, Any], Any, semconv.ActiveKey, bool]
 _HEADS: dict[tuple[Any, ...], _Head] = {}  # request_attributes' memo, bounded
 _MAX_HEADS = 256
@@ -290,6 +291,10 @@ def start_server_span(
         parent = current
         kind = SpanKind.INTERNAL
     span = fast_span.start_span(tracer, name, parent, kind, attrs, start_time, plain=plain)
+    if parent is _EMPTY:  # the usual request: nothing to copy from the parent
+        if extra is None:
+            return span, context.Context({_SPAN_KEY: span})
+        return span, context.Context({_SPAN_KEY: span, extra[0]: extra[1]})
     if extra is None:  # trace.set_span_in_context(span, parent)
         return span, context.Context({**parent, _SPAN_KEY: span})
     return span, context.Context({**parent, _SPAN_KEY: span, extra[0]: extra[1]})
