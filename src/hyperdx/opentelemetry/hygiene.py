@@ -165,6 +165,10 @@ class SpanHygieneProcessor(SpanProcessor):
             if type(plain) is not dict:
                 plain = None
             seen = span._hyperdx_url_fields  # None (the class's) until on_start sets it
+            # Equal values suffice here: the fixes only rewrite str values, and an equal str
+            # gives the same (idempotent) result; comparing the tuple is cheaper than `is_`.
+            if seen is not None and plain is not None and tuple(map(plain.get, _URL_KEYS)) == seen:
+                return
         else:
             kind, plain = span.kind, _plain_attributes(span)
             seen = getattr(span, "_hyperdx_url_fields", None)
