@@ -293,3 +293,37 @@ def test_a_non_str_environ_value_still_gets_the_sdks_cleaning(field: str, key: s
     cleaned.pop("http.url", None)
     clean.pop("http.url", None)
     assert cleaned == clean
+
+
+@pytest.mark.parametrize("setter", ["set_attribute", "set_attributes", "set_plain_attributes"])
+def test_a_vouched_span_given_a_bool_or_float_later_encodes_them_as_such(setter: str) -> None:
+    """A span started with str/int values vouched (``plain=True``) lets the encoder skip its
+    type check, until any other value is set: True and 1.5 then stay a bool and a double
+    (a skipped check would encode True as the int 1 from the field cache)."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanMessage
+
+    from hyperdx.opentelemetry.export._spans import encode_span
+
+    tracer = TracerProvider().get_tracer("t")
+    attrs = {"n": 1, "f": 2, "s": "x"}
+    for warm in (True, False):  # the first span fills the field cache with n=1 and f=2
+        span: Any = fast_span.start_span(
+            tracer, "s", otel_context.Context(), SpanKind.SERVER, dict(attrs), plain=True
+        )
+        assert span._hyperdx_str_int
+        if not warm:
+            late = {"n": True, "f": 2.0}
+            if setter == "set_attribute":
+                for key, value in late.items():
+                    span.set_attribute(key, value)
+            elif setter == "set_attributes":
+                span.set_attributes(late)
+            else:
+                fast_span.set_plain_attributes(span, late)
+            assert not span._hyperdx_str_int
+        span.end()
+        message = SpanMessage.FromString(encode_span(span))
+        values = {kv.key: kv.value for kv in message.attributes}
+    assert values["n"].WhichOneof("value") == "bool_value" and values["n"].bool_value is True
+    assert values["f"].WhichOneof("value") == "double_value" and values["f"].double_value == 2.0
+    assert values["s"].string_value == "x"

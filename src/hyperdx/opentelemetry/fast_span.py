@@ -176,8 +176,10 @@ def start_span(
 ) -> trace_api.Span:
     """``tracer.start_span(name, context, kind, attributes, start_time=start_time)``.
 
-    ``plain``: the caller knows every value of ``attributes`` is of a plain type (str, int,
-    bool, float) under a non-empty ``str`` key, so only the span limits are checked."""
+    ``plain``: the caller knows every value of ``attributes`` is a ``str`` or an ``int``, under
+    a non-empty ``str`` key, so only the span limits are checked; the span then remembers it
+    (``_hyperdx_str_int``) until a value of another type is set, and the encoder skips its
+    own type check."""
     if type(tracer) is not _SDK_TRACER or not ENABLED:
         return tracer.start_span(name, context, kind, attributes, start_time=start_time)
     t: Any = tracer
@@ -238,20 +240,21 @@ def start_span(
         return trace_api.NonRecordingSpan(context=span_context)
     limits = t._span_limits
     max_count = limits.max_span_attributes
-    if (
+    vouched = (
         plain
         and attrs is attributes
         and limits.max_span_attribute_length is None
         and (max_count is None or not attrs or len(attrs) <= max_count)
-    ):
-        pass  # what _plain would find, without reading every key and value
-    else:
+    )
+    if not vouched:  # else: what _plain would find, without reading every key and value
         plain = _plain(attrs, max_count, limits.max_span_attribute_length)
     span: Any
     if plain:
         span = _new_span(
             name, span_context, parent, t, kind, limits, attrs, record_end_metrics, start_time
         )
+        if vouched:
+            span._hyperdx_str_int = True
     else:
         span = _Span(
             name=name,
@@ -357,6 +360,8 @@ class _Span(_SDK_SPAN):
 
     # What the hygiene processor's on_start left under the URL keys (``hygiene``), read at end.
     _hyperdx_url_fields: tuple[Any, ...] | None = None
+    # Every attribute value is a str or an int (vouched at start, cleared by any other value).
+    _hyperdx_str_int = False
 
     def end(self, end_time: int | None = None) -> None:
         end_live = getattr(self._span_processor, "end_live", None)
@@ -394,11 +399,18 @@ class _Span(_SDK_SPAN):
                     plain = stored._dict
                     maxlen = stored.maxlen
                     if maxlen is None or len(plain) < maxlen or key in plain:
+                        if type(value) is not str and type(value) is not int:
+                            self._hyperdx_str_int = False
                         with stored._lock:
                             plain.pop(key, None)  # an existing key moves to the end
                             plain[key] = value
                         return
+        self._hyperdx_str_int = False
         super().set_attribute(key, value)
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        self._hyperdx_str_int = False
+        super().set_attributes(attributes)
 
 
 _plain_keys: set[str] = set()  # keys already seen to be non-empty, exact ``str``
@@ -468,6 +480,8 @@ def set_plain_attributes(span: Any, attrs: dict[str, Any]) -> None:
         and (stored.maxlen is None or len(stored._dict) + len(attrs) <= stored.maxlen)
         and _plain(attrs, stored.maxlen, stored.max_value_len)
     ):
+        if type(span) is _Span:
+            span._hyperdx_str_int = False
         with span._lock:
             if span._end_time is None:
                 plain = stored._dict

@@ -166,7 +166,9 @@ def encode_span(span: ReadableSpan) -> bytes:
         # Its plain dict (same keys, same order) iterates in C; BoundedAttributes' own
         # __len__ and items() are Python-level calls (a __getitem__ per key).
         if attrs._dict:
-            attributes_into(parts, b"\x4a", attrs._dict)
+            # fast_span's span knows when every value is a str or an int (no type check).
+            str_int = type(span) is _LIVE_SPAN and span._hyperdx_str_int
+            attributes_into(parts, b"\x4a", attrs._dict, str_int)
     elif attrs:
         attributes_into(parts, b"\x4a", attrs)
     if d_attrs:

@@ -274,7 +274,7 @@ def start_server_span(
     ``extra``, a ``(key, value)`` context entry, if given), made in one copy. ``current``: the
     current context if the caller has it; ``incoming``: whether ``carrier`` holds a
     ``traceparent`` or ``baggage`` header, if the caller knows (else the getter is asked);
-    ``plain``: every value in ``attrs`` is known to be of a plain type (``fast_span``)."""
+    ``plain``: every value in ``attrs`` is known to be a ``str`` or an ``int`` (``fast_span``)."""
     if current is None:
         current = fast_context.get_current()
     active = current.get(_SPAN_KEY)
