@@ -56,6 +56,8 @@ def redactor_for(settings: Settings) -> Redactor:
     return get_redactor(settings.capture_redact.value, settings.capture_redact_patterns.value)
 
 
+# Enum members as module constants: a global load is cached, a class attribute load is not.
+_SERVER, _CLIENT = SpanKind.SERVER, SpanKind.CLIENT
 _URL_KEYS = ("http.url", "url.full", "http.target", "url.query")  # what `_fixed` may change
 
 
@@ -106,7 +108,7 @@ class SpanHygieneProcessor(SpanProcessor):
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         if type(span) is _FAST_SPAN:  # fast_span's spans: fields read directly, one pass
             kind = span._kind
-            if kind is not SpanKind.SERVER and kind is not SpanKind.CLIENT:
+            if kind is not _SERVER and kind is not _CLIENT:
                 return
             stored: Any = span._attributes
             plain = stored._dict if type(stored) is _BOUNDED else None
@@ -117,7 +119,7 @@ class SpanHygieneProcessor(SpanProcessor):
             plain = None
         else:
             kind, plain = span.kind, _plain_attributes(span)
-            if kind is not SpanKind.SERVER and kind is not SpanKind.CLIENT:
+            if kind is not _SERVER and kind is not _CLIENT:
                 return  # URLs live on server and client spans only
             updates = self._updates(span)
         for key, value in updates.items():
@@ -128,7 +130,7 @@ class SpanHygieneProcessor(SpanProcessor):
         # Remember the values now stored under the keys `_updates` fixes: while `_on_ending`
         # finds the very same objects there, a second pass would change nothing (each
         # redaction is idempotent, and a present `http.url` is never rebuilt).
-        if plain is not None and (kind is SpanKind.CLIENT or "http.url" in plain):
+        if plain is not None and (kind is _CLIENT or "http.url" in plain):
             try:  # noqa: SIM105 - contextlib.suppress costs a context manager per span
                 span._hyperdx_url_fields = tuple(map(plain.get, _URL_KEYS))  # type: ignore[attr-defined]
             except AttributeError:  # a span class with __slots__: `_on_ending` redoes the work
@@ -154,7 +156,7 @@ class SpanHygieneProcessor(SpanProcessor):
                     set_str_at_start(span, key, value)
                 else:
                     span.set_attribute(key, value)
-        if kind is SpanKind.CLIENT or "http.url" in plain:
+        if kind is _CLIENT or "http.url" in plain:
             span._hyperdx_url_fields = tuple(map(plain.get, _URL_KEYS))
 
     def _on_ending(self, span: Span) -> None:
@@ -172,7 +174,7 @@ class SpanHygieneProcessor(SpanProcessor):
         else:
             kind, plain = span.kind, _plain_attributes(span)
             seen = getattr(span, "_hyperdx_url_fields", None)
-        if kind is not SpanKind.SERVER and kind is not SpanKind.CLIENT:
+        if kind is not _SERVER and kind is not _CLIENT:
             return
         # Identity, not equality (`True == 1`); an equal value set again is just redone.
         if (
@@ -204,7 +206,7 @@ class SpanHygieneProcessor(SpanProcessor):
         get = attrs.get
         redactor = self._redactor
         value = get("http.url")
-        if kind is SpanKind.SERVER and "http.url" not in attrs:
+        if kind is _SERVER and "http.url" not in attrs:
             url = _server_url(attrs)
             if url is not None:
                 updates["http.url"] = redactor.url(url)

@@ -271,7 +271,8 @@ class _AppState:
             if (
                 info is not None
                 and info.commenter is not None
-                and type(request).endpoint is _STOCK_ENDPOINT  # so it is the rule's endpoint
+                # so it is the rule's endpoint (_stock_endpoint, inlined)
+                and (type(request) is _STOCK_REQUEST or type(request).endpoint is _STOCK_ENDPOINT)
             ):
                 extra = (_COMMENTER_KEY, dict(info.commenter))
             else:
@@ -310,7 +311,7 @@ class _AppState:
             info["controller"] = endpoint
         if options.get("route", True) and route is not None and route.text:
             info["route"] = route.text
-        if route is not None and type(request).endpoint is _STOCK_ENDPOINT:
+        if route is not None and _stock_endpoint(request):
             route.commenter = dict(info)
         return info
 
@@ -349,6 +350,15 @@ def _flask_version() -> str:
 
 
 _STOCK_ENDPOINT: Any = None  # flask.wrappers.Request.endpoint (set when instrumenting)
+_STOCK_REQUEST: Any = None  # flask.wrappers.Request (set when instrumenting)
+
+
+def _stock_endpoint(request: Any) -> bool:
+    """Whether ``request.endpoint`` is Flask's own property (the rule's endpoint)."""
+    cls = type(request)
+    return cls is _STOCK_REQUEST or cls.endpoint is _STOCK_ENDPOINT
+
+
 _request_var: Any = None  # Flask's request ContextVar, looked up once (None: not yet / absent)
 
 
@@ -369,10 +379,11 @@ def _current_request() -> Any:
 
 
 def _resolve_stock_endpoint() -> None:
-    global _STOCK_ENDPOINT
+    global _STOCK_ENDPOINT, _STOCK_REQUEST
     import flask.wrappers
 
     _STOCK_ENDPOINT = flask.wrappers.Request.__dict__.get("endpoint")
+    _STOCK_REQUEST = flask.wrappers.Request if _STOCK_ENDPOINT is not None else None
 
 
 # --- the class-level wrappers -----------------------------------------------------------------
@@ -396,7 +407,7 @@ def _state_of(app: Any) -> _AppState | None:
 
 
 def _wsgi_app(self: Any, environ: dict[str, Any], start_response: Any) -> Any:
-    state = self.__dict__.get(_STATE)
+    state = self._hyperdx_server  # app.__dict__[_STATE], or the class's None
     if state is None:  # the app's first request (or an app left uninstrumented)
         try:
             state = _state_of(self)
@@ -408,7 +419,7 @@ def _wsgi_app(self: Any, environ: dict[str, Any], start_response: Any) -> Any:
 
 
 def _preprocess_request(self: Any) -> Any:
-    state = self.__dict__.get(_STATE)
+    state = self._hyperdx_server
     if state:
         request = None
         try:
@@ -431,7 +442,7 @@ def _do_teardown_request(self: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return _originals["do_teardown_request"](self, *args, **kwargs)
     finally:
-        if self.__dict__.get(_STATE):
+        if self._hyperdx_server:
             try:  # the span ends here, where contrib's teardown hook ends it
                 request = _current_request()
                 req = request.environ.get(_KEY) if request is not None else None
@@ -470,6 +481,8 @@ class FlaskInstrumentor(BaseInstrumentor):
         _current_request()  # resolves _request_var while instrumenting, not per request
         _resolve_stock_endpoint()
         cls = flask.app.Flask
+        if _STATE not in cls.__dict__:  # the default the wrappers read (an attribute load
+            setattr(cls, _STATE, None)  # is cheaper than app.__dict__.get)
         for name, wrapper in _WRAPPERS.items():
             if name not in _originals:
                 _originals[name] = cls.__dict__[name]
@@ -483,6 +496,8 @@ class FlaskInstrumentor(BaseInstrumentor):
         for name, original in list(_originals.items()):
             setattr(flask.app.Flask, name, original)
             del _originals[name]
+        if _STATE in flask.app.Flask.__dict__:
+            delattr(flask.app.Flask, _STATE)
 
     @staticmethod
     def instrument_app(app: Any, **kwargs: Any) -> None:

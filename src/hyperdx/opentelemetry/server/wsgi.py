@@ -292,7 +292,7 @@ def start_server_span(
             parent = _EMPTY  # what the default propagator returns without them
         else:
             parent = extract(carrier, getter=getter)
-        kind = SpanKind.SERVER
+        kind = _SERVER
     else:
         parent = current
         kind = SpanKind.INTERNAL
@@ -306,6 +306,7 @@ def start_server_span(
     return span, context.Context({**parent, _SPAN_KEY: span, extra[0]: extra[1]})
 
 
+_SERVER = SpanKind.SERVER  # a global load is cached, a class attribute load is not
 _EMPTY = context.Context()  # immutable: shared as every request's empty parent
 # The key trace.set_span_in_context stores the span under (taken from the public API).
 _SPAN_KEY = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, context.Context())))
