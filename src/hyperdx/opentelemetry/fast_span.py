@@ -25,7 +25,10 @@ Relies on SDK internals, verified for opentelemetry-sdk >=1.45.1,<2 (the pinned 
 ``instrumentation_info``, ``_span_limits``, ``_instrumentation_scope``, ``_tracer_metrics`` and
 ``_is_enabled()``; ``_Span``'s constructor, ``end`` and fields; ``BoundedAttributes._dict``,
 ``maxlen``, ``max_value_len``, ``_immutable``; ``BoundedList``'s fields; the API's
-``SpanContext.__new__``. The names each SDK function involved uses are
+``SpanContext.__new__``; ``RandomIdGenerator``'s methods (inlined as ``random.getrandbits``
+for that exact class); ``Tracer._tracer_config.is_enabled``; ``NoOpTracerMetrics.start_span``
+returning the module's ``noop`` (not called); ``Decision.RECORD_AND_SAMPLE`` sampling and
+recording. The names each SDK function involved uses are
 fingerprinted at import: if a release changes any of them, the fast paths switch themselves off
 (spans take ``tracer.start_span`` / ``set_attribute``) and ``tests/core/test_fast_span.py``
 fails, naming the function to re-verify.
@@ -34,6 +37,7 @@ fails, naming the function to re-verify.
 from __future__ import annotations
 
 import inspect
+import random as _random
 import threading
 import zlib
 from collections import deque
@@ -45,11 +49,17 @@ from opentelemetry import attributes as sdk_attributes
 from opentelemetry import trace as trace_api
 from opentelemetry.context import Context
 from opentelemetry.sdk import trace as sdk_trace
+from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
+from opentelemetry.sdk.trace._tracer_metrics import noop as _tracer_metrics_noop
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, DEFAULT_ON, Decision
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
 _SDK_TRACER = sdk_trace.Tracer
+_NO_TRACER_METRICS = NoOpTracerMetrics  # a provider without tracer metrics (the default)
+_NO_END_METRICS = _tracer_metrics_noop  # what its start_span returns: a no-op
+_RANDOM_IDS = RandomIdGenerator  # ids from random.getrandbits (read per call: patchable)
 _SDK_SPAN = sdk_trace._Span  # the class Tracer.start_span instantiates
 _BOUNDED = sdk_attributes.BoundedAttributes
 _LOCK = threading.Lock
@@ -73,6 +83,7 @@ _FLAGS = {  # TraceFlags are immutable ints: one of each, as Tracer.start_span c
     for sampled in (False, True)
     for random in (False, True)
 }
+_SAMPLED_FLAGS = (_FLAGS[True, False], _FLAGS[True, True])  # by random: no tuple key
 
 
 def _fingerprint(function: Callable[..., Any]) -> int:
@@ -105,6 +116,14 @@ def fingerprints() -> dict[str, int]:
         "SynchronousMultiSpanProcessor.on_end": _fingerprint(
             sdk_trace.SynchronousMultiSpanProcessor.on_end
         ),
+        "Tracer._is_enabled": _fingerprint(_SDK_TRACER._is_enabled),
+        "Span.is_recording": _fingerprint(sdk_trace.Span.is_recording),
+        "NoOpTracerMetrics.start_span": _fingerprint(_NO_TRACER_METRICS.start_span),
+        "Decision.is_sampled": _fingerprint(Decision.is_sampled),
+        "Decision.is_recording": _fingerprint(Decision.is_recording),
+        "RandomIdGenerator.generate_trace_id": _fingerprint(_RANDOM_IDS.generate_trace_id),
+        "RandomIdGenerator.generate_span_id": _fingerprint(_RANDOM_IDS.generate_span_id),
+        "RandomIdGenerator.is_trace_id_random": _fingerprint(_RANDOM_IDS.is_trace_id_random),
     }
 
 
@@ -128,9 +147,22 @@ VERIFIED = {
     "BoundedList.__init__": 3405008081,
     "SpanContext.__new__": 58539424,
     "SynchronousMultiSpanProcessor.on_end": 1612621279,
+    "Tracer._is_enabled": 2897487046,
+    "Span.is_recording": 2448735094,
+    "NoOpTracerMetrics.start_span": 680789356,
+    "Decision.is_sampled": 1591571443,
+    "Decision.is_recording": 1374087518,
+    "RandomIdGenerator.generate_trace_id": 2424190098,
+    "RandomIdGenerator.generate_span_id": 2102349030,
+    "RandomIdGenerator.is_trace_id_random": 2068527459,
 }
 
-ENABLED = fingerprints() == VERIFIED
+# (A name fingerprint cannot see a changed constant: is_trace_id_random's is checked itself.)
+ENABLED = (
+    fingerprints() == VERIFIED
+    and RandomIdGenerator().is_trace_id_random() is True
+    and NoOpTracerMetrics().start_span(None, _SAMPLE) is _NO_END_METRICS
+)
 
 
 def start_span(
@@ -140,8 +172,14 @@ def start_span(
     kind: SpanKind,
     attributes: Mapping[str, Any] | None,
     start_time: int | None = None,
+    plain: bool = False,
 ) -> trace_api.Span:
-    """``tracer.start_span(name, context, kind, attributes, start_time=start_time)``."""
+    """``tracer.start_span(name, context, kind, attributes, start_time=start_time)``.
+
+    ``plain``: the caller knows every value of ``attributes`` is a ``str`` or an ``int``, under
+    a non-empty ``str`` key, so only the span limits are checked; the span then remembers it
+    (``_hyperdx_str_int``) until a value of another type is set, and the encoder skips its
+    own type check."""
     if type(tracer) is not _SDK_TRACER or not ENABLED:
         return tracer.start_span(name, context, kind, attributes, start_time=start_time)
     t: Any = tracer
@@ -152,12 +190,14 @@ def start_span(
         parent = trace_api.get_current_span(context).get_span_context()
         if parent is not None and not isinstance(parent, SpanContext):
             raise TypeError("parent_span_context must be a SpanContext or None.")
-    if not t._is_enabled():
+    if not t._tracer_config.is_enabled:  # Tracer._is_enabled(), inlined
         return trace_api.NonRecordingSpan(context=cast(SpanContext, parent))  # None as the SDK
     ids = t.id_generator
+    stock_ids = type(ids) is _RANDOM_IDS and ENABLED
     if parent is None or parent is _INVALID_PARENT or not parent.is_valid:
         parent = None
-        trace_id = ids.generate_trace_id()
+        # RandomIdGenerator.generate_trace_id, inlined (its loop only runs for a zero id).
+        trace_id = (stock_ids and _random.getrandbits(128)) or ids.generate_trace_id()
     else:
         trace_id = parent.trace_id
     sampler = t.sampler
@@ -172,8 +212,11 @@ def start_span(
     else:
         result = sampler.should_sample(context, trace_id, name, kind, attributes, ())
         decision, attrs, trace_state = result.decision, result.attributes, result.trace_state
-    random = ids.is_trace_id_random() if parent is None else parent.trace_flags.random_trace_id
-    span_id = ids.generate_span_id()
+    if parent is not None:
+        random = parent.trace_flags.random_trace_id
+    else:
+        random = stock_ids or ids.is_trace_id_random()  # the stock generator's is True
+    span_id = (stock_ids and _random.getrandbits(64)) or ids.generate_span_id()
     # SpanContext(trace_id, span_id, False, flags, trace_state), its __new__ inlined.
     span_context = _new_tuple(
         SpanContext,
@@ -181,21 +224,37 @@ def start_span(
             trace_id,
             span_id,
             False,
-            _FLAGS[decision.is_sampled(), bool(random)],
+            _SAMPLED_FLAGS[bool(random)]
+            if decision is _SAMPLE
+            else _FLAGS[decision.is_sampled(), bool(random)],
             _DEFAULT_TRACE_STATE if trace_state is None else trace_state,
             0 < trace_id <= _TRACE_ID_MAX and 0 < span_id <= _SPAN_ID_MAX,
         ),
     )
-    record_end_metrics = t._tracer_metrics.start_span(parent, decision)
-    if not decision.is_recording():
+    tracer_metrics = t._tracer_metrics
+    if type(tracer_metrics) is _NO_TRACER_METRICS:  # its start_span returns this, always
+        record_end_metrics = _NO_END_METRICS
+    else:
+        record_end_metrics = tracer_metrics.start_span(parent, decision)
+    if decision is not _SAMPLE and not decision.is_recording():
         return trace_api.NonRecordingSpan(context=span_context)
     limits = t._span_limits
-    plain = _plain(attrs, limits.max_span_attributes, limits.max_span_attribute_length)
+    max_count = limits.max_span_attributes
+    vouched = (
+        plain
+        and attrs is attributes
+        and limits.max_span_attribute_length is None
+        and (max_count is None or not attrs or len(attrs) <= max_count)
+    )
+    if not vouched:  # else: what _plain would find, without reading every key and value
+        plain = _plain(attrs, max_count, limits.max_span_attribute_length)
     span: Any
     if plain:
         span = _new_span(
             name, span_context, parent, t, kind, limits, attrs, record_end_metrics, start_time
         )
+        if vouched:
+            span._hyperdx_str_int = True
     else:
         span = _Span(
             name=name,
@@ -218,6 +277,20 @@ def start_span(
         span._start_time = start_time if start_time is not None else time_ns()
     span._span_processor.on_start(span, parent_context=context)
     return span
+
+
+_DEQUES: dict[int | None, deque[Any]] = {}  # an empty deque per maxlen, to copy
+
+
+def _empty_deque(maxlen: int | None) -> deque[Any]:
+    """``deque(maxlen=maxlen)``: a copy of an empty one (``deque.copy`` skips the argument
+    parsing of the constructor, a sizeable part of the cost of making one)."""
+    template = _DEQUES.get(maxlen)
+    if template is None:
+        template = deque(maxlen=maxlen)
+        if len(_DEQUES) < 16:
+            _DEQUES[maxlen] = template
+    return template.copy()
 
 
 def _new_span(
@@ -244,11 +317,11 @@ def _new_span(
     stored._immutable = False
     events: Any = object.__new__(BoundedList)
     events.dropped = 0
-    events._dq = deque(maxlen=limits.max_events)
+    events._dq = _empty_deque(limits.max_events)
     events._lock = _LOCK()
     links: Any = object.__new__(BoundedList)
     links.dropped = 0
-    links._dq = deque(maxlen=limits.max_links)
+    links._dq = _empty_deque(limits.max_links)
     links._lock = _LOCK()
     span = object.__new__(_Span)
     span._name = name
@@ -285,6 +358,11 @@ class _Span(_SDK_SPAN):
     plain value the SDK would store as is goes straight into the attribute dict.
     """
 
+    # What the hygiene processor's on_start left under the URL keys (``hygiene``), read at end.
+    _hyperdx_url_fields: tuple[Any, ...] | None = None
+    # Every attribute value is a str or an int (vouched at start, cleared by any other value).
+    _hyperdx_str_int = False
+
     def end(self, end_time: int | None = None) -> None:
         end_live = getattr(self._span_processor, "end_live", None)
         if end_live is None or not ENABLED:
@@ -299,8 +377,9 @@ class _Span(_SDK_SPAN):
         if not usual:  # not started or already ended: the SDK's error or warning
             super().end(end_time)
             return
-        if self._record_end_metrics:
-            self._record_end_metrics()
+        record_end_metrics = self._record_end_metrics
+        if record_end_metrics and record_end_metrics is not _NO_END_METRICS:
+            record_end_metrics()
         end_live(self)
 
     def set_attribute(self, key: str, value: Any) -> None:
@@ -320,11 +399,18 @@ class _Span(_SDK_SPAN):
                     plain = stored._dict
                     maxlen = stored.maxlen
                     if maxlen is None or len(plain) < maxlen or key in plain:
+                        if type(value) is not str and type(value) is not int:
+                            self._hyperdx_str_int = False
                         with stored._lock:
                             plain.pop(key, None)  # an existing key moves to the end
                             plain[key] = value
                         return
+        self._hyperdx_str_int = False
         super().set_attribute(key, value)
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        self._hyperdx_str_int = False
+        super().set_attributes(attributes)
 
 
 _plain_keys: set[str] = set()  # keys already seen to be non-empty, exact ``str``
@@ -394,6 +480,8 @@ def set_plain_attributes(span: Any, attrs: dict[str, Any]) -> None:
         and (stored.maxlen is None or len(stored._dict) + len(attrs) <= stored.maxlen)
         and _plain(attrs, stored.maxlen, stored.max_value_len)
     ):
+        if type(span) is _Span:
+            span._hyperdx_str_int = False
         with span._lock:
             if span._end_time is None:
                 plain = stored._dict
@@ -403,3 +491,7 @@ def set_plain_attributes(span: Any, attrs: dict[str, Any]) -> None:
                         plain[key] = value
                 return
     span.set_attributes(attrs)
+
+
+# Span classes whose is_recording() is ``span._end_time is None`` (none if not ENABLED).
+RECORDING_UNTIL_ENDED: frozenset[type] = frozenset({_Span, _SDK_SPAN}) if ENABLED else frozenset()

@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 import weakref
+from operator import is_
 from typing import Any
 
 from opentelemetry.context import Context
@@ -23,9 +24,10 @@ from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind
 
+from hyperdx.opentelemetry import fast_span
 from hyperdx.opentelemetry.capture.redact import Redactor, get_redactor
+from hyperdx.opentelemetry.fast_span import _BOUNDED, set_str_at_start
 from hyperdx.opentelemetry.fast_span import _Span as _FAST_SPAN
-from hyperdx.opentelemetry.fast_span import set_str_at_start
 from hyperdx.opentelemetry.options import Settings
 
 # Attributes HTTP client metrics may keep: bounded cardinality, no URLs (which carry query
@@ -52,6 +54,11 @@ CLIENT_METRIC_ATTRIBUTES = frozenset(
 
 def redactor_for(settings: Settings) -> Redactor:
     return get_redactor(settings.capture_redact.value, settings.capture_redact_patterns.value)
+
+
+# Enum members as module constants: a global load is cached, a class attribute load is not.
+_SERVER, _CLIENT = SpanKind.SERVER, SpanKind.CLIENT
+_URL_KEYS = ("http.url", "url.full", "http.target", "url.query")  # what `_fixed` may change
 
 
 def _server_url(attrs: Any) -> str | None:
@@ -97,18 +104,24 @@ class SpanHygieneProcessor(SpanProcessor):
 
     def __init__(self, redactor: Redactor) -> None:
         self._redactor = redactor
-        self._fixes = (
-            ("http.url", redactor.url),
-            ("url.full", redactor.url),
-            ("http.target", redactor.target),
-            ("url.query", redactor.query),
-        )
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        kind, plain = _kind_and_attributes(span)
-        if kind is not SpanKind.SERVER and kind is not SpanKind.CLIENT:
-            return  # URLs live on server and client spans only
-        updates = self._updates(span)
+        if type(span) is _FAST_SPAN:  # fast_span's spans: fields read directly, one pass
+            kind = span._kind
+            if kind is not _SERVER and kind is not _CLIENT:
+                return
+            stored: Any = span._attributes
+            plain = stored._dict if type(stored) is _BOUNDED else None
+            if type(plain) is dict:
+                self._start_plain(span, kind, stored, plain)
+                return
+            updates = self._fixed(kind, span.attributes or {})
+            plain = None
+        else:
+            kind, plain = span.kind, _plain_attributes(span)
+            if kind is not _SERVER and kind is not _CLIENT:
+                return  # URLs live on server and client spans only
+            updates = self._updates(span)
         for key, value in updates.items():
             if type(value) is str:
                 set_str_at_start(span, key, value)
@@ -117,30 +130,57 @@ class SpanHygieneProcessor(SpanProcessor):
         # Remember the values now stored under the keys `_updates` fixes: while `_on_ending`
         # finds the very same objects there, a second pass would change nothing (each
         # redaction is idempotent, and a present `http.url` is never rebuilt).
-        if plain is not None and (kind is SpanKind.CLIENT or "http.url" in plain):
+        if plain is not None and (kind is _CLIENT or "http.url" in plain):
             try:  # noqa: SIM105 - contextlib.suppress costs a context manager per span
-                span._hyperdx_url_fields = (  # type: ignore[attr-defined]
-                    plain.get("http.url"),
-                    plain.get("url.full"),
-                    plain.get("http.target"),
-                    plain.get("url.query"),
-                )
+                span._hyperdx_url_fields = tuple(map(plain.get, _URL_KEYS))  # type: ignore[attr-defined]
             except AttributeError:  # a span class with __slots__: `_on_ending` redoes the work
                 pass
 
+    def _start_plain(self, span: Any, kind: SpanKind, stored: Any, plain: dict[str, Any]) -> None:
+        """:meth:`on_start` for a fast span whose attributes are its plain dict: the updates
+        are stored as ``set_str_at_start`` would (a new span: not ended, no other thread)."""
+        updates = self._fixed(kind, plain)
+        if updates:
+            maxlen, max_value_len = stored.maxlen, stored.max_value_len
+            for key, value in updates.items():
+                if (
+                    type(value) is str
+                    and fast_span.ENABLED
+                    and not stored._immutable
+                    and (max_value_len is None or len(value) <= max_value_len)
+                    and (maxlen is None or len(plain) < maxlen or key in plain)
+                ):
+                    plain.pop(key, None)  # an existing key moves to the end, as in the SDK
+                    plain[key] = value
+                elif type(value) is str:
+                    set_str_at_start(span, key, value)
+                else:
+                    span.set_attribute(key, value)
+        if kind is _CLIENT or "http.url" in plain:
+            span._hyperdx_url_fields = tuple(map(plain.get, _URL_KEYS))
+
     def _on_ending(self, span: Span) -> None:
-        kind, plain = _kind_and_attributes(span)
-        if kind is not SpanKind.SERVER and kind is not SpanKind.CLIENT:
+        if type(span) is _FAST_SPAN:
+            kind = span._kind
+            stored: Any = span._attributes
+            plain = stored._dict if type(stored) is _BOUNDED else None
+            if type(plain) is not dict:
+                plain = None
+            seen = span._hyperdx_url_fields  # None (the class's) until on_start sets it
+            # Equal values suffice here: the fixes only rewrite str values, and an equal str
+            # gives the same (idempotent) result; comparing the tuple is cheaper than `is_`.
+            if seen is not None and plain is not None and tuple(map(plain.get, _URL_KEYS)) == seen:
+                return
+        else:
+            kind, plain = span.kind, _plain_attributes(span)
+            seen = getattr(span, "_hyperdx_url_fields", None)
+        if kind is not _SERVER and kind is not _CLIENT:
             return
-        seen = getattr(span, "_hyperdx_url_fields", None)
         # Identity, not equality (`True == 1`); an equal value set again is just redone.
         if (
             seen is not None
             and plain is not None
-            and plain.get("http.url") is seen[0]
-            and plain.get("url.full") is seen[1]
-            and plain.get("http.target") is seen[2]
-            and plain.get("url.query") is seen[3]
+            and all(map(is_, map(plain.get, _URL_KEYS), seen))
         ):
             return
         updates = self._updates(span)
@@ -157,18 +197,38 @@ class SpanHygieneProcessor(SpanProcessor):
 
     def _updates(self, span: Span) -> dict[str, Any]:
         kind, plain = _kind_and_attributes(span)
-        attrs: Any = plain if plain is not None else (span.attributes or {})
+        return self._fixed(kind, plain if plain is not None else (span.attributes or {}))
+
+    def _fixed(self, kind: SpanKind, attrs: Any) -> dict[str, Any]:
+        """The attributes to set on a span of ``kind`` holding ``attrs``: ``http.url`` built
+        (server spans), URL attributes redacted."""
         updates: dict[str, Any] = {}
-        if kind is SpanKind.SERVER and "http.url" not in attrs:
+        get = attrs.get
+        redactor = self._redactor
+        value = get("http.url")
+        if kind is _SERVER and "http.url" not in attrs:
             url = _server_url(attrs)
             if url is not None:
-                updates["http.url"] = url
-        for key, fix in self._fixes:
-            value = updates.get(key, attrs.get(key))
-            if isinstance(value, str):
-                clean = fix(value)
-                if clean != attrs.get(key):
-                    updates[key] = clean
+                updates["http.url"] = redactor.url(url)
+        elif isinstance(value, str):
+            clean = redactor.url(value)
+            if clean != value:
+                updates["http.url"] = clean
+        value = get("url.full")
+        if isinstance(value, str):
+            clean = redactor.url(value)
+            if clean != value:
+                updates["url.full"] = clean
+        value = get("http.target")
+        if isinstance(value, str):
+            clean = redactor.target(value)
+            if clean != value:
+                updates["http.target"] = clean
+        value = get("url.query")
+        if isinstance(value, str):
+            clean = redactor.query(value)
+            if clean != value:
+                updates["url.query"] = clean
         return updates
 
     def on_end(self, span: ReadableSpan) -> None:

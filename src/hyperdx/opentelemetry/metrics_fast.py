@@ -114,6 +114,20 @@ def histogram(instrument: Any) -> Any:
         return found
 
 
+def record_known_of(instrument: Any) -> Any:
+    """``instrument.record_known`` of a :class:`FastHistogram`, else a function with the same
+    arguments calling ``instrument.record`` (an SDK instrument), None for no instrument."""
+    if instrument is None:
+        return None
+    if isinstance(instrument, FastHistogram):
+        return instrument.record_known
+
+    def record(amount: float, attributes: dict[str, Any], context: Any = None) -> None:
+        instrument.record(amount, attributes, context=context)
+
+    return record
+
+
 def _eligible(instrument: Any) -> bool:
     if not _SDK_KNOWN or type(instrument) is not _Histogram:
         return False
@@ -149,6 +163,7 @@ class FastHistogram:
         self._storages: Any = _NO_STORAGES  # the reader storages the state below belongs to
         self._matches: list[Any] | None = None  # one per reader; None: the SDK path
         self._aliases: dict[Key, list[Any]] = {}
+        self._known: dict[int, tuple[dict[str, Any], list[Any]]] = {}  # record_known's
 
     def record(
         self, amount: float, attributes: Mapping[str, Any] | None = None, context: Any = None
@@ -176,24 +191,33 @@ class FastHistogram:
         if aggregations is None:
             self._first(amount, attributes, context, key)
             return
-        if not _AGGREGATE_VERIFIED:
-            value = _Amount(amount)
-            for aggregation in aggregations:
-                aggregation.aggregate(value, False)
+        _aggregate(amount, aggregations)
+
+    def record_known(self, amount: float, attributes: dict[str, Any], context: Any = None) -> None:
+        """:meth:`record`, for an attribute dict that its caller never changes once made (a
+        memoised set, recorded again and again): its aggregations are then found by the dict's
+        identity, without building and hashing a key of its items."""
+        if self._consumer._reader_storages is not self._storages:  # noqa: SLF001
+            self._bind()
+        found = self._known.get(id(attributes))
+        if (
+            found is not None
+            and found[0] is attributes
+            and 0 <= amount < math.inf
+            and (self._meter_config is None or self._meter_config.is_enabled)
+        ):
+            _aggregate(amount, found[1])
             return
-        for agg in aggregations:
-            # ``agg.aggregate(measurement, False)`` of the verified SDK, inlined: no measurement
-            # object, no exemplar call (it does nothing when not sampling).
-            with agg._lock:  # noqa: SLF001
-                if agg._value is None:  # noqa: SLF001
-                    agg._value = agg._get_empty_bucket_counts()  # noqa: SLF001
-                agg._sum += amount  # noqa: SLF001
-                if agg._record_min_max:  # noqa: SLF001
-                    if amount < agg._min:  # noqa: SLF001 - min(current, amount)
-                        agg._min = amount  # noqa: SLF001
-                    if amount > agg._max:  # noqa: SLF001 - max(current, amount)
-                        agg._max = amount  # noqa: SLF001
-                agg._value[bisect_left(agg._boundaries, amount)] += 1  # noqa: SLF001
+        self.record(amount, attributes, context)
+        if self._matches is None or not attributes or len(self._known) >= _MAX_ALIASES:
+            return
+        key: Key = (*attributes, *attributes.values(), *map(type, attributes.values()))
+        try:
+            aggregations = self._aliases.get(key)
+        except TypeError:  # an unhashable value: never remembered
+            return
+        if aggregations is not None:  # the dict is held, so its id names only it
+            self._known[id(attributes)] = (attributes, aggregations)
 
     def _bind(self) -> None:
         """Find (or create, as the SDK's first record would) this instrument's match in every
@@ -213,6 +237,7 @@ class FastHistogram:
             assert matches is not None
             matches.append(match)
         self._aliases = {}
+        self._known = {}
         self._matches = matches
         self._storages = storages
 
@@ -242,3 +267,25 @@ class FastHistogram:
         )
         if rememberable:
             self._aliases[key] = [table[hashed] for table in tables]
+
+
+def _aggregate(amount: float, aggregations: list[Any]) -> None:
+    """``aggregation.aggregate(measurement, False)`` of each remembered aggregation."""
+    if not _AGGREGATE_VERIFIED:
+        value = _Amount(amount)
+        for aggregation in aggregations:
+            aggregation.aggregate(value, False)
+        return
+    for agg in aggregations:
+        # ``agg.aggregate(measurement, False)`` of the verified SDK, inlined: no measurement
+        # object, no exemplar call (it does nothing when not sampling).
+        with agg._lock:  # noqa: SLF001
+            if agg._value is None:  # noqa: SLF001
+                agg._value = agg._get_empty_bucket_counts()  # noqa: SLF001
+            agg._sum += amount  # noqa: SLF001
+            if agg._record_min_max:  # noqa: SLF001
+                if amount < agg._min:  # noqa: SLF001 - min(current, amount)
+                    agg._min = amount  # noqa: SLF001
+                if amount > agg._max:  # noqa: SLF001 - max(current, amount)
+                    agg._max = amount  # noqa: SLF001
+            agg._value[bisect_left(agg._boundaries, amount)] += 1  # noqa: SLF001

@@ -16,7 +16,7 @@ from typing import Any
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util import BoundedList
-from opentelemetry.trace import SpanContext, TraceFlags, TraceState
+from opentelemetry.trace import DEFAULT_TRACE_STATE, SpanContext, TraceFlags, TraceState
 
 from hyperdx.opentelemetry.fast_span import _UNSET_STATUS
 from hyperdx.opentelemetry.fast_span import _Span as _LIVE_SPAN
@@ -81,6 +81,7 @@ def _links(links: Sequence[Any]) -> list[bytes]:
 
 
 _STATUS_UNSET = b"\x7a\x00"
+_EMPTY_TRACE_STATE = DEFAULT_TRACE_STATE
 
 
 def _context_is_tuple() -> bool:
@@ -120,9 +121,14 @@ def encode_span(span: ReadableSpan) -> bytes:
         status: Any = span._status
         # Bounded collections carry their dropped count (a limit of 0 drops everything, so
         # these are read even when the collection is empty).
-        d_attrs = getattr(attrs, "dropped", 0)
-        d_events = getattr(events, "dropped", 0)
-        d_links = getattr(links, "dropped", 0)
+        d_attrs = (
+            attrs.dropped if type(attrs) is BoundedAttributes else getattr(attrs, "dropped", 0)
+        )
+        if type(events) is BoundedList and type(links) is BoundedList:
+            d_events, d_links = events.dropped, links.dropped
+        else:
+            d_events = getattr(events, "dropped", 0)
+            d_links = getattr(links, "dropped", 0)
     else:
         ctx, parent, name, kind = span.context, span.parent, span.name, span.kind
         start, end = span.start_time, span.end_time
@@ -137,7 +143,7 @@ def encode_span(span: ReadableSpan) -> bytes:
     else:
         tid, sid, ts = ctx.trace_id, ctx.span_id, ctx.trace_state
     parts = [_IDS(b"\x0a\x10", tid >> 64, tid & _LOW64, b"\x12\x08", sid)]
-    if ts:
+    if ts is not _EMPTY_TRACE_STATE and ts:  # the shared empty one, without TraceState.__len__
         parts.append(string_field(b"\x1a", ",".join([f"{k}={v}" for k, v in ts.items()])))
     if parent:
         parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
@@ -160,7 +166,9 @@ def encode_span(span: ReadableSpan) -> bytes:
         # Its plain dict (same keys, same order) iterates in C; BoundedAttributes' own
         # __len__ and items() are Python-level calls (a __getitem__ per key).
         if attrs._dict:
-            attributes_into(parts, b"\x4a", attrs._dict)
+            # fast_span's span knows when every value is a str or an int (no type check).
+            str_int = type(span) is _LIVE_SPAN and span._hyperdx_str_int
+            attributes_into(parts, b"\x4a", attrs._dict, str_int)
     elif attrs:
         attributes_into(parts, b"\x4a", attrs)
     if d_attrs:

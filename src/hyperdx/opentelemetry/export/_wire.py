@@ -118,13 +118,17 @@ def attributes(tag: bytes, attrs: Mapping[str, Any] | None) -> list[bytes]:
 _CACHED_TYPES = frozenset({str, int})  # the value types the caches hold (exact types)
 
 
-def attributes_into(out: list[bytes], tag: bytes, attrs: Mapping[str, Any]) -> None:
-    """:func:`attributes`, appending to ``out`` (saves a list per message on the hot path)."""
+def attributes_into(
+    out: list[bytes], tag: bytes, attrs: Mapping[str, Any], str_int: bool = False
+) -> None:
+    """:func:`attributes`, appending to ``out`` (saves a list per message on the hot path).
+
+    ``str_int``: the caller knows every value is a ``str`` or an ``int``."""
     cache = _kv_caches.get(tag)
     if cache is None:
         cache = _kv_caches[tag] = {}
     items = attrs.items()
-    if not _CACHED_TYPES.issuperset(map(type, attrs.values())):
+    if not str_int and not _CACHED_TYPES.issuperset(map(type, attrs.values())):
         for key, value in items:
             field = _field(cache, tag, key, value)
             if field is not None:

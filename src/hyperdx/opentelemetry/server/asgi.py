@@ -20,6 +20,8 @@ from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.util.http import ExcludeList, parse_excluded_urls
 
+from hyperdx.opentelemetry import fast_context
+from hyperdx.opentelemetry.metrics_fast import FastHistogram
 from hyperdx.opentelemetry.server import semconv
 from hyperdx.opentelemetry.server.faults import fault
 from hyperdx.opentelemetry.server.telemetry import ServerTelemetry
@@ -82,7 +84,7 @@ def content_length(raw: Any) -> int | None:
 
 def instrumentation_enabled() -> bool:
     """contrib's ``is_http_instrumentation_enabled``; an empty context suppresses nothing."""
-    return not context.get_current() or is_http_instrumentation_enabled()
+    return not fast_context.get_current() or is_http_instrumentation_enabled()
 
 
 _SUPPRESS_INSTRUMENTATION_KEY_PLAIN = "suppress_instrumentation"  # contrib reads it too
@@ -200,31 +202,7 @@ def request_attributes(
     if host and old:
         attrs["http.server_name"] = host[0] if len(host) == 1 else ",".join(host)
     agent = headers.get("user-agent")
-    if agent:
-        value = agent[0]
-        if value:
-            if old:
-                attrs["http.user_agent"] = value
-            if new:
-                attrs["user_agent.original"] = value
-            synthetic = semconv.synthetic_type(value)
-            if synthetic:
-                attrs["user_agent.synthetic.type"] = synthetic
-    client = get("client")
-    if client is not None:
-        if client[0]:
-            if old:
-                attrs["net.peer.ip"] = client[0]
-            if new:
-                attrs["client.address"] = client[0]
-        peer_port = client[1]
-        if type(peer_port) is not int:
-            peer_port = semconv.as_int(peer_port)
-        if peer_port:
-            if old:
-                attrs["net.peer.port"] = peer_port
-            if new:
-                attrs["client.port"] = peer_port
+    _client_attrs(attrs, agent[0] if agent else None, get("client"), old, new)
     return attrs
 
 
@@ -279,7 +257,7 @@ class Head:
         self.url_prefix = host_port_url(scope, headers)[2]  # scheme://host
         self.cell: list[int] | None = None  # the active count of self.active (its middleware's)
         # (status, http.target, http.route) -> (old, new) duration attributes, never mutated
-        self.metrics: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any]]] = {}
+        self.metrics: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any], bool]] = {}
 
 
 _MAX_HEADS = 256  # combinations per middleware; past it, heads are computed, not remembered
@@ -331,17 +309,23 @@ def request_attributes_from(
             url += "?" + urllib.parse.unquote(query)
         attrs["http.url"] = semconv.redact(url)
     agent = plain.get(b"user-agent")
-    if agent is not None:
-        value = decode(agent)
-        if value:
-            if old:
-                attrs["http.user_agent"] = value
-            if new:
-                attrs["user_agent.original"] = value
-            synthetic = semconv.synthetic_type(value)
-            if synthetic:
-                attrs["user_agent.synthetic.type"] = synthetic
-    client = get("client")
+    _client_attrs(attrs, None if agent is None else decode(agent), get("client"), old, new)
+    return attrs
+
+
+def _client_attrs(
+    attrs: dict[str, Any], agent: str | None, client: Any, old: bool, new: bool
+) -> None:
+    """The user-agent and client address/port attributes (of both header paths), in the order
+    contrib adds them: ``agent`` is the User-Agent header's value, ``client`` the scope's."""
+    if agent:
+        if old:
+            attrs["http.user_agent"] = agent
+        if new:
+            attrs["user_agent.original"] = agent
+        synthetic = semconv.synthetic_type(agent)
+        if synthetic:
+            attrs["user_agent.synthetic.type"] = synthetic
     if client is not None:
         if client[0]:
             if old:
@@ -356,7 +340,6 @@ def request_attributes_from(
                 attrs["net.peer.port"] = peer_port
             if new:
                 attrs["client.port"] = peer_port
-    return attrs
 
 
 # The active-requests keys in the order request_attributes adds them, per (old, new) mode.
@@ -582,7 +565,7 @@ class OpenTelemetryASGIMiddleware:
         kind = scope.get("type")
         if kind != "http" and kind != "websocket":
             return await self.app(scope, receive, send)
-        current = context.get_current()
+        current = fast_context.get_current()
         if current and not enabled_in(current):
             return await self.app(scope, receive, send)
         try:
@@ -594,7 +577,7 @@ class OpenTelemetryASGIMiddleware:
         if ex is None:  # an excluded URL
             return await self.app(scope, receive, send)
         span = ex.span
-        token = context.attach(ex.ctx)
+        token = fast_context.attach(ex.ctx)
         try:
             hook = self.server_request_hook
             if hook is not None:
@@ -616,7 +599,7 @@ class OpenTelemetryASGIMiddleware:
                     self._record(ex, start)
                 except Exception as exc:  # noqa: BLE001
                     fault("asgi.metrics", exc)
-            context.detach(token)
+            fast_context.detach(token)
             if span.is_recording():
                 span.end()
 
@@ -690,9 +673,12 @@ class OpenTelemetryASGIMiddleware:
         t = self.telemetry
         seconds = default_timer() - start
         target = route_target(ex.scope)
-        old_attrs, new_attrs = self._metric_attrs(ex, target)
+        old_attrs, new_attrs, known = self._metric_attrs(ex, target)
         ctx = ex.ctx
-        t.record_picked(seconds, old_attrs, new_attrs, ctx)
+        if known:  # memoised dicts, never changed again
+            t.record_known(seconds, old_attrs, new_attrs, ctx)
+        else:
+            t.record_picked(seconds, old_attrs, new_attrs, ctx)
         if ex.cell is not None:
             t.active.add_to(ex.cell, -1)
         else:
@@ -707,21 +693,22 @@ class OpenTelemetryASGIMiddleware:
         response_size = ex.response_size
         if response_size:  # contrib skips a zero length
             if t.response_size_old is not None:
-                t.response_size_old.record(response_size, old_attrs, context=ctx)
+                _record(t.response_size_old, response_size, old_attrs, ctx, known)
             if t.response_size_new is not None:
-                t.response_size_new.record(response_size, new_attrs, context=ctx)
+                _record(t.response_size_new, response_size, new_attrs, ctx, known)
         if size is not None:
             if t.request_size_old is not None:
-                t.request_size_old.record(size, old_attrs, context=ctx)
+                _record(t.request_size_old, size, old_attrs, ctx, known)
             if t.request_size_new is not None:
-                t.request_size_new.record(size, new_attrs, context=ctx)
+                _record(t.request_size_new, size, new_attrs, ctx, known)
 
     def _metric_attrs(
         self, ex: Exchange, target: str | None
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    ) -> tuple[dict[str, Any], dict[str, Any], bool]:
         """(old, new) duration and size attributes: ``semconv.pick`` of the request's attributes
         (plus ``http.target`` for the old ones), remembered per head for the usual requests,
-        whose picked attributes depend on nothing but the head, status, target and route."""
+        whose picked attributes depend on nothing but the head, status, target and route; and
+        whether they are such remembered dicts (which nothing changes any more)."""
         status, extra, head = ex.status, ex.extra, ex.head
         key = None
         if (
@@ -737,7 +724,16 @@ class OpenTelemetryASGIMiddleware:
         old_attrs = semconv.pick(attrs, semconv.DURATION_OLD)
         if target:
             old_attrs["http.target"] = target
-        found = old_attrs, semconv.pick(attrs, semconv.DURATION_NEW)
+        new_attrs = semconv.pick(attrs, semconv.DURATION_NEW)
         if head is not None and key is not None and len(head.metrics) < _MAX_METRIC_SETS:
-            head.metrics[key] = found
-        return found
+            found = head.metrics[key] = (old_attrs, new_attrs, True)
+            return found
+        return old_attrs, new_attrs, False
+
+
+def _record(histogram: Any, amount: int, attrs: dict[str, Any], ctx: Any, known: bool) -> None:
+    """``histogram.record``; ``record_known`` for memoised attributes (``known``)."""
+    if known and type(histogram) is FastHistogram:
+        histogram.record_known(amount, attrs, ctx)
+    else:
+        histogram.record(amount, attrs, context=ctx)

@@ -29,6 +29,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 from opentelemetry.instrumentation.propagators import get_global_response_propagator
 from opentelemetry.util.http import ExcludeList, get_excluded_urls, parse_excluded_urls
 
+from hyperdx.opentelemetry import fast_context
 from hyperdx.opentelemetry.server import semconv
 from hyperdx.opentelemetry.server.faults import fault
 from hyperdx.opentelemetry.server.telemetry import ServerTelemetry
@@ -38,7 +39,7 @@ from hyperdx.opentelemetry.server.wsgi import (
     default_span_name,
     environ_getter,
     request_header_items,
-    request_start,
+    request_start_plain,
     start_server_span,
 )
 
@@ -84,6 +85,7 @@ class _Request:
         "ctx",
         "excluded",
         "info",
+        "plain",
         "route",
         "rule",
         "span",
@@ -100,8 +102,10 @@ class _Request:
         start_ns: int,
         state: _AppState,
         wrapped: Callable[..., Any],
+        plain: bool,
     ) -> None:
         self.attrs = attrs
+        self.plain = plain  # every value in attrs is of a plain type (fast_span)
         self.excluded = excluded
         self.start_ns = start_ns
         self.state = state
@@ -145,11 +149,12 @@ class _Request:
 class _Route:
     """What a URL rule contributes to every request it serves, computed at its first one."""
 
-    __slots__ = ("commenter", "names", "new_extra", "old_extra", "rule", "text")
+    __slots__ = ("commenter", "names", "new_extra", "old_extra", "plain", "rule", "text")
 
     def __init__(self, rule: Any) -> None:
         self.rule = rule  # held, so the id() keying the cache stays this rule's
         self.text: str = rule.rule
+        self.plain = type(self.text) is str  # http.route keeps the attributes plain
         route = str(rule)
         self.old_extra = {"http.target": route} if route else None
         self.new_extra = {"http.route": route} if route else None
@@ -208,11 +213,12 @@ class _AppState:
         try:
             start_ns = time_ns()
             start = default_timer()
-            attrs, active = request_start(environ, mode)
+            attrs, active, plain = request_start_plain(environ, mode)
             excluded = self.has_exclusions and self.config.excluded.url_disabled(_url(environ))
-            req = _Request(attrs, excluded, start_ns, self, start_response)
+            req = _Request(attrs, excluded, start_ns, self, start_response, plain)
             environ[_KEY] = req
-            t.active.add(1, active)
+            cell = t.active.cell_of(active)
+            t.active.add_to(cell, 1)
         except Exception as exc:  # noqa: BLE001 - never the app's problem
             fault("flask.request", exc)
             return original(app, environ, start_response)
@@ -236,12 +242,13 @@ class _AppState:
                         new_extra,
                         req.ctx,
                         wsgi_order=True,
+                        str_int=req.plain and (req.info is None or req.info.plain),
                     )
                 except Exception as exc:  # noqa: BLE001
                     fault("flask.metrics", exc)
             return result
         finally:
-            t.active.add(-1, active)
+            t.active.add_to(cell, -1)
 
     def start_span(self, request: Any, req: _Request) -> None:
         """At preprocess_request: routing is done, so the span carries the rule."""
@@ -264,13 +271,21 @@ class _AppState:
             if (
                 info is not None
                 and info.commenter is not None
-                and type(request).endpoint is _STOCK_ENDPOINT  # so it is the rule's endpoint
+                # so it is the rule's endpoint (_stock_endpoint, inlined)
+                and (type(request) is _STOCK_REQUEST or type(request).endpoint is _STOCK_ENDPOINT)
             ):
                 extra = (_COMMENTER_KEY, dict(info.commenter))
             else:
                 extra = (_COMMENTER_KEY, self._commenter(request, info))
         span, ctx = start_server_span(
-            t.tracer, name, environ, environ_getter, attrs, req.start_ns, extra
+            t.tracer,
+            name,
+            environ,
+            environ_getter,
+            attrs,
+            req.start_ns,
+            extra,
+            plain=req.plain and (info is None or info.plain),
         )
         if t.headers.request is not None and span.is_recording() and semconv.is_server(span):
             custom = t.headers.attributes(
@@ -282,7 +297,7 @@ class _AppState:
         req.rule = rule
         req.info = info
         req.ctx = ctx
-        req.token = context.attach(ctx)
+        req.token = fast_context.attach(ctx)
 
     def _commenter(self, request: Any, route: _Route | None) -> dict[str, Any]:
         """The sqlcommenter tags; remembered in ``route`` for the next requests of its rule
@@ -296,7 +311,7 @@ class _AppState:
             info["controller"] = endpoint
         if options.get("route", True) and route is not None and route.text:
             info["route"] = route.text
-        if route is not None and type(request).endpoint is _STOCK_ENDPOINT:
+        if route is not None and _stock_endpoint(request):
             route.commenter = dict(info)
         return info
 
@@ -335,6 +350,15 @@ def _flask_version() -> str:
 
 
 _STOCK_ENDPOINT: Any = None  # flask.wrappers.Request.endpoint (set when instrumenting)
+_STOCK_REQUEST: Any = None  # flask.wrappers.Request (set when instrumenting)
+
+
+def _stock_endpoint(request: Any) -> bool:
+    """Whether ``request.endpoint`` is Flask's own property (the rule's endpoint)."""
+    cls = type(request)
+    return cls is _STOCK_REQUEST or cls.endpoint is _STOCK_ENDPOINT
+
+
 _request_var: Any = None  # Flask's request ContextVar, looked up once (None: not yet / absent)
 
 
@@ -355,10 +379,11 @@ def _current_request() -> Any:
 
 
 def _resolve_stock_endpoint() -> None:
-    global _STOCK_ENDPOINT
+    global _STOCK_ENDPOINT, _STOCK_REQUEST
     import flask.wrappers
 
     _STOCK_ENDPOINT = flask.wrappers.Request.__dict__.get("endpoint")
+    _STOCK_REQUEST = flask.wrappers.Request if _STOCK_ENDPOINT is not None else None
 
 
 # --- the class-level wrappers -----------------------------------------------------------------
@@ -382,7 +407,7 @@ def _state_of(app: Any) -> _AppState | None:
 
 
 def _wsgi_app(self: Any, environ: dict[str, Any], start_response: Any) -> Any:
-    state = self.__dict__.get(_STATE)
+    state = self._hyperdx_server  # app.__dict__[_STATE], or the class's None
     if state is None:  # the app's first request (or an app left uninstrumented)
         try:
             state = _state_of(self)
@@ -394,7 +419,7 @@ def _wsgi_app(self: Any, environ: dict[str, Any], start_response: Any) -> Any:
 
 
 def _preprocess_request(self: Any) -> Any:
-    state = self.__dict__.get(_STATE)
+    state = self._hyperdx_server
     if state:
         request = None
         try:
@@ -417,7 +442,7 @@ def _do_teardown_request(self: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return _originals["do_teardown_request"](self, *args, **kwargs)
     finally:
-        if self.__dict__.get(_STATE):
+        if self._hyperdx_server:
             try:  # the span ends here, where contrib's teardown hook ends it
                 request = _current_request()
                 req = request.environ.get(_KEY) if request is not None else None
@@ -430,7 +455,7 @@ def _do_teardown_request(self: Any, *args: Any, **kwargs: Any) -> Any:
                             semconv.record_exception(req.span, exc)
                     token, req.token = req.token, None
                     req.span.end()
-                    context.detach(token)  # type: ignore[arg-type,unused-ignore]
+                    fast_context.detach(token)  # type: ignore[arg-type,unused-ignore]
             except Exception as exc:  # noqa: BLE001
                 fault("flask.end_span", exc)
 
@@ -456,6 +481,8 @@ class FlaskInstrumentor(BaseInstrumentor):
         _current_request()  # resolves _request_var while instrumenting, not per request
         _resolve_stock_endpoint()
         cls = flask.app.Flask
+        if _STATE not in cls.__dict__:  # the default the wrappers read (an attribute load
+            setattr(cls, _STATE, None)  # is cheaper than app.__dict__.get)
         for name, wrapper in _WRAPPERS.items():
             if name not in _originals:
                 _originals[name] = cls.__dict__[name]
@@ -469,6 +496,8 @@ class FlaskInstrumentor(BaseInstrumentor):
         for name, original in list(_originals.items()):
             setattr(flask.app.Flask, name, original)
             del _originals[name]
+        if _STATE in flask.app.Flask.__dict__:
+            delattr(flask.app.Flask, _STATE)
 
     @staticmethod
     def instrument_app(app: Any, **kwargs: Any) -> None:

@@ -33,6 +33,8 @@ from opentelemetry.util.http import (
     redact_url,
 )
 
+from hyperdx.opentelemetry.fast_span import RECORDING_UNTIL_ENDED
+
 KNOWN_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY"}
 )
@@ -184,7 +186,11 @@ def wsgi_status(status: str) -> tuple[int, str]:
 
 def set_status(span: Span, metric_attrs: dict[str, Any], code: int, text: str, mode: Mode) -> None:
     """Status code attributes (span and metrics) and span status, as contrib's _set_status."""
-    recording = span.is_recording()
+    # Span.is_recording() of the SDK span (and fast_span's), without the call.
+    if type(span) in RECORDING_UNTIL_ENDED:
+        recording = span._end_time is None  # type: ignore[attr-defined]
+    else:
+        recording = span.is_recording()
     if code < 0:
         if mode.new:
             metric_attrs["error.type"] = text

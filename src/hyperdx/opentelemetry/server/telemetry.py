@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from importlib import metadata
+from operator import itemgetter
 from typing import Any
 
 from opentelemetry import trace
@@ -50,6 +51,16 @@ class ServerTelemetry:
             h is None or isinstance(h, metrics_fast.FastHistogram)
             for h in (self.duration_old, self.duration_new)
         )
+        self._old_known = metrics_fast.record_known_of(self.duration_old)
+        self._new_known = metrics_fast.record_known_of(self.duration_new)
+        # _record_wsgi's memo: the keys its picks read, and the picked dicts per their values.
+        self._wsgi_keys: tuple[str, ...] = (
+            semconv.WSGI_DURATION_OLD_ORDER if old is not None else ()
+        ) + (semconv.WSGI_DURATION_NEW_ORDER if new is not None else ())
+        self._wsgi_picked: dict[Any, tuple[Any, Any, dict[str, Any], dict[str, Any]]] = {}
+        # The old keys are all there once the status is set; the new ones include the rare
+        # error.type, so a KeyError would be the rule there.
+        self._wsgi_get = itemgetter(*self._wsgi_keys) if new is None and old is not None else None
         self.active = ActiveRequests.of(self.meter, active_unit, active_description)
         self.headers = headers or semconv.HeaderCapture()
 
@@ -62,34 +73,94 @@ class ServerTelemetry:
         new_extra: dict[str, Any] | None = None,
         span_context: Any = None,
         wsgi_order: bool = False,
+        str_int: bool = False,
     ) -> None:
         """The duration histograms, with the span as the exemplar context.
 
         ``span_context``: a context already holding ``span`` (the one attached for the request),
-        so no new one is made per request."""
+        so no new one is made per request. ``str_int``: every value in ``attrs`` is known to be
+        a ``str`` or an ``int`` (``wsgi.request_start_plain``)."""
         if span_context is None and span is not None and self._exemplar_context:
             span_context = trace.set_span_in_context(span)
+        if wsgi_order:
+            self._record_wsgi(seconds, attrs, old_extra, new_extra, span_context, str_int)
+            return
         # Both duration histograms, each with its own attribute filter (contrib's rule).
-        # ``wsgi_order``: ``attrs`` come from ``wsgi.request_attributes`` + ``set_status``
-        # only, so the filtered keys are read in their known order.
         old = self.duration_old
         if old is not None:
-            if wsgi_order:
-                a = semconv.pick_in_order(attrs, semconv.WSGI_DURATION_OLD_ORDER)
-            else:
-                a = semconv.pick(attrs, semconv.DURATION_OLD)
+            a = semconv.pick(attrs, semconv.DURATION_OLD)
             if old_extra:
                 a.update(old_extra)
             old.record(max(round(seconds * 1000), 0), a, context=span_context)
         new = self.duration_new
         if new is not None:
-            if wsgi_order:
-                a = semconv.pick_in_order(attrs, semconv.WSGI_DURATION_NEW_ORDER)
-            else:
-                a = semconv.pick(attrs, semconv.DURATION_NEW)
+            a = semconv.pick(attrs, semconv.DURATION_NEW)
             if new_extra:
                 a.update(new_extra)
             new.record(max(seconds, 0), a, context=span_context)
+
+    def _record_wsgi(
+        self,
+        seconds: float,
+        attrs: dict[str, Any],
+        old_extra: dict[str, Any] | None,
+        new_extra: dict[str, Any] | None,
+        span_context: Any,
+        str_int: bool = False,
+    ) -> None:
+        """:meth:`record` for ``attrs`` from ``wsgi.request_attributes`` + ``set_status`` only
+        (so the filtered keys are read in their known order) and extras that their owner never
+        changes (a route's). The picked attribute dicts are memoised per combination of the
+        values read and the extras, so the histograms see the same dicts again
+        (``record_known``)."""
+        keys = self._wsgi_keys
+        values = None
+        if self._wsgi_get is not None:  # all keys present, the usual case: read in C
+            try:  # noqa: SIM105 - contextlib.suppress costs a context manager per request
+                values = self._wsgi_get(attrs)
+            except KeyError:
+                pass
+        if values is None:
+            values = tuple(map(attrs.get, keys, _ABSENT_PER_KEY[len(keys)]))
+        memo_key: Any
+        if str_int:
+            memo_key = (values, id(old_extra), id(new_extra))
+        else:  # the value types too: True == 1 and 1.0 == 1 must not share a memoised set
+            memo_key = (values, tuple(map(type, values)), id(old_extra), id(new_extra))
+        try:
+            found = self._wsgi_picked.get(memo_key)
+        except TypeError:  # an unhashable value: picked afresh, not memoised
+            found = memo_key = None
+        if found is None or found[0] is not old_extra or found[1] is not new_extra:
+            found = (old_extra, new_extra, *self._pick_wsgi(attrs, old_extra, new_extra))
+            if memo_key is not None and len(self._wsgi_picked) < _MAX_PICKED:
+                self._wsgi_picked[memo_key] = found  # holds the extras: their ids stay theirs
+            else:  # not memoised: recorded as any other dict
+                if self.duration_old is not None:
+                    self.duration_old.record(
+                        max(round(seconds * 1000), 0), found[2], context=span_context
+                    )
+                if self.duration_new is not None:
+                    self.duration_new.record(max(seconds, 0), found[3], context=span_context)
+                return
+        if self.duration_old is not None:
+            self._old_known(max(round(seconds * 1000), 0), found[2], span_context)
+        if self.duration_new is not None:
+            self._new_known(max(seconds, 0), found[3], span_context)
+
+    def _pick_wsgi(
+        self,
+        attrs: dict[str, Any],
+        old_extra: dict[str, Any] | None,
+        new_extra: dict[str, Any] | None,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        old = semconv.pick_in_order(attrs, semconv.WSGI_DURATION_OLD_ORDER)
+        if old_extra:
+            old.update(old_extra)
+        new = semconv.pick_in_order(attrs, semconv.WSGI_DURATION_NEW_ORDER)
+        if new_extra:
+            new.update(new_extra)
+        return old, new
 
     def record_picked(
         self,
@@ -106,6 +177,20 @@ class ServerTelemetry:
         new = self.duration_new
         if new is not None:
             new.record(max(seconds, 0), new_attrs, context=span_context)
+
+    def record_known(
+        self,
+        seconds: float,
+        old_attrs: dict[str, Any],
+        new_attrs: dict[str, Any],
+        span_context: Any,
+    ) -> None:
+        """:meth:`record_picked` with memoised attribute dicts that nobody changes any more
+        (the histograms remember their aggregations by the dicts' identity)."""
+        if self.duration_old is not None:
+            self._old_known(max(round(seconds * 1000), 0), old_attrs, span_context)
+        if self.duration_new is not None:
+            self._new_known(max(seconds, 0), new_attrs, span_context)
 
     response_size_old: Any = None
     response_size_new: Any = None
@@ -153,8 +238,13 @@ _SIZE_HISTOGRAMS = (
 )
 
 
+_MAX_PICKED = 1024  # memoised duration attribute sets per app (methods x statuses x routes)
+_ABSENT: Any = object()
+_ABSENT_PER_KEY = [(_ABSENT,) * n for n in range(32)]  # dict.get's default, once per key
+
 _MAX_ATTRIBUTE_SETS = 2000  # the SDK's cardinality limit per instrument
 _OVERFLOW = (("otel.metric.overflow", True),)
+_MAX_KNOWN_KEYS = 512  # cell_of's memo (keys made per request beyond it are hashed each time)
 
 
 class ActiveRequests:
@@ -171,6 +261,7 @@ class ActiveRequests:
     def __init__(self, meter: Any, unit: str, description: str) -> None:
         self._counts: dict[tuple[tuple[str, Any], ...], list[int]] = {}  # key -> [count]
         self._lock = threading.Lock()
+        self._known: dict[int, tuple[Any, list[int]]] = {}  # cell_of's, by id(key)
         self._meter = meter  # keeps id(meter) unique while registered in _shared
         meter.create_observable_up_down_counter(
             name="http.server.active_requests",
@@ -203,6 +294,18 @@ class ActiveRequests:
         with self._lock:
             found = self._counts.get(key)
             return found if found is not None else self._new_cell(key)
+
+    def cell_of(self, key: tuple[tuple[str, Any], ...]) -> list[int]:
+        """:meth:`cell`, found by the key's identity when this key object was seen before (a
+        memoised key, as ``wsgi.request_start`` returns per server combination): no hashing
+        of the nested key per request."""
+        found = self._known.get(id(key))
+        if found is not None and found[0] is key:
+            return found[1]
+        cell = self.cell(key)
+        if len(self._known) < _MAX_KNOWN_KEYS:
+            self._known[id(key)] = (key, cell)  # holds the key, so its id stays its own
+        return cell
 
     def add_to(self, cell: list[int], amount: int) -> None:
         """:meth:`add` to a count :meth:`cell` returned."""

@@ -21,7 +21,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.http import normalize_user_agent
 
-from hyperdx.opentelemetry import fast_span
+from hyperdx.opentelemetry import fast_context, fast_span
 from hyperdx.opentelemetry.server import semconv
 from hyperdx.opentelemetry.server.faults import fault
 from hyperdx.opentelemetry.server.telemetry import ServerTelemetry
@@ -52,7 +52,17 @@ def request_attributes(environ: dict[str, Any], mode: semconv.Mode) -> dict[str,
 def request_start(
     environ: dict[str, Any], mode: semconv.Mode
 ) -> tuple[dict[str, Any], semconv.ActiveKey]:
-    """:func:`request_attributes` and their active-requests key (``semconv.active_attrs``).
+    """:func:`request_attributes` and their active-requests key (``semconv.active_attrs``)."""
+    attrs, active, _ = request_start_plain(environ, mode)
+    return attrs, active
+
+
+def request_start_plain(
+    environ: dict[str, Any], mode: semconv.Mode
+) -> tuple[dict[str, Any], semconv.ActiveKey, bool]:
+    """:func:`request_start`, and whether every attribute value is a ``str`` or an ``int``
+    (plain: what the SDK stores unchanged, ``fast_span.start_span(plain=True)``; and no
+    ``True == 1`` or ``1.0 == 1`` among them, ``ServerTelemetry.record(str_int=True)``).
 
     Runs on every request, so the attributes that depend only on the server and the method
     (method, server name, scheme, host, port; the protocol version), which are also all the
@@ -77,7 +87,7 @@ def request_start(
         found = _head(key, mode, remember=False)
     if found is None:
         found = _head(key, mode)
-    head, flavor, active = found
+    head, flavor, active, plain = found
     attrs = head.copy()
     target = get("RAW_URI")
     if target is None:
@@ -134,10 +144,22 @@ def request_start(
             attrs["http.flavor"] = flavor
         if new:
             attrs["network.protocol.version"] = flavor
-    return attrs, active
+    # The per-request values (the head's were checked once): str or int, or not set. (Checked
+    # one by one: a set of their types costs four times as much.)
+    if plain:
+        plain = (
+            (target is None or type(target) is str)
+            and (remote_addr is None or type(remote_addr) is str)
+            and (remote_host is None or type(remote_host) is str)
+            and (agent is None or type(agent) is str)
+        )
+        if plain and new:
+            plain = _PLAIN_OR_NONE.issuperset(map(type, (get("PATH_INFO"), get("QUERY_STRING"))))
+    return attrs, active, plain
 
 
-_Head = tuple[dict[str, Any], Any, semconv.ActiveKey]
+_PLAIN_OR_NONE = frozenset({str, int, type(None)})
+_Head = tuple[dict[str, Any], Any, semconv.ActiveKey, bool]
 _HEADS: dict[tuple[Any, ...], _Head] = {}  # request_attributes' memo, bounded
 _MAX_HEADS = 256
 
@@ -177,7 +199,8 @@ def _head(key: tuple[Any, ...], mode: semconv.Mode, remember: bool = True) -> _H
             with_flavor["http.flavor"] = flavor
         if new:
             with_flavor["network.protocol.version"] = flavor
-    found = (attrs, flavor, semconv.active_attrs(with_flavor, mode))
+    plain = _PLAIN_OR_NONE.issuperset(map(type, with_flavor.values()))
+    found = (attrs, flavor, semconv.active_attrs(with_flavor, mode), plain)
     if remember and len(_HEADS) < _MAX_HEADS:
         _HEADS[key] = found
     return found
@@ -243,15 +266,17 @@ def start_server_span(
     *,
     current: context.Context | None = None,
     incoming: bool | None = None,
+    plain: bool = False,
 ) -> tuple[trace.Span, context.Context]:
     """A SERVER span continuing the incoming trace, or INTERNAL under an active span.
 
     Returns the span and the context to attach: the parent's, with the span set in it (and
     ``extra``, a ``(key, value)`` context entry, if given), made in one copy. ``current``: the
     current context if the caller has it; ``incoming``: whether ``carrier`` holds a
-    ``traceparent`` or ``baggage`` header, if the caller knows (else the getter is asked)."""
+    ``traceparent`` or ``baggage`` header, if the caller knows (else the getter is asked);
+    ``plain``: every value in ``attrs`` is known to be a ``str`` or an ``int`` (``fast_span``)."""
     if current is None:
-        current = context.get_current()
+        current = fast_context.get_current()
     active = current.get(_SPAN_KEY)
     if active is None or active is trace.INVALID_SPAN or not isinstance(active, trace.Span):
         if incoming is not None:
@@ -267,16 +292,21 @@ def start_server_span(
             parent = _EMPTY  # what the default propagator returns without them
         else:
             parent = extract(carrier, getter=getter)
-        kind = SpanKind.SERVER
+        kind = _SERVER
     else:
         parent = current
         kind = SpanKind.INTERNAL
-    span = fast_span.start_span(tracer, name, parent, kind, attrs, start_time)
+    span = fast_span.start_span(tracer, name, parent, kind, attrs, start_time, plain=plain)
+    if parent is _EMPTY:  # the usual request: nothing to copy from the parent
+        if extra is None:
+            return span, context.Context({_SPAN_KEY: span})
+        return span, context.Context({_SPAN_KEY: span, extra[0]: extra[1]})
     if extra is None:  # trace.set_span_in_context(span, parent)
         return span, context.Context({**parent, _SPAN_KEY: span})
     return span, context.Context({**parent, _SPAN_KEY: span, extra[0]: extra[1]})
 
 
+_SERVER = SpanKind.SERVER  # a global load is cached, a class attribute load is not
 _EMPTY = context.Context()  # immutable: shared as every request's empty parent
 # The key trace.set_span_in_context stores the span under (taken from the public API).
 _SPAN_KEY = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, context.Context())))
@@ -308,9 +338,9 @@ class OpenTelemetryWSGIMiddleware:
         t = self.telemetry
         try:
             mode = t.mode
-            attrs, active = request_start(environ, mode)
+            attrs, active, plain = request_start_plain(environ, mode)
             span, ctx = start_server_span(
-                t.tracer, default_span_name(environ), environ, environ_getter, attrs
+                t.tracer, default_span_name(environ), environ, environ_getter, attrs, plain=plain
             )
             if t.headers.request is not None and semconv.is_server(span):
                 _set_custom(
@@ -324,7 +354,7 @@ class OpenTelemetryWSGIMiddleware:
             return self.wsgi(environ, start_response)
         if self.request_hook:
             self.request_hook(span, environ)
-        token = context.attach(ctx)
+        token = fast_context.attach(ctx)
         response_hook = self.response_hook
 
         def _start_response(status: str, headers: list[tuple[str, str]], *args: Any) -> Any:
@@ -357,7 +387,7 @@ class OpenTelemetryWSGIMiddleware:
                     span.set_attribute("error.type", type(exc).__qualname__)
                 span.set_status(Status(StatusCode.ERROR, str(exc)))
             span.end()
-            context.detach(token)
+            fast_context.detach(token)
             raise
         finally:
             try:
@@ -382,4 +412,4 @@ def _end_after_iterating(iterable: Iterable[Any], span: trace.Span, token: objec
                 close()
         finally:
             span.end()
-            context.detach(token)  # type: ignore[arg-type,unused-ignore]
+            fast_context.detach(token)  # type: ignore[arg-type,unused-ignore]
