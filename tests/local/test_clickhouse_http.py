@@ -8,6 +8,7 @@ import base64
 import gzip
 import json
 import os
+import socket
 import subprocess
 import threading
 import time
@@ -413,3 +414,39 @@ def test_a_taken_explicit_port_is_a_clear_startup_error(tmp_path: Path) -> None:
     assert f"cannot listen on 127.0.0.1:{port} (--clickhouse-port)" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "hyperdx-local.json").exists()
+
+
+def _post_in_two_parts(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+    """POST ``body`` with a Content-Length, its second half sent 0.3 s after the first (a
+    slow client, or a body that crosses packets): the server must wait for all of it."""
+    parsed = urllib.parse.urlsplit(url)
+    head = [f"POST {parsed.path or '/'}{'?' + parsed.query if parsed.query else ''} HTTP/1.1"]
+    head += [f"Host: {parsed.netloc}", f"Content-Length: {len(body)}", "Connection: close"]
+    head += [f"{name}: {value}" for name, value in headers.items()]
+    with socket.create_connection((parsed.hostname, parsed.port), timeout=30) as sock:
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body[: len(body) // 2])
+        time.sleep(0.3)
+        sock.sendall(body[len(body) // 2 :])
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+
+
+def test_a_body_sent_in_parts_is_read_whole_by_every_endpoint(server: QueryServer) -> None:
+    status, body = _post_in_two_parts(
+        f"{server.clickhouse_url}/", b"SELECT 40 + 2 AS answer", {"X-ClickHouse-Key": server.key}
+    )
+    assert (status, body) == (200, b"42\n")
+    query = json.dumps({"sql": "SELECT 40 + 2 AS answer"}).encode()
+    status, body = _post_in_two_parts(
+        server.running.state.query_url, query, {"Authorization": server.key}
+    )
+    assert status == 200, body
+    assert b'"answer"' in body and b"42" in body
+    login = json.dumps({"email": "you@localhost", "password": server.key}).encode()
+    status, body = _post_in_two_parts(
+        f"{server.ui_url}/api/login/password", login, {"Content-Type": "application/json"}
+    )
+    assert (status, json.loads(body)) == (200, {"status": "success"})

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hyperdx.local.peers import is_loopback
+from hyperdx.local.request_body import read_capped
 from hyperdx.local.sql_guard import GuardError, check_setting, refuse_write_head, vet
 from hyperdx.local.store import ReadLimits, StoreError
 
@@ -303,7 +304,7 @@ class QueryEngine:
     async def _body(self, request: web.Request) -> str:
         if request.content_length is not None and request.content_length > self.max_query_bytes:
             raise _too_large(request.content_length, self.max_query_bytes)
-        raw = await request.content.read(self.max_query_bytes + 1)
+        raw = await read_capped(request.content, self.max_query_bytes)
         if len(raw) > self.max_query_bytes:
             raise _too_large(None, self.max_query_bytes)
         encoding = request.headers.get("Content-Encoding", "").lower().strip()

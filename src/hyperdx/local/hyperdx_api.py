@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from hyperdx.local import sources
 from hyperdx.local.clickhouse_http import QueryEngine
 from hyperdx.local.peers import is_loopback
+from hyperdx.local.request_body import read_capped
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -82,7 +83,7 @@ def make_app(
         return response
 
     async def login(request: web.Request) -> web.Response:
-        raw = await request.content.read(_MAX_LOGIN_BODY + 1)
+        raw = await read_capped(request.content, _MAX_LOGIN_BODY)
         try:
             doc = json.loads(raw) if len(raw) <= _MAX_LOGIN_BODY else None
         except ValueError:

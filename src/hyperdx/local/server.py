@@ -26,6 +26,7 @@ from hyperdx.local.clickhouse_http import QueryEngine
 from hyperdx.local.client import QUERY_PATH, ServerState
 from hyperdx.local.peers import is_loopback
 from hyperdx.local.query_listeners import QueryListeners
+from hyperdx.local.request_body import read_capped
 from hyperdx.local.resident import bound_c_heap
 from hyperdx.local.store import (
     KEY_FILE,
@@ -190,7 +191,7 @@ class LocalServer:
             return error(403, "the query endpoint answers loopback clients only")
         if request.content_length is not None and request.content_length > MAX_QUERY_BODY:
             return error(413, f"query body over {MAX_QUERY_BODY} bytes")
-        raw = await request.content.read(MAX_QUERY_BODY + 1)
+        raw = await read_capped(request.content, MAX_QUERY_BODY)
         if len(raw) > MAX_QUERY_BODY:
             return error(413, f"query body over {MAX_QUERY_BODY} bytes")
         try:
