@@ -111,6 +111,29 @@ def test_head_memo_is_bounded_and_skips_unhashable_values() -> None:
     wsgi._HEADS.clear()
 
 
+def test_an_unhashable_host_reaches_the_app_as_served_not_as_our_error() -> None:
+    """A list as ``HTTP_HOST`` (no PEP 3333 server sends one, a test client can): the app
+    answers, the span is exported, and the active-requests count is skipped and reported."""
+    faults.reset()
+    sink = Sink()
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"served"]
+
+    middleware = wsgi.OpenTelemetryWSGIMiddleware(
+        app, tracer_provider=sink.tracer_provider, meter_provider=sink.meter_provider
+    )
+    environ = _environ({"HTTP_HOST": ["odd", "host"], "PATH_INFO": "/odd"})
+    statuses: list[str] = []
+    body = b"".join(middleware(environ, lambda status, headers, *a: statuses.append(status)))
+    assert (body, statuses) == (b"served", ["200 OK"])
+    spans = sink.span_dicts()
+    assert [(s["name"], s["attributes"]["http.status_code"]) for s in spans] == [("GET /odd", 200)]
+    assert faults.problems() == {"wsgi.active": 1}
+    faults.reset()
+
+
 def test_status_line_memo_is_bounded() -> None:
     for i in range(semconv._MAX_STATUS_LINES + 20):
         assert semconv.wsgi_status(f"{200 + i % 300} X{i}") == (200 + i % 300, str(200 + i % 300))

@@ -375,7 +375,12 @@ class OpenTelemetryWSGIMiddleware:
             return start_response(status, headers, *args)
 
         start = default_timer()
-        t.active.add(1, active)
+        counted = True
+        try:
+            t.active.add(1, active)
+        except Exception as exc:  # noqa: BLE001 - e.g. an unhashable environ value
+            fault("wsgi.active", exc)
+            counted = False
         try:
             iterable = self.wsgi(environ, _start_response)
             return _end_after_iterating(iterable, span, token)
@@ -392,7 +397,8 @@ class OpenTelemetryWSGIMiddleware:
         finally:
             try:
                 t.record(default_timer() - start, attrs, span)
-                t.active.add(-1, active)
+                if counted:
+                    t.active.add(-1, active)
             except Exception as exc:  # noqa: BLE001
                 fault("wsgi.metrics", exc)
 
