@@ -319,13 +319,7 @@ def _client_attrs(
     """The user-agent and client address/port attributes (of both header paths), in the order
     contrib adds them: ``agent`` is the User-Agent header's value, ``client`` the scope's."""
     if agent:
-        if old:
-            attrs["http.user_agent"] = agent
-        if new:
-            attrs["user_agent.original"] = agent
-        synthetic = semconv.synthetic_type(agent)
-        if synthetic:
-            attrs["user_agent.synthetic.type"] = synthetic
+        semconv.set_user_agent(attrs, agent, old, new)
     if client is not None:
         if client[0]:
             if old:

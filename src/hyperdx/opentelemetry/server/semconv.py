@@ -115,6 +115,17 @@ def synthetic_type(user_agent: str) -> str | None:
     return detect_synthetic_user_agent(user_agent)
 
 
+def set_user_agent(attrs: dict[str, Any], agent: str, old: bool, new: bool) -> None:
+    """The User-Agent attributes of a server span (WSGI and ASGI), in contrib's order."""
+    if old:
+        attrs["http.user_agent"] = agent
+    if new:
+        attrs["user_agent.original"] = agent
+    synthetic = synthetic_type(agent)
+    if synthetic:
+        attrs["user_agent.synthetic.type"] = synthetic
+
+
 def set_method(attrs: dict[str, Any], original: str, mode: Mode) -> str:
     """Method attributes; returns the normalised method (for the span name)."""
     if original in KNOWN_METHODS:  # the common case: already its own normalised form

@@ -132,13 +132,7 @@ def request_start_plain(
         if type(agent) is not str:  # normalize_user_agent returns a str as it is
             agent = normalize_user_agent(agent)
         if agent:
-            if old:
-                attrs["http.user_agent"] = agent
-            if new:
-                attrs["user_agent.original"] = agent
-            synthetic = semconv.synthetic_type(agent)
-            if synthetic:
-                attrs["user_agent.synthetic.type"] = synthetic
+            semconv.set_user_agent(attrs, agent, old, new)
     if flavor:
         if old:
             attrs["http.flavor"] = flavor
