@@ -329,10 +329,12 @@ def group_encoded(
     """:func:`group` for items encoded at hand-off: ``(resource, scope, bytes)`` triples."""
     if items:
         # The usual batch: one resource and one scope (identity), checked and split in C.
-        resources, scopes, encoded = zip(*items, strict=True)
-        resource, scope = resources[0], scopes[0]
-        if all(map(is_, resources, repeat(resource))) and all(map(is_, scopes, repeat(scope))):
-            return {resource: {scope: list(encoded)}}
+        all_resources, all_scopes, encoded = zip(*items, strict=True)
+        first, first_scope = all_resources[0], all_scopes[0]
+        if all(map(is_, all_resources, repeat(first))) and all(
+            map(is_, all_scopes, repeat(first_scope))
+        ):
+            return {first: {first_scope: list(encoded)}}
     groups: dict[Any, dict[Any, list[bytes]]] = {}
     scopes_by_id: dict[int, dict[Any, list[bytes]]] = {}
     list_by_ids: dict[tuple[int, int], list[bytes]] = {}
