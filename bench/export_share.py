@@ -33,7 +33,6 @@ at ``--rate`` requests per second.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
 import os
@@ -47,6 +46,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import APP_CPUS, clean_env, otel_env, pinned, receiver, receiver_stats  # noqa: E402
+from instr_count import wsgi_runner  # noqa: E402
 
 VARIANTS = ("bare", "none", "quiet", "traces", "metrics", "logs", "all")
 SIGNALS = ("TRACES", "METRICS", "LOGS")
@@ -99,32 +99,6 @@ def _app(variant: str, log_per_request: bool) -> tuple[Any, Any]:
     return app, pipeline
 
 
-def _runner(app: Any) -> Any:
-    headers = {"HTTP_HOST": "127.0.0.1:8000", "HTTP_USER_AGENT": "bench/1.0", "HTTP_ACCEPT": "*/*"}
-
-    def run(count: int) -> None:
-        for _ in range(count):
-            environ = {
-                "REQUEST_METHOD": "GET",
-                "PATH_INFO": "/items/7",
-                "QUERY_STRING": "",
-                "RAW_URI": "/items/7",
-                "SERVER_NAME": "127.0.0.1",
-                "SERVER_PORT": "8000",
-                "SERVER_PROTOCOL": "HTTP/1.1",
-                "REMOTE_ADDR": "127.0.0.1",
-                "REMOTE_PORT": "50000",
-                "wsgi.url_scheme": "http",
-                "wsgi.input": io.BytesIO(b""),
-                "wsgi.errors": sys.stderr,
-                **headers,
-            }
-            for _ in app(environ, lambda *a: None):
-                pass
-
-    return run
-
-
 def _thread_cpu() -> dict[str, float]:
     """CPU seconds of every live thread, by name (same-named threads summed)."""
     out: dict[str, float] = {}
@@ -148,7 +122,7 @@ def _flush(pipeline: Any) -> None:
 
 def child(variant: str, n: int, log_per_request: bool) -> None:
     app, pipeline = _app(variant, log_per_request)
-    run = _runner(app)
+    run = wsgi_runner(app)
     run(WARM_UP)
     if variant != "quiet":
         _flush(pipeline)

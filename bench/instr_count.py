@@ -48,24 +48,8 @@ def _providers(variant: str) -> tuple[Any, Any]:
     return pipeline.tracer_provider, pipeline.meter_provider
 
 
-def _flask(variant: str) -> Any:
-    import flask
-
-    app = flask.Flask("bench")
-
-    @app.route("/items/<int:item_id>")
-    def item(item_id: int) -> Any:
-        return "ok"
-
-    tp, mp = _providers(variant)
-    if variant == "contrib":
-        from opentelemetry.instrumentation.flask import FlaskInstrumentor
-
-        FlaskInstrumentor.instrument_app(app, tracer_provider=tp, meter_provider=mp)
-    elif variant == "lean":
-        from hyperdx.opentelemetry.server.flask import FlaskInstrumentor as Lean
-
-        Lean.instrument_app(app, tracer_provider=tp, meter_provider=mp)
+def wsgi_runner(app: Any) -> Any:
+    """``run(count)``: ``count`` GET /items/7 requests through the WSGI ``app``, in process."""
 
     def run(count: int) -> None:
         for _ in range(count):
@@ -88,6 +72,28 @@ def _flask(variant: str) -> Any:
                 pass
 
     return run
+
+
+def _flask(variant: str) -> Any:
+    import flask
+
+    app = flask.Flask("bench")
+
+    @app.route("/items/<int:item_id>")
+    def item(item_id: int) -> Any:
+        return "ok"
+
+    tp, mp = _providers(variant)
+    if variant == "contrib":
+        from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+        FlaskInstrumentor.instrument_app(app, tracer_provider=tp, meter_provider=mp)
+    elif variant == "lean":
+        from hyperdx.opentelemetry.server.flask import FlaskInstrumentor as Lean
+
+        Lean.instrument_app(app, tracer_provider=tp, meter_provider=mp)
+
+    return wsgi_runner(app)
 
 
 def _fastapi(variant: str) -> Any:
