@@ -23,7 +23,7 @@ from opentelemetry import context, trace
 from opentelemetry.trace import INVALID_SPAN
 from oracle import Sink
 
-from hyperdx.opentelemetry.server import faults, semconv, wsgi
+from hyperdx.opentelemetry.server import faults, semconv, telemetry, wsgi
 from hyperdx.opentelemetry.server.flask import FlaskInstrumentor
 
 BASE = {
@@ -113,7 +113,8 @@ def test_head_memo_is_bounded_and_skips_unhashable_values() -> None:
 
 def test_an_unhashable_host_reaches_the_app_as_served_not_as_our_error() -> None:
     """A list as ``HTTP_HOST`` (no PEP 3333 server sends one, a test client can): the app
-    answers, the span is exported, and the active-requests count is skipped and reported."""
+    answers, the span is exported, and the request is counted as active under the overflow
+    attribute set (its own set is unhashable)."""
     faults.reset()
     sink = Sink()
 
@@ -130,7 +131,9 @@ def test_an_unhashable_host_reaches_the_app_as_served_not_as_our_error() -> None
     assert (body, statuses) == (b"served", ["200 OK"])
     spans = sink.span_dicts()
     assert [(s["name"], s["attributes"]["http.status_code"]) for s in spans] == [("GET /odd", 200)]
-    assert faults.problems() == {"wsgi.active": 1}
+    active = sink.metric_dicts()["http.server.active_requests"][2]
+    assert active == [([("otel.metric.overflow", True)], 0)]  # counted, +1 and -1 paired
+    assert "wsgi.active" not in faults.problems()
     faults.reset()
 
 
@@ -228,3 +231,17 @@ def test_active_requests_count_per_key_and_overflow_past_the_limit(
         (("http.method", "PUT"),): 2,
         (("otel.metric.overflow", True),): 3,
     }
+
+
+def test_active_requests_counts_an_unhashable_key_under_the_overflow_set() -> None:
+    sink = Sink()
+    meter = sink.meter_provider.get_meter("t")
+    active = telemetry.ActiveRequests(meter, "{request}", "d")
+    odd = (("http.host", ["odd"]),)
+    overflow = active.cell(telemetry._OVERFLOW)
+    assert active.cell(odd) is overflow and active.cell_of(odd) is overflow
+    active.add(1, odd)
+    active.add_to(active.cell_of(odd), 1)
+    active.add(1, (("http.method", "GET"),))
+    points = sink.metric_dicts()["http.server.active_requests"][2]
+    assert points == [([("http.method", "GET")], 1), ([("otel.metric.overflow", True)], 2)]

@@ -283,17 +283,24 @@ class ActiveRequests:
     def add(self, amount: int, key: tuple[tuple[str, Any], ...]) -> None:
         """``key``: the attribute items, as :func:`semconv.active_attrs` builds them."""
         with self._lock:
-            cell = self._counts.get(key)  # one lookup (one hash of the key) when it is known
-            if cell is None:
-                cell = self._new_cell(key)
-            cell[0] += amount
+            self._cell_locked(key)[0] += amount
 
     def cell(self, key: tuple[tuple[str, Any], ...]) -> list[int]:
         """The count of ``key`` (the overflow one past the limit), for :meth:`add_to`: a caller
         that remembers it skips hashing the key per request (counts are never removed)."""
         with self._lock:
+            return self._cell_locked(key)
+
+    def _cell_locked(self, key: tuple[tuple[str, Any], ...]) -> list[int]:
+        try:
+            found = self._counts.get(key)  # one lookup (one hash of the key) when it is known
+        except TypeError:
+            # An unhashable attribute value (a list as HTTP_HOST: no PEP 3333 server sends one,
+            # a test client can). The SDK could not key it either; the request is still
+            # counted, under the overflow attribute set, so the +1 and -1 always pair up.
+            key = _OVERFLOW
             found = self._counts.get(key)
-            return found if found is not None else self._new_cell(key)
+        return found if found is not None else self._new_cell(key)
 
     def cell_of(self, key: tuple[tuple[str, Any], ...]) -> list[int]:
         """:meth:`cell`, found by the key's identity when this key object was seen before (a
