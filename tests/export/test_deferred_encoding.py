@@ -3,6 +3,7 @@ encoder gives for the same spans, as they were when they ended."""
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import pytest
@@ -97,11 +98,11 @@ def test_deferred_spans_encode_to_the_stock_encoders_bytes() -> None:
     sdk_span.end(end_time=2)
     ended.append(sdk_span._readable_span())
 
-    bodies = [body for _, _, body in batch._batcher._queue]
-    deferred = [type(b) is tuple for b in bodies]
+    queued = list(batch._batcher._queue)
+    deferred = [type(item[2]) is not bytes for item in queued]
     # The usual spans are deferred; events and dropped attributes are encoded at hand-off.
     assert deferred == [True, True, True, True, False, False, False]
-    assert bodies[0][7] is True and bodies[1][7] is False  # str/int vouched only for the first
+    assert queued[0][11] is True and queued[1][11] is False  # str/int vouched for the first
     assert _finished(batch) == encode_spans(ended).SerializeToString()
     _discard(batch)
 
@@ -117,10 +118,10 @@ def test_a_span_changed_after_its_end_is_exported_as_it_ended() -> None:
     span.add_event("late")
     span.update_name("renamed")
     span.record_exception(ValueError("late"))
-    (_, _, fields), *_ = batch._batcher._queue
-    assert type(fields) is tuple
+    [fields] = batch._batcher._queue
+    assert type(fields[2]) is int  # a deferred snapshot
     exporter: Any = batch.span_exporter
-    [(_, _, encoded)] = exporter._finish_encoding([(None, None, fields)])
+    [(_, _, encoded)] = exporter._finish_encoding([fields])
     assert encoded == at_end
     _discard(batch)
 
@@ -130,7 +131,7 @@ def test_an_unencodable_deferred_span_is_counted_and_the_rest_is_sent() -> None:
     good = _start(tracer, "good", {"n": 1})
     good.end(end_time=20)
     good_item = batch._batcher._queue[0]
-    broken = (good_item[0], good_item[1], (None,) * len(good_item[2]))  # no context, no kind
+    broken = (*good_item[:2], *(None,) * (len(good_item) - 2))  # no ids, no kind
     before = dropped().get("spans_unencodable", 0)
     exporter: Any = batch.span_exporter
     out = exporter._finish_encoding([broken, good_item])
@@ -156,4 +157,21 @@ def test_deferred_encoding_releases_the_gil_between_slices(
     out = exporter._finish_encoding(list(batch._batcher._queue))
     assert len(calls) == sleeps
     assert all(type(body) is bytes for _, _, body in out) and len(out) == deferred
+    _discard(batch)
+
+
+def test_a_queued_snapshot_keeps_no_per_span_gc_tracked_object_but_itself() -> None:
+    """Young-generation collections come with every 700 new tracked objects that stay alive:
+    a queued span must keep only its tuple alive, as an encoded item did (not the span, its
+    context, its lists...). Its other tracked members are shared, long-lived objects."""
+    tracer, batch = _provider()
+    span = _start(tracer, "GET /items/<id>", dict(ATTRS), plain=True)
+    span.set_attribute("http.status_code", 200)
+    span.end(end_time=20)
+    [item] = batch._batcher._queue
+    shared = (span._resource, span._instrumentation_scope, span._kind, span._status)
+    shared += (span.get_span_context().trace_state,)
+    tracked = [m for m in item if gc.is_tracked(m)]
+    assert tracked and all(any(m is s for s in shared) for m in tracked), tracked
+    assert not any(m is span or m is span.get_span_context() for m in item)
     _discard(batch)

@@ -137,8 +137,15 @@ def encode_span(span: ReadableSpan) -> bytes:
             attrs = attrs._dict
             # fast_span's span knows when every value is a str or an int (no type check).
             str_int = type(span) is _LIVE_SPAN and span._hyperdx_str_int
+        ctx: Any = span._context
+        if type(ctx) is SpanContext and _CONTEXT_IS_TUPLE:
+            tid, sid, ts = ctx[0], ctx[1], ctx[4]  # the properties' values, without the calls
+        else:
+            tid, sid, ts = ctx.trace_id, ctx.span_id, ctx.trace_state
         return _encode(
-            span._context,
+            tid,
+            sid,
+            ts,
             span._parent,
             span._name,
             span._kind,
@@ -153,8 +160,11 @@ def encode_span(span: ReadableSpan) -> bytes:
             links,
             d_links,
         )
+    ctx = span.context
     return _encode(
-        span.context,
+        ctx.trace_id,
+        ctx.span_id,
+        ctx.trace_state,
         span.parent,
         span.name,
         span.kind,
@@ -171,25 +181,34 @@ def encode_span(span: ReadableSpan) -> bytes:
     )
 
 
-Snapshot = tuple[Any, Any, str, Any, Any, Any, dict[str, Any], bool, Any]
+# (resource, scope or None, trace id, span id, trace state, parent, name, kind, start, end,
+# attribute dict, str_int, status): one tuple, whose members other than the resource, the
+# scope and the attribute dict are ints, strs or long-lived shared objects.
+Snapshot = tuple[Any, ...]
 
 
 def snapshot(span: Any) -> Snapshot | None:
-    """What :func:`encode_span` reads from an ended ``fast_span`` span, in one tuple, when the
-    span is the usual one (no events, no links, nothing dropped); else None.
+    """What :func:`encode_span` reads from an ended ``fast_span`` span, with its resource and
+    scope, in one tuple, when the span is the usual one (no events, no links, nothing dropped);
+    else None.
 
     The batch processor queues this instead of the encoded bytes, so that the encoding runs on
     the export thread, a batch at a time. Valid because an ended span is frozen: the SDK
-    ignores attribute, status, event and link changes once ``_end_time`` is set (and marks the
-    attribute mapping immutable), and every field held here is itself immutable but the
-    attribute dict, which only the span writes to."""
+    ignores attribute, status, name, event and link changes once ``_end_time`` is set (and
+    marks the attribute mapping immutable), and every member held here is immutable but the
+    attribute dict, which only the span writes to. One flat tuple: a queued span keeps one
+    GC-tracked object alive (the tuple; the ids are read out of the span context), as the
+    encoded item did, so the young-generation collections do not come more often."""
     attrs = span._attributes
     events = span._events
     links = span._links
+    ctx = span._context
     if (
         type(attrs) is not BoundedAttributes
         or type(events) is not BoundedList
         or type(links) is not BoundedList
+        or type(ctx) is not SpanContext
+        or not _CONTEXT_IS_TUPLE
         or attrs.dropped
         or events._dq  # type: ignore[attr-defined]
         or links._dq  # type: ignore[attr-defined]
@@ -201,7 +220,11 @@ def snapshot(span: Any) -> Snapshot | None:
     if type(plain) is not dict:
         return None
     return (
-        span._context,
+        span._resource,
+        span._instrumentation_scope or None,
+        ctx[0],
+        ctx[1],
+        ctx[4],
         span._parent,
         span._name,
         span._kind,
@@ -215,11 +238,16 @@ def snapshot(span: Any) -> Snapshot | None:
 
 def encode_snapshot(fields: Snapshot) -> bytes:
     """:func:`encode_span` of the span :func:`snapshot` was taken from (same bytes)."""
-    return _encode(*fields, 0, (), 0, (), 0)
+    (_, _, tid, sid, ts, parent, name, kind, start, end, attrs, str_int, status) = fields
+    return _encode(
+        tid, sid, ts, parent, name, kind, start, end, attrs, str_int, status, 0, (), 0, (), 0
+    )
 
 
 def _encode(
-    ctx: Any,
+    tid: int,
+    sid: int,
+    ts: Any,
     parent: Any,
     name: str,
     kind: Any,
@@ -236,10 +264,6 @@ def _encode(
 ) -> bytes:
     """The ``Span`` body from its fields (``attrs``: a mapping; ``str_int``: every value is
     known to be a ``str`` or an ``int``; ``events``/``links``: ``()`` when empty)."""
-    if type(ctx) is SpanContext and _CONTEXT_IS_TUPLE:
-        tid, sid, ts = ctx[0], ctx[1], ctx[4]  # the properties' values, without the calls
-    else:
-        tid, sid, ts = ctx.trace_id, ctx.span_id, ctx.trace_state
     parts = [_IDS(b"\x0a\x10", tid >> 64, tid & _LOW64, b"\x12\x08", sid)]
     if ts is not _EMPTY_TRACE_STATE and ts:  # the shared empty one, without TraceState.__len__
         parts.append(string_field(b"\x1a", ",".join([f"{k}={v}" for k, v in ts.items()])))

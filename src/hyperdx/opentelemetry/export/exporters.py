@@ -187,37 +187,35 @@ class _FastEncodingMixin:
                 return True  # every item failed to encode, and was counted
         return self._send(items, None, self._kind_name)
 
-    # Encodes the items a processor queued unencoded (``(resource, scope, fields)`` whose
-    # third member is not bytes, e.g. the span processor's snapshots); None: none are.
+    # Encodes the items a processor queued unencoded: tuples ``(resource, scope, *fields)``
+    # whose third member is not bytes (the span processor's snapshots); None: there are none.
     encode_deferred: Callable[[Any], bytes] | None = None
 
-    def _finish_encoding(self, items: Sequence[Encoded]) -> list[Encoded]:
-        """``items`` with every deferred item encoded, ``slice_size`` at a time with a short
-        sleep in between (as :func:`encode_sliced`: short GIL holds); an item that cannot be
-        encoded is left out and counted."""
+    def _finish_encoding(self, items: Sequence[Any]) -> list[Encoded]:
+        """``items`` as ``(resource, scope, bytes)``, every deferred item encoded,
+        ``slice_size`` at a time with a short sleep in between (as :func:`encode_sliced`:
+        short GIL holds); an item that cannot be encoded is left out and counted."""
         encode = self.encode_deferred
         assert encode is not None
-        resources, scopes, bodies = zip(*items, strict=True)
-        out: list[Any] = list(bodies)
         slice_size, pause = self._slice_size, self._yield_seconds
+        out: list[Encoded] = []
         done = failed = 0
-        for i, body in enumerate(out):
-            if type(body) is bytes:
+        for item in items:
+            if type(item[2]) is bytes:
+                out.append(item)
                 continue
             if done and not done % slice_size:
                 time.sleep(pause)  # releases the GIL long enough for a waiter to take it
             done += 1
             try:
-                out[i] = encode(body)
+                out.append((item[0], item[1], encode(item)))
             except Exception as error:  # noqa: BLE001 - counted, the rest is still sent
-                out[i] = None
                 if not failed:
                     _logger.error("cannot encode a %s: %r (counted)", self._kind_name, error)
                 failed += 1
         if failed:
             record_drop(self._signal, "unencodable", failed)
-            return [it for it in zip(resources, scopes, out, strict=True) if it[2] is not None]
-        return list(zip(resources, scopes, out, strict=True))
+        return out
 
     _kind_name = "item"
     _signal = "items"  # the drop account's name: "spans" / "logs"

@@ -43,7 +43,7 @@ class HyperDXBatchSpanProcessor(SpanProcessor):
         max_export_batch_size: int | None = None,
     ) -> None:
         self.span_exporter = exporter
-        # With our exporter, an ended span is queued as a snapshot of its fields (two tuples,
+        # With our exporter, an ended span is queued as a snapshot of its fields (one tuple,
         # not the span's ~10 GC-tracked objects) and encoded by the export thread, in slices
         # (short GIL holds); a span with events or links is encoded at hand-off.
         self._encode = (
@@ -107,7 +107,7 @@ class HyperDXBatchSpanProcessor(SpanProcessor):
             # Encoded by the export thread (export_encoded), a batch at a time: fewer
             # instructions on the request thread, and the encoder's code and caches stay hot
             # there instead of being reloaded between two requests.
-            self._put((span._resource, span._instrumentation_scope or None, fields))
+            self._put(fields)
             return
         try:
             item = (span._resource, span._instrumentation_scope or None, encode(span))
