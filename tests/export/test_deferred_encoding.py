@@ -175,3 +175,23 @@ def test_a_queued_snapshot_keeps_no_per_span_gc_tracked_object_but_itself() -> N
     assert tracked and all(any(m is s for s in shared) for m in tracked), tracked
     assert not any(m is span or m is span.get_span_context() for m in item)
     _discard(batch)
+
+
+def test_an_exporter_without_a_deferred_encoder_gets_spans_encoded_at_their_end() -> None:
+    """A subclass that turns the deferred encoding off still receives encoded items only."""
+
+    class Eager(HyperDXSpanExporter):
+        encode_deferred = None
+
+    exporter = Eager("http://127.0.0.1:9/v1/traces")
+    batch = HyperDXBatchSpanProcessor(exporter, schedule_delay_millis=3_600_000)
+    provider = TracerProvider(
+        active_span_processor=HyperDXSpanProcessors(
+            BaggageSpanProcessor(), SpanHygieneProcessor(get_redactor(True, ())), batch
+        )
+    )
+    span = _start(provider.get_tracer("t"), "eager", {"n": 1}, plain=True)
+    span.end(end_time=20)
+    [item] = batch._batcher._queue
+    assert item == (span._resource, span._instrumentation_scope, encode_span(span))
+    _discard(batch)

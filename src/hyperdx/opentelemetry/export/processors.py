@@ -51,6 +51,10 @@ class HyperDXBatchSpanProcessor(SpanProcessor):
             if isinstance(exporter, HyperDXSpanExporter) and exporter._fast
             else None
         )
+        # Snapshots are queued only for an exporter that encodes them (a subclass may not).
+        self._defer = (
+            self._encode is not None and getattr(exporter, "encode_deferred", None) is not None
+        )
         self._batcher: Batcher[Any] = Batcher(
             "spans",
             self._export,
@@ -102,11 +106,11 @@ class HyperDXBatchSpanProcessor(SpanProcessor):
         flags = ctx[3] if _CONTEXT_IS_TUPLE else ctx.trace_flags
         if not flags & _SAMPLED:  # TraceFlags.sampled, without the two property calls
             return
-        fields = snapshot(span)
+        fields = snapshot(span) if self._defer else None
         if fields is not None:
             # Encoded by the export thread (export_encoded), a batch at a time: fewer
-            # instructions on the request thread, and the encoder's code and caches stay hot
-            # there instead of being reloaded between two requests.
+            # instructions on the request thread, and less worker CPU per request under
+            # Gunicorn (BENCHMARKS.md, "Request path, sixth round").
             self._put(fields)
             return
         try:
