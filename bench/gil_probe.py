@@ -6,7 +6,9 @@ Python work, then a 0.5 ms blocking wait (as if for the socket), repeatedly. Rep
 
 Exporters: ``stock`` (SDK encoder), ``fast-unsliced`` (byte encoder, whole batch at once),
 ``fast`` (byte encoder in slices with GIL hand-overs: what ``export()`` does under the SDK's
-own BatchSpanProcessor), ``fast-handoff`` (items encoded at hand-off: what our processor does).
+own BatchSpanProcessor), ``fast-handoff`` (items encoded at hand-off: what our processor did
+until 2026-11-30), ``fast-deferred`` (span snapshots encoded by the export thread in slices:
+what it does now).
 
 - ``wake_p50/p99/max_ms``: how late the main thread gets the GIL back after its blocking wait
   (the GIL hold time of the exporter as the request thread feels it);
@@ -103,6 +105,14 @@ def probe(kind: str, endpoint: str, seconds: float, spans: list[Any]) -> dict[st
 
         batch = [(s.resource, s.instrumentation_scope, encode_span(s)) for s in spans]
         send = exporter.export_encoded
+    elif kind == "fast-deferred":
+        # What HyperDXBatchSpanProcessor does now: spans are queued as snapshots of their
+        # fields, and the exporter thread encodes them in slices, then joins, compresses, posts.
+        from hyperdx.opentelemetry.export._spans import snapshot
+
+        batch = [snapshot(s) for s in spans]
+        assert all(item is not None for item in batch)
+        send = exporter.export_encoded
 
     def exporting() -> None:
         assert send is not None
@@ -163,7 +173,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--endpoint", required=True)
     ap.add_argument("--seconds", type=float, default=3.0)
-    ap.add_argument("--kinds", default="none,stock,fast-unsliced,fast,fast-handoff")
+    ap.add_argument("--kinds", default="none,stock,fast-unsliced,fast,fast-handoff,fast-deferred")
     args = ap.parse_args()
     spans = make_spans(512)
     for kind in args.kinds.split(","):

@@ -272,3 +272,55 @@ def test_start_span_attaches_nothing() -> None:
     before = context_api.get_current()
     fast_span.start_span(TracerProvider().get_tracer("t"), "s", None, SpanKind.SERVER, PLAIN)
     assert context_api.get_current() is before
+
+
+EVENT_LIMITS = {
+    "default": SpanLimits(),
+    "one": SpanLimits(max_events=1, max_links=1),
+    "zero": SpanLimits(max_events=0, max_links=0),
+}
+
+
+@pytest.mark.parametrize("limits", list(EVENT_LIMITS.values()), ids=list(EVENT_LIMITS))
+def test_events_and_links_land_as_on_the_sdks_span(limits: SpanLimits) -> None:
+    """Fast spans start on shared empty event/link lists and get their own at their first
+    event or link: what they hold and export is the SDK span's, and the shared lists stay
+    empty (an ended span appends nothing)."""
+
+    def run(start: Any) -> tuple[list[Any], list[Any]]:
+        ended = Ended()
+        provider = TracerProvider(id_generator=CountingIds(7), span_limits=limits)
+        provider.add_span_processor(ended)
+        tracer = provider.get_tracer("t", "1")
+        quiet = start(tracer, Context(), PLAIN)
+        busy = start(tracer, Context(), PLAIN)
+        busy.add_event("e1", {"k": 1}, timestamp=11)
+        busy.add_link(SpanContext(0xA, 0xB, False), {"l": "x"})
+        busy.record_exception(ValueError("v"), timestamp=12)
+        busy.add_event("e2", timestamp=13)
+        quiet.end(end_time=20)
+        busy.end(end_time=20)
+        busy.add_event("late", timestamp=21)  # ignored by the SDK's span too
+        quiet.add_link(SpanContext(0xC, 0xD, False))
+        last = start(tracer, Context(), PLAIN)
+        last.end(end_time=20)
+        rows = [
+            (
+                [(e.name, dict(e.attributes or {}), e.timestamp) for e in s.events],
+                s.dropped_events,
+                [(link.context, dict(link.attributes or {})) for link in s.links],
+                s.dropped_links,
+                encode_span(s),
+            )
+            for s in ended.ended
+        ]
+        return rows, [quiet, busy, last]
+
+    fast_rows, (quiet, busy, last) = run(_fast)
+    sdk_rows, _ = run(_sdk)
+    assert fast_rows == sdk_rows
+    kept = 3 if limits.max_events is None else min(3, limits.max_events)
+    assert len(fast_rows[1][0]) == kept  # the busy span's events
+    assert quiet._events is last._events and quiet._links is last._links  # shared...
+    assert busy._events is not quiet._events and busy._links is not quiet._links  # ...or owned
+    assert all(not shared._dq and not shared.dropped for shared in fast_span._EMPTY_LISTS.values())

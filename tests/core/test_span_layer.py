@@ -100,7 +100,10 @@ def _run(provider: TracerProvider) -> None:
 
 
 def _queued_request(processor: HyperDXBatchSpanProcessor) -> bytes:
-    return assemble(group_encoded(list(processor._batcher._queue)))
+    """The export request of what is queued, the deferred items encoded as the exporter
+    encodes them."""
+    queued = list(processor._batcher._queue)
+    return assemble(group_encoded(processor.span_exporter._finish_encoding(queued)))  # type: ignore[attr-defined]
 
 
 def _discard(batch: HyperDXBatchSpanProcessor) -> None:

@@ -68,6 +68,10 @@ def test_plain_headers_only_when_equal_to_the_header_map(raw: Any, plain: bool) 
         assert getter.keys(found) == asgi.header_getter.keys(mapped)
 
 
+class _Path(str):
+    """A str subclass: stored as it is, but not a plain ``str`` (fast_span checks types)."""
+
+
 SCOPES: list[dict[str, Any]] = [
     {},
     {"path": "/caf\u00e9/\u2603"},  # non-ASCII path
@@ -86,6 +90,10 @@ SCOPES: list[dict[str, Any]] = [
     {"client": ("1.2.3.4", "5")},
     {"scheme": "https"},
     {"path": "/a@b?c"},  # redacted as a URL with credentials and a query would be
+    {"client": (b"1.2.3.4", 5)},  # a bytes client address: not plain
+    {"client": (7, 5)},  # an int one: plain
+    {"path": _Path("/sub")},  # a str subclass: not plain
+    {"query_string": "q=1"},  # already decoded
 ]
 HEADER_VARIANTS: list[list[Any]] = [
     HEADERS,
@@ -111,14 +119,24 @@ def test_attributes_from_a_head_equal_the_general_ones(mode: semconv.Mode) -> No
             assert isinstance(scope["server"], list)
             continue
         for _ in range(2):  # the memo's first answer and a remembered one
-            attrs = asgi.request_attributes_from(head, scope, plain, mode)
+            attrs, str_int = asgi.request_attributes_plain(head, scope, plain, mode)
             assert attrs == expected
+            # Vouched plain exactly when every value is a str or an int (fast_span's rule).
+            assert str_int == all(type(v) in (str, int) for v in attrs.values()), attrs
+            assert asgi.request_attributes_from(head, scope, plain, mode) == expected
             assert head.active == semconv.active_attrs(expected, mode, asgi.ACTIVE_ORDER)
             attrs["mutated"] = True  # a copy: the next request does not see it
             head = asgi.head_of(heads, scope, plain.get(b"host"), mode)
             assert head is not None
         compared += 1
     assert compared >= 90
+    # Both answers occur (so the comparison above decides something).
+    vouched = {
+        asgi.request_attributes_plain(h, {**SCOPE, **v}, asgi.plain_headers(HEADERS) or {}, mode)[1]
+        for v in SCOPES
+        if (h := asgi.head_of(heads, {**SCOPE, **v}, b"example.test", mode)) is not None
+    }
+    assert vouched == {True, False}
 
 
 def test_head_memo_is_bounded_and_keeps_answering() -> None:

@@ -16,8 +16,9 @@ decision they would return for a root or sampled-parent span is taken without bu
 The span is a :class:`_Span`, a subclass of the SDK's class with the same name and state. With
 clean attributes its fields are set one by one (:func:`_new_span`: what ``Span.__init__``,
 ``ReadableSpan.__init__``, ``BoundedAttributes`` and ``BoundedList`` set, without their
-keyword-argument chain). Its ``set_attribute`` stores a plain value directly, and its ``end``
-hands the span itself to a composite processor that asks for it (``end_live``, see
+keyword-argument chain; no event or link yet, so it holds shared empty lists and gets its own
+at its first ``add_event`` / ``add_link``). Its ``set_attribute`` stores a plain value directly,
+and its ``end`` hands the span itself to a composite processor that asks for it (``end_live``, see
 ``traces.HyperDXSpanProcessors``) instead of building a ``ReadableSpan`` copy.
 
 Relies on SDK internals, verified for opentelemetry-sdk >=1.45.1,<2 (the pinned range): the
@@ -40,7 +41,6 @@ import inspect
 import random as _random
 import threading
 import zlib
-from collections import deque
 from collections.abc import Callable, Mapping
 from time import time_ns
 from typing import Any, cast
@@ -124,7 +124,21 @@ def fingerprints() -> dict[str, int]:
         "RandomIdGenerator.generate_trace_id": _fingerprint(_RANDOM_IDS.generate_trace_id),
         "RandomIdGenerator.generate_span_id": _fingerprint(_RANDOM_IDS.generate_span_id),
         "RandomIdGenerator.is_trace_id_random": _fingerprint(_RANDOM_IDS.is_trace_id_random),
+        # The only writers of a span's event and link lists (see _shared_empty).
+        "Span._add_event": _fingerprint(_undecorated(sdk_trace.Span._add_event)),
+        "Span._add_link": _fingerprint(_undecorated(sdk_trace.Span._add_link)),
+        "Span.add_event": _fingerprint(sdk_trace.Span.add_event),
+        "Span.add_link": _fingerprint(sdk_trace.Span.add_link),
+        "Span.record_exception": _fingerprint(sdk_trace.Span.record_exception),
+        "_check_span_ended": _fingerprint(sdk_trace._check_span_ended),
     }
+
+
+def _undecorated(function: Callable[..., Any]) -> Callable[..., Any]:
+    """The function ``_check_span_ended`` wrapped (its closure's one function), else itself."""
+    cells = getattr(function, "__closure__", None) or ()
+    inner = [c.cell_contents for c in cells if inspect.isfunction(c.cell_contents)]
+    return inner[0] if len(inner) == 1 else function
 
 
 # As read from opentelemetry-sdk 1.45.1 (after re-verifying a new SDK, update both).
@@ -155,6 +169,12 @@ VERIFIED = {
     "RandomIdGenerator.generate_trace_id": 2424190098,
     "RandomIdGenerator.generate_span_id": 2102349030,
     "RandomIdGenerator.is_trace_id_random": 2068527459,
+    "Span._add_event": 219004655,
+    "Span._add_link": 3583167099,
+    "Span.add_event": 2671636633,
+    "Span.add_link": 2715263696,
+    "Span.record_exception": 4219188992,
+    "_check_span_ended": 843137390,
 }
 
 # (A name fingerprint cannot see a changed constant: is_trace_id_random's is checked itself.)
@@ -279,18 +299,18 @@ def start_span(
     return span
 
 
-_DEQUES: dict[int | None, deque[Any]] = {}  # an empty deque per maxlen, to copy
+_EMPTY_LISTS: dict[int | None, BoundedList] = {}  # by maxlen: shared, never appended to
 
 
-def _empty_deque(maxlen: int | None) -> deque[Any]:
-    """``deque(maxlen=maxlen)``: a copy of an empty one (``deque.copy`` skips the argument
-    parsing of the constructor, a sizeable part of the cost of making one)."""
-    template = _DEQUES.get(maxlen)
-    if template is None:
-        template = deque(maxlen=maxlen)
-        if len(_DEQUES) < 16:
-            _DEQUES[maxlen] = template
-    return template.copy()
+def _shared_empty(maxlen: int | None) -> BoundedList:
+    """The empty event/link list new spans share for ``maxlen`` (a fresh one past 16 limits:
+    never shared, so a span owns it)."""
+    found = _EMPTY_LISTS.get(maxlen)
+    if found is None:
+        found = BoundedList(maxlen)
+        if len(_EMPTY_LISTS) < 16:
+            _EMPTY_LISTS[maxlen] = found
+    return found
 
 
 def _new_span(
@@ -315,14 +335,15 @@ def _new_span(
     stored.max_value_len = limits.max_span_attribute_length
     stored._lock = _LOCK()
     stored._immutable = False
-    events: Any = object.__new__(BoundedList)
-    events.dropped = 0
-    events._dq = _empty_deque(limits.max_events)
-    events._lock = _LOCK()
-    links: Any = object.__new__(BoundedList)
-    links.dropped = 0
-    links._dq = _empty_deque(limits.max_links)
-    links._lock = _LOCK()
+    # No events and no links yet: the shared empty lists (the span gets its own at its first
+    # add_event / add_link, see _Span._add_event): two objects, two deques and two locks
+    # fewer to build and free per span.
+    events = _EMPTY_LISTS.get(limits.max_events)
+    if events is None:
+        events = _shared_empty(limits.max_events)
+    links = _EMPTY_LISTS.get(limits.max_links)
+    if links is None:
+        links = _shared_empty(limits.max_links)
     span = object.__new__(_Span)
     span._name = name
     span._context = span_context
@@ -411,6 +432,26 @@ class _Span(_SDK_SPAN):
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
         self._hyperdx_str_int = False
         super().set_attributes(attributes)
+
+    def _add_event(self, event: Any) -> None:
+        self._own_lists()
+        super()._add_event(event)
+
+    def _add_link(self, link: Any) -> None:
+        self._own_lists()
+        super()._add_link(link)
+
+    def _own_lists(self) -> None:
+        """Give a span still holding the shared empty event/link lists (``_new_span``) its own,
+        as ``Span.__init__`` would have, before the SDK appends to one (only while recording:
+        the SDK appends nothing to an ended span)."""
+        with self._lock:
+            if self._end_time is None:
+                limits = self._limits
+                if self._events is _EMPTY_LISTS.get(limits.max_events):
+                    self._events = BoundedList(limits.max_events)
+                if self._links is _EMPTY_LISTS.get(limits.max_links):
+                    self._links = BoundedList(limits.max_links)
 
 
 _plain_keys: set[str] = set()  # keys already seen to be non-empty, exact ``str``

@@ -115,9 +115,9 @@ def build_sampler(settings: Settings) -> Sampler | None:
 def build_tracer_provider(
     settings: Settings, resource: Resource, exporter: Any | None
 ) -> TracerProvider:
-    # The batch processor encodes each span as it ends; the export thread only joins,
-    # compresses and posts. Drops (full queue, failed export, shutdown deadline) are counted
-    # in `drops`.
+    # The batch processor queues a snapshot of each ended span's fields; the export thread
+    # encodes them a batch at a time, joins, compresses and posts. Drops (full queue, failed
+    # export, shutdown deadline) are counted in `drops`.
     processors = HyperDXSpanProcessors(
         BaggageSpanProcessor(),
         SpanHygieneProcessor(redactor_for(settings)),

@@ -112,15 +112,9 @@ def encode_span(span: ReadableSpan) -> bytes:
         # What the SDK hands to on_end (or fast_span's ended span itself): read the slots
         # directly, skipping the properties (and the copies some make: events/links -> tuple,
         # attributes -> MappingProxyType).
-        ctx: Any = span._context
-        parent: Any = span._parent
-        name: str = span._name
-        kind: Any = span._kind
-        start, end = span._start_time, span._end_time
         attrs: Any = span._attributes
         events: Any = span._events
         links: Any = span._links
-        status: Any = span._status
         # Bounded collections carry their dropped count (a limit of 0 drops everything, so
         # these are read even when the collection is empty).
         d_attrs = (
@@ -128,22 +122,148 @@ def encode_span(span: ReadableSpan) -> bytes:
         )
         if type(events) is BoundedList and type(links) is BoundedList:
             d_events, d_links = events.dropped, links.dropped
+            # The SDK span's own lists: their length without BoundedList.__len__'s call.
+            if not events._dq:  # type: ignore[attr-defined]
+                events = ()
+            if not links._dq:  # type: ignore[attr-defined]
+                links = ()
         else:
             d_events = getattr(events, "dropped", 0)
             d_links = getattr(links, "dropped", 0)
-    else:
-        ctx, parent, name, kind = span.context, span.parent, span.name, span.kind
-        start, end = span.start_time, span.end_time
-        attrs, events, links, status = span.attributes, span.events, span.links, span.status
-        d_attrs, d_events, d_links = (
-            span.dropped_attributes,
-            span.dropped_events,
-            span.dropped_links,
+        str_int = False
+        if type(attrs) is BoundedAttributes and type(attrs._dict) is dict:
+            # Its plain dict (same keys, same order) iterates in C; BoundedAttributes' own
+            # __len__ and items() are Python-level calls (a __getitem__ per key).
+            attrs = attrs._dict
+            # fast_span's span knows when every value is a str or an int (no type check).
+            str_int = type(span) is _LIVE_SPAN and span._hyperdx_str_int
+        ctx: Any = span._context
+        if type(ctx) is SpanContext and _CONTEXT_IS_TUPLE:
+            tid, sid, ts = ctx[0], ctx[1], ctx[4]  # the properties' values, without the calls
+        else:
+            tid, sid, ts = ctx.trace_id, ctx.span_id, ctx.trace_state
+        return _encode(
+            tid,
+            sid,
+            ts,
+            span._parent,
+            span._name,
+            span._kind,
+            span._start_time,
+            span._end_time,
+            attrs,
+            str_int,
+            span._status,
+            d_attrs,
+            events,
+            d_events,
+            links,
+            d_links,
         )
-    if type(ctx) is SpanContext and _CONTEXT_IS_TUPLE:
-        tid, sid, ts = ctx[0], ctx[1], ctx[4]  # the properties' values, without the calls
-    else:
-        tid, sid, ts = ctx.trace_id, ctx.span_id, ctx.trace_state
+    ctx = span.context
+    return _encode(
+        ctx.trace_id,
+        ctx.span_id,
+        ctx.trace_state,
+        span.parent,
+        span.name,
+        span.kind,
+        span.start_time,
+        span.end_time,
+        span.attributes,
+        False,
+        span.status,
+        span.dropped_attributes,
+        span.events,
+        span.dropped_events,
+        span.links,
+        span.dropped_links,
+    )
+
+
+# (resource, scope or None, trace id, span id, trace state, parent, name, kind, start, end,
+# attribute dict, str_int, status): one tuple, whose members other than the resource, the
+# scope and the attribute dict are ints, strs or long-lived shared objects.
+Snapshot = tuple[Any, ...]
+
+
+def snapshot(span: Any) -> Snapshot | None:
+    """What :func:`encode_span` reads from an ended ``fast_span`` span, with its resource and
+    scope, in one tuple, when the span is the usual one (no events, no links, nothing dropped);
+    else None.
+
+    The batch processor queues this instead of the encoded bytes, so that the encoding runs on
+    the export thread, a batch at a time. Valid because an ended span is frozen: the SDK
+    ignores attribute, status, name, event and link changes once ``_end_time`` is set (and
+    marks the attribute mapping immutable), and every member held here is immutable but the
+    attribute dict, which only the span writes to. One flat tuple: a queued span keeps one
+    GC-tracked object alive (the tuple; the ids are read out of the span context), as the
+    encoded item did, so the young-generation collections do not come more often."""
+    attrs = span._attributes
+    events = span._events
+    links = span._links
+    ctx = span._context
+    if (
+        type(attrs) is not BoundedAttributes
+        or type(events) is not BoundedList
+        or type(links) is not BoundedList
+        or type(ctx) is not SpanContext
+        or not _CONTEXT_IS_TUPLE
+        or attrs.dropped
+        or events._dq  # type: ignore[attr-defined]
+        or links._dq  # type: ignore[attr-defined]
+        or events.dropped
+        or links.dropped
+    ):
+        return None
+    plain = attrs._dict
+    if type(plain) is not dict:
+        return None
+    return (
+        span._resource,
+        span._instrumentation_scope or None,
+        ctx[0],
+        ctx[1],
+        ctx[4],
+        span._parent,
+        span._name,
+        span._kind,
+        span._start_time,
+        span._end_time,
+        plain,
+        type(span) is _LIVE_SPAN and span._hyperdx_str_int,
+        span._status,
+    )
+
+
+def encode_snapshot(fields: Snapshot) -> bytes:
+    """:func:`encode_span` of the span :func:`snapshot` was taken from (same bytes)."""
+    (_, _, tid, sid, ts, parent, name, kind, start, end, attrs, str_int, status) = fields
+    return _encode(
+        tid, sid, ts, parent, name, kind, start, end, attrs, str_int, status, 0, (), 0, (), 0
+    )
+
+
+def _encode(
+    tid: int,
+    sid: int,
+    ts: Any,
+    parent: Any,
+    name: str,
+    kind: Any,
+    start: int | None,
+    end: int | None,
+    attrs: Any,
+    str_int: bool,
+    status: Any,
+    d_attrs: int,
+    events: Any,
+    d_events: int,
+    links: Any,
+    d_links: int,
+) -> bytes:
+    """The ``Span`` body from its fields (``attrs``: a mapping; ``str_int``: every value is
+    known to be a ``str`` or an ``int``; ``events``/``links``: ``()`` when empty)."""
     parts = [_IDS(b"\x0a\x10", tid >> 64, tid & _LOW64, b"\x12\x08", sid)]
     if ts is not _EMPTY_TRACE_STATE and ts:  # the shared empty one, without TraceState.__len__
         parts.append(string_field(b"\x1a", ",".join([f"{k}={v}" for k, v in ts.items()])))
@@ -164,28 +284,15 @@ def encode_span(span: ReadableSpan) -> bytes:
         parts.append(b"\x39" + pack_fixed64(start))
     elif end:
         parts.append(b"\x41" + pack_fixed64(end))
-    if type(attrs) is BoundedAttributes and type(attrs._dict) is dict:
-        # Its plain dict (same keys, same order) iterates in C; BoundedAttributes' own
-        # __len__ and items() are Python-level calls (a __getitem__ per key).
-        if attrs._dict:
-            # fast_span's span knows when every value is a str or an int (no type check).
-            str_int = type(span) is _LIVE_SPAN and span._hyperdx_str_int
-            attributes_into(parts, b"\x4a", attrs._dict, str_int)
-    elif attrs:
-        attributes_into(parts, b"\x4a", attrs)
+    if attrs:
+        attributes_into(parts, b"\x4a", attrs, str_int)
     if d_attrs:
         parts.append(b"\x50" + varint(d_attrs))
-    if type(events) is BoundedList and type(links) is BoundedList:
-        # The SDK span's own lists: their length without BoundedList.__len__'s call.
-        has_events = bool(events._dq)  # type: ignore[attr-defined]
-        has_links = bool(links._dq)  # type: ignore[attr-defined]
-    else:
-        has_events, has_links = bool(events), bool(links)
-    if has_events:
+    if events:
         parts.extend(_events(events))
     if d_events:
         parts.append(b"\x60" + varint(d_events))
-    if has_links:
+    if links:
         parts.extend(_links(links))
     if d_links:
         parts.append(b"\x70" + varint(d_links))

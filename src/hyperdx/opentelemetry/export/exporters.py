@@ -32,7 +32,7 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 
 from ._batch import record_drop
 from ._logs import encode_log
-from ._spans import assemble, encode_span, group, group_encoded
+from ._spans import assemble, encode_snapshot, encode_span, group, group_encoded
 
 Encoded = tuple[Any, Any, bytes]  # (resource, instrumentation scope or None, item bytes)
 
@@ -174,13 +174,48 @@ class _FastEncodingMixin:
             self._watch_replies()
 
     def export_encoded(self, items: Sequence[Encoded]) -> bool:
-        """Send items already encoded at hand-off (see the processors); True on success.
+        """Send items the processors queued (see there); True on success.
 
-        Only joins bytes, compresses (zlib releases the GIL) and posts, so the exporter
-        thread holds the GIL for very little time."""
+        Items already encoded at hand-off are only joined; deferred ones (span snapshots) are
+        encoded first, in slices. Compression releases the GIL (zlib), so the exporter
+        thread holds it for short stretches only."""
         if not self._fast or self._shutdown:
             return False
+        if self.encode_deferred is not None and items:
+            items = self._finish_encoding(items)
+            if not items:
+                return True  # every item failed to encode, and was counted
         return self._send(items, None, self._kind_name)
+
+    # Encodes the items a processor queued unencoded: tuples ``(resource, scope, *fields)``
+    # whose third member is not bytes (the span processor's snapshots); None: there are none.
+    encode_deferred: Callable[[Any], bytes] | None = None
+
+    def _finish_encoding(self, items: Sequence[Any]) -> list[Encoded]:
+        """``items`` as ``(resource, scope, bytes)``, every deferred item encoded,
+        ``slice_size`` at a time with a short sleep in between (as :func:`encode_sliced`:
+        short GIL holds); an item that cannot be encoded is left out and counted."""
+        encode = self.encode_deferred
+        assert encode is not None
+        slice_size, pause = self._slice_size, self._yield_seconds
+        out: list[Encoded] = []
+        done = failed = 0
+        for item in items:
+            if type(item[2]) is bytes:
+                out.append(item)
+                continue
+            if done and not done % slice_size:
+                time.sleep(pause)  # releases the GIL long enough for a waiter to take it
+            done += 1
+            try:
+                out.append((item[0], item[1], encode(item)))
+            except Exception as error:  # noqa: BLE001 - counted, the rest is still sent
+                if not failed:
+                    _logger.error("cannot encode a %s: %r (counted)", self._kind_name, error)
+                failed += 1
+        if failed:
+            record_drop(self._signal, "unencodable", failed)
+        return out
 
     _kind_name = "item"
     _signal = "items"  # the drop account's name: "spans" / "logs"
@@ -297,6 +332,7 @@ class HyperDXSpanExporter(_FastEncodingMixin, OTLPSpanExporter):
     _kind_name = "span"
     _signal = "spans"
     encode_item = staticmethod(encode_span)
+    encode_deferred = staticmethod(encode_snapshot)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if not self._fast:

@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.trace import TraceFlags
 
 from ._batch import Batcher
-from ._spans import _CONTEXT_IS_TUPLE
+from ._spans import _CONTEXT_IS_TUPLE, snapshot
 from .exporters import HyperDXLogExporter, HyperDXSpanExporter
 
 _EMPTY_RESOURCE = Resource.create({})
@@ -43,13 +43,17 @@ class HyperDXBatchSpanProcessor(SpanProcessor):
         max_export_batch_size: int | None = None,
     ) -> None:
         self.span_exporter = exporter
-        # With our exporter, spans are encoded at hand-off: the span is hot in the CPU cache,
-        # the queue holds one bytes object instead of ~15 GC-tracked objects per span, and
-        # the exporter thread only joins, compresses and posts (short GIL holds).
+        # With our exporter, an ended span is queued as a snapshot of its fields (one tuple,
+        # not the span's ~10 GC-tracked objects) and encoded by the export thread, in slices
+        # (short GIL holds); a span with events or links is encoded at hand-off.
         self._encode = (
             exporter.encode_item
             if isinstance(exporter, HyperDXSpanExporter) and exporter._fast
             else None
+        )
+        # Snapshots are queued only for an exporter that encodes them (a subclass may not).
+        self._defer = (
+            self._encode is not None and getattr(exporter, "encode_deferred", None) is not None
         )
         self._batcher: Batcher[Any] = Batcher(
             "spans",
@@ -101,6 +105,13 @@ class HyperDXBatchSpanProcessor(SpanProcessor):
         ctx = span._context
         flags = ctx[3] if _CONTEXT_IS_TUPLE else ctx.trace_flags
         if not flags & _SAMPLED:  # TraceFlags.sampled, without the two property calls
+            return
+        fields = snapshot(span) if self._defer else None
+        if fields is not None:
+            # Encoded by the export thread (export_encoded), a batch at a time: fewer
+            # instructions on the request thread, and less worker CPU per request under
+            # Gunicorn (BENCHMARKS.md, "Request path, sixth round").
+            self._put(fields)
             return
         try:
             item = (span._resource, span._instrumentation_scope or None, encode(span))

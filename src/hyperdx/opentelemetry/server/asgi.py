@@ -244,7 +244,7 @@ class Head:
     """What the request attributes hold for one (scheme, server, protocol version, method,
     Host header) combination, computed by :func:`request_attributes` at its first request."""
 
-    __slots__ = ("active", "attrs", "cell", "metrics", "url_prefix")
+    __slots__ = ("active", "attrs", "cell", "metrics", "plain", "url_prefix")
 
     def __init__(self, key: tuple[Any, ...], mode: semconv.Mode) -> None:
         scheme, server, version, method, host = key
@@ -255,6 +255,8 @@ class Head:
         self.attrs = attrs  # copied per request, never handed out
         self.active = semconv.active_attrs(attrs, mode, ACTIVE_ORDER)
         self.url_prefix = host_port_url(scope, headers)[2]  # scheme://host
+        # Every head attribute a str or an int under a non-empty str key (fast_span's "plain").
+        self.plain = _plain_items(attrs)
         self.cell: list[int] | None = None  # the active count of self.active (its middleware's)
         # (status, http.target, http.route) -> (old, new) duration attributes, never mutated
         self.metrics: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any], bool]] = {}
@@ -284,11 +286,31 @@ def head_of(
     return head
 
 
+_STR_INT = frozenset({str, int})
+
+
+def _plain_items(attrs: dict[Any, Any]) -> bool:
+    """Whether every key is a non-empty ``str`` and every value a ``str`` or an ``int``."""
+    return all(type(k) is str and k for k in attrs) and _STR_INT.issuperset(
+        map(type, attrs.values())
+    )
+
+
 def request_attributes_from(
     head: Head, scope: dict[str, Any], plain: dict[bytes, Any], mode: semconv.Mode
 ) -> dict[str, Any]:
     """:func:`request_attributes` of a request whose head is ``head`` and whose headers are
     ``plain``: the head's copy plus the per-request path, query, URL, user agent and client."""
+    return request_attributes_plain(head, scope, plain, mode)[0]
+
+
+def request_attributes_plain(
+    head: Head, scope: dict[str, Any], plain: dict[bytes, Any], mode: semconv.Mode
+) -> tuple[dict[str, Any], bool]:
+    """:func:`request_attributes_from`, and whether every value is a ``str`` or an ``int``
+    (``fast_span.start_span(plain=True)``): the head's values were checked once, the
+    per-request ones (path, query, user agent, client address) are checked here; the URL and
+    the client port are a ``str`` and an ``int`` (or absent) by construction."""
     old, new = mode.old, mode.new
     get = scope.get
     attrs = head.attrs.copy()
@@ -296,6 +318,13 @@ def request_attributes_from(
     query = get("query_string")
     if query and isinstance(query, bytes):
         query = decode(query)
+    client = get("client")
+    str_int = (
+        head.plain
+        and (not path or type(path) in _STR_INT)
+        and (not query or type(query) in _STR_INT)
+        and (client is None or not client[0] or type(client[0]) in _STR_INT)
+    )
     if path:
         if old:
             attrs["http.target"] = path
@@ -309,8 +338,11 @@ def request_attributes_from(
             url += "?" + urllib.parse.unquote(query)
         attrs["http.url"] = semconv.redact(url)
     agent = plain.get(b"user-agent")
-    _client_attrs(attrs, None if agent is None else decode(agent), get("client"), old, new)
-    return attrs
+    if agent is not None:
+        agent = decode(agent)  # a str, or the header's own str subclass
+        str_int = str_int and type(agent) is str
+    _client_attrs(attrs, agent, client, old, new)
+    return attrs, str_int
 
 
 def _client_attrs(
@@ -622,7 +654,7 @@ class OpenTelemetryASGIMiddleware:
         name, extra = self.span_details(scope)
         if head is not None:
             assert plain is not None
-            attrs = request_attributes_from(head, scope, plain, mode)
+            attrs, str_int = request_attributes_plain(head, scope, plain, mode)
             active = head.active
             incoming = b"traceparent" in plain or b"baggage" in plain
             carrier: Any = plain
@@ -630,13 +662,22 @@ class OpenTelemetryASGIMiddleware:
         else:
             assert headers is not None
             attrs = request_attributes(scope, headers, mode)
+            str_int = False  # fast_span checks them itself
             active = semconv.active_attrs(attrs, mode, ACTIVE_ORDER) if http else ()
             incoming = "traceparent" in headers or "baggage" in headers
             carrier, getter = headers, header_getter
         if extra:
             attrs.update(extra)
+            str_int = str_int and _plain_items(extra)
         span, ctx = start_server_span(
-            t.tracer, name, carrier, getter, attrs, current=current, incoming=incoming
+            t.tracer,
+            name,
+            carrier,
+            getter,
+            attrs,
+            current=current,
+            incoming=incoming,
+            plain=str_int,
         )
         ex = Exchange()
         ex.span, ex.ctx, ex.attrs, ex.extra, ex.head = span, ctx, attrs, extra, head
