@@ -451,7 +451,7 @@ def components(signal: str, batch: int, rounds: int = 32) -> dict[str, float]:
     chDB's own threads count; other load on the machine inflates it less than wall time).
     Inserts are grouped 8 requests at a time, as the writer does under load."""
     from hyperdx.local import wire
-    from hyperdx.local.store import Store, encode_rows
+    from hyperdx.local.store import Store, encode_payload
 
     signal_info = wire.SIGNALS[f"/v1/{signal}"]
     body = gzip.compress((log_request if signal == "logs" else span_request)(batch, 1), 6)
@@ -470,11 +470,13 @@ def components(signal: str, batch: int, rounds: int = 32) -> dict[str, float]:
     )
     tables = timed("row mapping", lambda: signal_info.to_rows(message))
     table, mapped = next((t, r) for t, r in tables.items() if r)
-    payload, _ = timed("JSON encode", lambda: encode_rows(table, mapped))
+    # the receiver's encoding (ChdbSink.write): a Native block for logs, JSONEachRow else
+    fmt, payload, _ = timed("encode", lambda: encode_payload(table, mapped))
+    costs[f"encode ({fmt})"] = costs.pop("encode")
     with tempfile.TemporaryDirectory() as data_dir, Store.open(data_dir) as store:
         start = time.process_time()
         for _ in range(rounds // 8):
-            store._stream(table, [payload] * 8)
+            store._stream(table, [payload] * 8, fmt)
         costs["chDB insert (8 per insert)"] = (
             (time.process_time() - start) / (rounds // 8 * 8) / batch * 1e6
         )

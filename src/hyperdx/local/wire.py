@@ -30,7 +30,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from hyperdx.local import rows
 from hyperdx.local.admission import Admission, Overloaded
-from hyperdx.local.sinks import Sink, SinkUnavailable, deadline_scope
+from hyperdx.local.log_block import log_tables
+from hyperdx.local.native import Block
+from hyperdx.local.sinks import BlockSink, Sink, SinkUnavailable, deadline_scope
 
 __all__ = [
     "JSON",
@@ -91,13 +93,16 @@ class WireError(Exception):
 
 @dataclass(frozen=True)
 class Signal:
-    """One OTLP signal: its name, HTTP path, request message and row mapping."""
+    """One OTLP signal: its name, HTTP path, request message and row mapping, plus, where
+    one exists, the mapping to Native blocks a :class:`~hyperdx.local.sinks.BlockSink`
+    takes (the same rows; a table's value is a Block or a list of row dicts)."""
 
     name: str
     path: str
     request_type: type[Message]
     to_rows: Callable[[Any], dict[str, list[dict[str, Any]]]]
     count: Callable[[Any], int]
+    to_blocks: Callable[[Any], dict[str, Any]] | None = None
 
 
 def _trace_tables(request: ExportTraceServiceRequest) -> dict[str, list[dict[str, Any]]]:
@@ -127,7 +132,14 @@ SIGNALS: dict[str, Signal] = {
     signal.path: signal
     for signal in (
         Signal("traces", "/v1/traces", ExportTraceServiceRequest, _trace_tables, _count_spans),
-        Signal("logs", "/v1/logs", ExportLogsServiceRequest, rows.log_rows_by_table, _count_logs),
+        Signal(
+            "logs",
+            "/v1/logs",
+            ExportLogsServiceRequest,
+            rows.log_rows_by_table,
+            _count_logs,
+            log_tables,
+        ),
         Signal(
             "metrics", "/v1/metrics", ExportMetricsServiceRequest, rows.metric_rows, _count_points
         ),
@@ -380,7 +392,10 @@ def ingest(
     stored = False
     try:
         with _MAPPING:
-            mapped = signal.to_rows(message)
+            if signal.to_blocks is not None and isinstance(sink, BlockSink):
+                mapped = signal.to_blocks(message)
+            else:
+                mapped = signal.to_rows(message)
         del message  # the only reference: the rows are all that is kept from here on
         write_tables(sink, mapped, errors, deadline=since + COMMIT_START_BUDGET)
         stored = True
@@ -391,17 +406,22 @@ def ingest(
 
 def write_tables(
     sink: Sink,
-    mapped: dict[str, list[dict[str, Any]]],
+    mapped: dict[str, Any],
     errors: SinkErrors,
     deadline: float | None = None,
 ) -> None:
-    """Write every non-empty table of ``mapped`` before returning.
+    """Write every non-empty table of ``mapped`` (row dicts, or a Native block for a
+    :class:`~hyperdx.local.sinks.BlockSink`) before returning.
 
     Sink failures become WireError 503 (SinkUnavailable: retry later) or 500 (anything else),
     so the listener answers instead of dying. ``deadline`` is handed to the sink as
     :func:`~hyperdx.local.sinks.commit_deadline`.
     """
-    tables = [(table, table_rows) for table, table_rows in mapped.items() if table_rows]
+    tables = [
+        (table, table_rows)
+        for table, table_rows in mapped.items()
+        if (table_rows.count if isinstance(table_rows, Block) else table_rows)
+    ]
     for index, (table, table_rows) in enumerate(tables):
         # Only the first table may be refused: once some rows are stored, refusing the rest
         # would make the client's retry store those twice.
@@ -409,9 +429,13 @@ def write_tables(
             _write(sink, table, table_rows, errors)
 
 
-def _write(sink: Sink, table: str, table_rows: list[dict[str, Any]], errors: SinkErrors) -> None:
+def _write(sink: Sink, table: str, table_rows: Any, errors: SinkErrors) -> None:
     try:
-        sink.write(table, table_rows)
+        if isinstance(table_rows, Block):
+            assert isinstance(sink, BlockSink)  # only to_blocks makes blocks, for these
+            sink.write_block(table, table_rows)
+        else:
+            sink.write(table, table_rows)
     except SinkUnavailable as error:
         errors.report(f"storing {table} rows", error)
         raise WireError(503, f"storage unavailable, retry later: {error}", 1) from error
