@@ -26,7 +26,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeL
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from hyperdx.local import native, rows
-from hyperdx.local.log_block import LOG_COLUMNS, log_tables
+from hyperdx.local.log_block import LOG_COLUMNS, RawAttributesRequest, log_tables
 from hyperdx.local.store import Store, StoreError
 
 NOW = time.time_ns()
@@ -332,3 +332,29 @@ def test_blocks_and_json_rows_queued_together_are_all_stored_once(tmp_path: Path
             "SELECT ServiceName AS s, count() AS n FROM otel_logs GROUP BY s ORDER BY s"
         ).rows
     assert counts == [{"s": f"svc-{seed}", "n": 50} for seed in range(1, 9)]
+
+
+def test_raw_attributes_request_reads_the_same_bytes_with_attributes_as_raw_pairs() -> None:
+    request = varied_request()
+    data = request.SerializeToString()
+    raw = RawAttributesRequest.FromString(data)
+    assert raw.SerializeToString() == data  # the same wire format, nothing lost
+    first = raw.resource_logs[0].scope_logs[0].log_records[0]
+    assert [KeyValue.FromString(item) for item in first.attributes] == list(
+        request.resource_logs[0].scope_logs[0].log_records[0].attributes
+    )
+    assert log_tables(raw)[rows.LOGS_TABLE] == log_tables(request)[rows.LOGS_TABLE]
+
+
+def test_receivers_decode_logs_for_blocks_only_for_a_block_sink_and_protobuf() -> None:
+    from hyperdx.local import wire
+    from hyperdx.local.sinks import MemorySink
+    from hyperdx.local.store import ChdbSink
+
+    logs = wire.SIGNALS["/v1/logs"]
+    traces = wire.SIGNALS["/v1/traces"]
+    block_sink = ChdbSink(store=None)  # type: ignore[arg-type]  # never written to here
+    assert wire.request_type(logs, block_sink, wire.PROTOBUF) is RawAttributesRequest
+    assert wire.request_type(logs, block_sink, wire.JSON) is ExportLogsServiceRequest
+    assert wire.request_type(logs, MemorySink(), wire.PROTOBUF) is ExportLogsServiceRequest
+    assert wire.request_type(traces, block_sink, wire.PROTOBUF) is traces.request_type

@@ -30,7 +30,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from hyperdx.local import rows
 from hyperdx.local.admission import Admission, Overloaded
-from hyperdx.local.log_block import log_tables
+from hyperdx.local.log_block import RawAttributesRequest, log_tables
 from hyperdx.local.native import Block
 from hyperdx.local.sinks import BlockSink, Sink, SinkUnavailable, deadline_scope
 
@@ -103,6 +103,8 @@ class Signal:
     to_rows: Callable[[Any], dict[str, list[dict[str, Any]]]]
     count: Callable[[Any], int]
     to_blocks: Callable[[Any], dict[str, Any]] | None = None
+    # What a protobuf body is decoded into for to_blocks (the same wire format)
+    block_request_type: type[Message] | None = None
 
 
 def _trace_tables(request: ExportTraceServiceRequest) -> dict[str, list[dict[str, Any]]]:
@@ -139,6 +141,7 @@ SIGNALS: dict[str, Signal] = {
             rows.log_rows_by_table,
             _count_logs,
             log_tables,
+            RawAttributesRequest,
         ),
         Signal(
             "metrics", "/v1/metrics", ExportMetricsServiceRequest, rows.metric_rows, _count_points
@@ -250,6 +253,19 @@ _ID_LENGTHS = {
     "parentSpanId": 8,
     "parent_span_id": 8,
 }
+
+
+def request_type(signal: Signal, sink: Sink, content_type: str) -> type[Message]:
+    """The message type to decode a ``signal`` request into: the signal's block-mapping
+    type for a protobuf body stored by a :class:`~hyperdx.local.sinks.BlockSink`, else its
+    Export*ServiceRequest."""
+    if (
+        content_type == PROTOBUF
+        and signal.block_request_type is not None
+        and isinstance(sink, BlockSink)
+    ):
+        return signal.block_request_type
+    return signal.request_type
 
 
 def decode(body: bytes, content_type: str, request_type: type[Message]) -> Any:
