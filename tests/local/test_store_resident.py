@@ -107,6 +107,14 @@ def test_store_tunes_merges_and_caps_caches_without_changing_rows(tmp_path: Path
             ddl = store.query(f"SHOW CREATE TABLE {table}").rows[0]["statement"]
             assert "merge_selector_base = 30" in ddl, ddl
             assert "vertical_merge_algorithm_min_rows_to_activate = 1" in ddl, ddl
+        tables = store.query(
+            "SELECT name FROM system.tables WHERE database = 'default' "
+            "AND engine LIKE '%MergeTree' ORDER BY name"
+        ).rows
+        assert len(tables) == 10  # ClickStack's 8 tables and the 2 rollups
+        for row in tables:
+            ddl = store.query(f"SHOW CREATE TABLE {row['name']}").rows[0]["statement"]
+            assert "min_bytes_for_full_part_storage = 10485760" in ddl, ddl
         caps = {
             row["name"]: int(row["value"])
             for row in store.query(
@@ -122,9 +130,24 @@ def test_store_tunes_merges_and_caps_caches_without_changing_rows(tmp_path: Path
         ]
         for _ in range(3):  # three parts, then one merge: the rows come out as written
             store.insert("otel_logs", rows)
+        # small parts are packed: one file each instead of ~13 (file creation is the cost)
+        storage = store.query(
+            "SELECT table, part_storage_type AS s, count() AS n FROM system.parts "
+            "WHERE active AND table LIKE 'otel_logs%' GROUP BY table, s ORDER BY table"
+        ).rows
+        assert storage == [
+            {"table": "otel_logs", "s": "Packed", "n": 3},
+            {"table": "otel_logs_kv_rollup_15m", "s": "Packed", "n": 3},
+        ]
         store.query("OPTIMIZE TABLE otel_logs FINAL")
         stored = store.query("SELECT Body, count() AS n FROM otel_logs GROUP BY Body ORDER BY Body")
         assert stored.rows == [{"Body": f"line {n}", "n": 3} for n in range(3)]
+        # a packed part answers text-index searches (the merge built the indexes)
+        found = store.query(
+            "SELECT count() AS n FROM otel_logs WHERE hasToken(lower(Body), 'line') "
+            "SETTINGS force_data_skipping_indices = 'idx_lower_body'"
+        )
+        assert found.rows == [{"n": 9}]
     # reopening an existing directory applies the settings again (idempotent ALTER)
     with Store.open(tmp_path / "data") as store:
         assert store.query("SELECT count() AS n FROM otel_logs").rows == [{"n": 9}]

@@ -104,6 +104,15 @@ _MERGE_SETTINGS = (
     "vertical_merge_algorithm_min_columns_to_activate = 1"
 )
 _MERGE_TUNED_TABLES = ("otel_logs", "otel_traces")
+# Parts under 10 MiB (every insert's, and the first merges') are written "packed": one
+# data.packed file instead of ~13 (columns, marks, checksums, count, TTL... the 8 text
+# indexes add 48 more to a merged part). Creating files was a third of the server's CPU
+# under ingestion here (kernel time in ext4's inode allocation, ~11 us per log row, 26
+# files per insert with the rollup view's part; 2026-11-30, BENCHMARKS.md "Local ingest,
+# sixth round"); packed, ~5 us. The size matches min_bytes_for_wide_part's default, so
+# what would be a compact part is packed and large parts keep their usual layout. Every
+# MergeTree table of the schema gets it (ALTER ... MODIFY SETTING: ClickStack's DDL as is).
+_PART_STORAGE_SETTINGS = "min_bytes_for_full_part_storage = 10485760"
 _INSERT_CHUNK_BYTES = 4 << 20
 # Cap on one combined insert (~12k log rows, ~0.1-0.3 s): bounds the latency a request can
 # wait behind others. A failed insert commits nothing (measured up to 35 MiB with the bad
@@ -324,9 +333,19 @@ class Store:
                 self._run(statement)
             for table in _MERGE_TUNED_TABLES:
                 self._run(f"ALTER TABLE {DATABASE}.{table} MODIFY SETTING {_MERGE_SETTINGS}")
+            for table in self._merge_tree_tables():
+                self._run(f"ALTER TABLE {DATABASE}.{table} MODIFY SETTING {_PART_STORAGE_SETTINGS}")
         except BaseException:
             self.close()
             raise
+
+    def _merge_tree_tables(self) -> list[str]:
+        raw = self._run(
+            f"SELECT name FROM system.tables WHERE database = '{DATABASE}' "
+            "AND engine LIKE '%MergeTree' ORDER BY name",
+            "JSONEachRow",
+        )
+        return [json.loads(line)["name"] for line in raw.splitlines() if line.strip()]
 
     def close(self) -> None:
         """Store what is queued, close both sessions and give up the directory. Safe to call
