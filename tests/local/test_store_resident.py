@@ -268,6 +268,49 @@ def test_writer_passes_over_other_tables_to_keep_each_insert_whole() -> None:
     ]
 
 
+def test_writer_keeps_formats_apart_and_weighs_native_bytes_toward_the_cap() -> None:
+    """Native blocks and JSONEachRow bodies of one table never share an insert, and a
+    Native byte counts 1.7 toward the byte cap (the same rows take fewer bytes), so the cap
+    bounds rows per insert as before: 2 x 35 JSON bytes fit in 100, 2 x 35 Native do not."""
+    from hyperdx.local.store import NATIVE, _GroupCommit
+
+    inserts: list[tuple[str, list[bytes]]] = []
+    first_started = threading.Event()
+    release_first = threading.Event()
+
+    def stream(table: str, payloads: list[bytes], fmt: str = "JSONEachRow") -> None:
+        inserts.append((fmt, list(payloads)))
+        if len(inserts) == 1:
+            first_started.set()
+            release_first.wait(10)
+
+    commits = _GroupCommit(stream, max_bytes=100, linger=2.0, gap=0.3)
+    threads = [threading.Thread(target=commits.submit, args=("otel_logs", b"first"))]
+    threads[0].start()
+    assert first_started.wait(10)
+    queued = [
+        (b"n" * 35, NATIVE),
+        (b"j" * 35, "JSONEachRow"),
+        (b"N" * 35, NATIVE),
+        (b"J" * 35, "JSONEachRow"),
+    ]
+    for body, fmt in queued:  # queued in this order while the first insert runs
+        threads.append(threading.Thread(target=commits.submit, args=("otel_logs", body, None, fmt)))
+        threads[-1].start()
+        while len(commits._queue) < len(threads) - 1:
+            time.sleep(0.005)
+    release_first.set()
+    for thread in threads:
+        thread.join(10)
+    commits.close()
+    assert inserts == [
+        ("JSONEachRow", [b"first"]),
+        (NATIVE, [b"n" * 35]),  # 35 * 1.7 = 59; with the next one 119 > 100
+        ("JSONEachRow", [b"j" * 35, b"J" * 35]),  # 70 <= 100
+        (NATIVE, [b"N" * 35]),
+    ]
+
+
 def test_writer_writes_a_lone_request_at_once() -> None:
     from hyperdx.local.store import _GroupCommit
 
