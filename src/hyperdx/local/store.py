@@ -537,12 +537,12 @@ def encode_rows(table: str, rows: Iterable[Mapping[str, Any]]) -> tuple[bytes, i
     return "\n".join(lines).encode("utf-8"), len(items)
 
 
-# A Native block holds the same rows in ~1/1.7 of the JSONEachRow bytes (measured on the
-# bench's log requests), so its bytes count 1.7x toward _GROUP_COMMIT_BYTES: the cap keeps
-# bounding rows per insert (and chDB's memory for one insert) as it did for JSONEachRow.
-# Counted 1x, inserts from 32 exporters grew from ~6.3k to ~8.5k rows and the peak RSS
-# from ~285 to 309-317 MB (2026-11-30 02:02 UTC).
-_FORMAT_WEIGHT = {JSON_EACH_ROW: 1.0, NATIVE: 1.7}
+# A Native block holds the same log rows in 1/1.7 of the JSONEachRow bytes, and builds
+# faster, so under a heavy flow (32 exporters) inserts grew until the byte cap held them:
+# 8.2-8.7k rows against 5.8-6.4k with JSONEachRow, and the peak RSS went from ~285 to
+# 305-317 MB (2026-11-30 02:02-02:10 UTC; target 300). Counting a Native byte 2.4x caps an
+# insert at ~6.4k such rows (410 bytes each), what JSONEachRow inserts held.
+_FORMAT_WEIGHT = {JSON_EACH_ROW: 1.0, NATIVE: 2.4}
 
 
 class _Pending:
