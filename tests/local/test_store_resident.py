@@ -270,7 +270,7 @@ def test_writer_passes_over_other_tables_to_keep_each_insert_whole() -> None:
 
 def test_writer_keeps_formats_apart_and_weighs_native_bytes_toward_the_cap() -> None:
     """Native blocks and JSONEachRow bodies of one table never share an insert, and a
-    Native byte counts 2.4 toward the byte cap (the same rows take fewer bytes), so the cap
+    Native byte counts 1.7 toward the byte cap (the same rows take fewer bytes), so the cap
     bounds rows per insert as before: 2 x 35 JSON bytes fit in 100, 2 x 35 Native do not."""
     from hyperdx.local.store import NATIVE, _GroupCommit
 
@@ -305,7 +305,7 @@ def test_writer_keeps_formats_apart_and_weighs_native_bytes_toward_the_cap() -> 
     commits.close()
     assert inserts == [
         ("JSONEachRow", [b"first"]),
-        (NATIVE, [b"n" * 35]),  # 35 * 2.4 = 84; with the next one 168 > 100
+        (NATIVE, [b"n" * 35]),  # 35 * 1.7 = 59; with the next one 118 > 100
         ("JSONEachRow", [b"j" * 35, b"J" * 35]),  # 70 <= 100
         (NATIVE, [b"N" * 35]),
     ]

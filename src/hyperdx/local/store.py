@@ -537,12 +537,13 @@ def encode_rows(table: str, rows: Iterable[Mapping[str, Any]]) -> tuple[bytes, i
     return "\n".join(lines).encode("utf-8"), len(items)
 
 
-# A Native block holds the same log rows in 1/1.7 of the JSONEachRow bytes, and builds
-# faster, so under a heavy flow (32 exporters) inserts grew until the byte cap held them:
-# 8.2-8.7k rows against 5.8-6.4k with JSONEachRow, and the peak RSS went from ~285 to
-# 305-317 MB (2026-11-30 02:02-02:10 UTC; target 300). Counting a Native byte 2.4x caps an
-# insert at ~6.4k such rows (410 bytes each), what JSONEachRow inserts held.
-_FORMAT_WEIGHT = {JSON_EACH_ROW: 1.0, NATIVE: 2.4}
+# A Native block holds the same log rows in ~1/1.7 of the JSONEachRow bytes, so its bytes
+# count 1.7x toward _GROUP_COMMIT_BYTES: the cap means the rows it meant (~9k bench log
+# rows). Tried 2.4x (~6.4k rows, what inserts from 32 exporters held with JSONEachRow): the
+# peak RSS at 32 exporters stayed 312-316 MB (1.7x: 305-319; with packed parts off,
+# 299-307: it follows the throughput, i.e. the merges) while CPU per record rose (2026-11-30
+# 02:05-02:15 UTC).
+_FORMAT_WEIGHT = {JSON_EACH_ROW: 1.0, NATIVE: 1.7}
 
 
 class _Pending:
