@@ -358,3 +358,47 @@ def test_receivers_decode_logs_for_blocks_only_for_a_block_sink_and_protobuf() -
     assert wire.request_type(logs, block_sink, wire.JSON) is ExportLogsServiceRequest
     assert wire.request_type(logs, MemorySink(), wire.PROTOBUF) is ExportLogsServiceRequest
     assert wire.request_type(traces, block_sink, wire.PROTOBUF) is traces.request_type
+
+
+def test_a_malformed_attribute_is_a_400_with_nothing_stored(tmp_path: Path) -> None:
+    """Attributes decoded as raw bytes are parsed only while mapping: a KeyValue the full
+    decode would refuse (bad UTF-8 in its key) must still be a 400, not a 500."""
+    from hyperdx.local import wire
+    from hyperdx.local.admission import Admission
+    from hyperdx.local.store import ChdbSink
+
+    request = sdk_like_request(3, 1)
+    data = request.SerializeToString()
+    bad = data.replace(b"\x0a\x0dcode.filepath", b"\x0a\x0dcode.filepat\xff", 1)
+    assert bad != data
+    logs = wire.SIGNALS["/v1/logs"]
+    with pytest.raises(wire.WireError, match="failed to decode protobuf body") as full:
+        wire.decode(bad, wire.PROTOBUF, logs.request_type)
+    assert full.value.status == 400
+    with Store.open(tmp_path) as store:
+        sink = ChdbSink(store)
+        kind = wire.request_type(logs, sink, wire.PROTOBUF)
+        assert kind is RawAttributesRequest
+        admission = Admission()
+        with pytest.raises(wire.WireError, match="failed to decode protobuf body") as raised:
+            wire.ingest(
+                admission,
+                sink,
+                logs,
+                lambda: wire.decode(bad, wire.PROTOBUF, kind),
+                wire.SinkErrors(),
+                time.monotonic(),
+            )
+        assert raised.value.status == 400
+        assert store.query("SELECT count() AS n FROM otel_logs").rows == [{"n": 0}]
+        # and the well-formed request still goes through the same route
+        stored = wire.ingest(
+            admission,
+            sink,
+            logs,
+            lambda: wire.decode(data, wire.PROTOBUF, kind),
+            wire.SinkErrors(),
+            time.monotonic(),
+        )
+        assert stored == 3
+        assert store.query("SELECT count() AS n FROM otel_logs").rows == [{"n": 3}]

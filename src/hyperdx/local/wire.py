@@ -409,7 +409,12 @@ def ingest(
     try:
         with _MAPPING:
             if signal.to_blocks is not None and isinstance(sink, BlockSink):
-                mapped = signal.to_blocks(message)
+                try:
+                    mapped = signal.to_blocks(message)
+                except DecodeError as error:
+                    # Decoded with raw attributes, a malformed KeyValue (bad UTF-8, bad
+                    # wire data) is only parsed while mapping: the same 400 as at decode.
+                    raise WireError(400, f"failed to decode protobuf body: {error}") from None
             else:
                 mapped = signal.to_rows(message)
         del message  # the only reference: the rows are all that is kept from here on
