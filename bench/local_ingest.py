@@ -449,9 +449,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def components(signal: str, batch: int, rounds: int = 32) -> dict[str, float]:
     """CPU microseconds per item of each server stage, in process (process CPU time, so
     chDB's own threads count; other load on the machine inflates it less than wall time).
-    Inserts are grouped 8 requests at a time, as the writer does under load."""
+    Inserts are grouped 8 requests at a time, as the writer does under load. For logs, both
+    routes: the receiver's (decode with raw attributes, Native block) and the dict rows +
+    JSONEachRow one (other sinks, and the route before 2026-11-30)."""
     from hyperdx.local import wire
-    from hyperdx.local.store import Store, encode_rows
+    from hyperdx.local.native import Block
+    from hyperdx.local.store import JSON_EACH_ROW, NATIVE, ChdbSink, Store, encode_rows
 
     signal_info = wire.SIGNALS[f"/v1/{signal}"]
     body = gzip.compress((log_request if signal == "logs" else span_request)(batch, 1), 6)
@@ -465,20 +468,35 @@ def components(signal: str, batch: int, rounds: int = 32) -> dict[str, float]:
         return value
 
     data = timed("gunzip", lambda: wire.decompress(body, "gzip", 20 << 20))
+    routes: list[tuple[str, str, bytes]] = []
     message = timed(
-        "protobuf decode", lambda: wire.decode(data, wire.PROTOBUF, signal_info.request_type)
+        "dict route: protobuf decode",
+        lambda: wire.decode(data, wire.PROTOBUF, signal_info.request_type),
     )
-    tables = timed("row mapping", lambda: signal_info.to_rows(message))
+    tables = timed("dict route: row mapping", lambda: signal_info.to_rows(message))
     table, mapped = next((t, r) for t, r in tables.items() if r)
-    payload, _ = timed("JSON encode", lambda: encode_rows(table, mapped))
+    payload, _ = timed("dict route: JSON encode", lambda: encode_rows(table, mapped))
+    routes.append(("dict route", JSON_EACH_ROW, payload))
+    if signal_info.to_blocks is not None:
+        kind = wire.request_type(signal_info, ChdbSink(store=None), wire.PROTOBUF)  # type: ignore[arg-type]
+        raw = timed("block route: decode", lambda: wire.decode(data, wire.PROTOBUF, kind))
+        to_blocks = signal_info.to_blocks
+        blocks = timed("block route: mapping to a Native block", lambda: to_blocks(raw))
+        block = blocks[table]
+        assert isinstance(block, Block)
+        routes.append(("block route", NATIVE, block.payload))
     with tempfile.TemporaryDirectory() as data_dir, Store.open(data_dir) as store:
-        start = time.process_time()
-        for _ in range(rounds // 8):
-            store._stream(table, [payload] * 8)
-        costs["chDB insert (8 per insert)"] = (
-            (time.process_time() - start) / (rounds // 8 * 8) / batch * 1e6
+        for route, fmt, encoded in routes:
+            start = time.process_time()
+            for _ in range(rounds // 8):
+                store._stream(table, [encoded] * 8, fmt)
+            costs[f"{route}: chDB insert of {fmt} (8 per insert)"] = (
+                (time.process_time() - start) / (rounds // 8 * 8) / batch * 1e6
+            )
+    for route, _, _ in routes:
+        costs[f"{route}: total"] = costs["gunzip"] + sum(
+            value for name, value in costs.items() if name.startswith(route + ":")
         )
-    costs["total"] = sum(costs.values())
     return {name: round(value, 1) for name, value in costs.items()}
 
 

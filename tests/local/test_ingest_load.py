@@ -433,7 +433,7 @@ def test_plain_log_fast_path_matches_the_full_transform(monkeypatch: pytest.Monk
             record.attributes.append(KeyValue(key=f"k{n}", value=value))
         record.attributes.append(KeyValue(key="k0", value=AnyValue(string_value="last wins")))
     fast = rows.log_rows(request)
-    monkeypatch.setattr(rows, "_plain_log", lambda record, text, number: None)
+    monkeypatch.setattr(rows, "plain_log", lambda record, text, number: None)
     assert fast == rows.log_rows(request)
     assert len(fast) == 9
 
@@ -477,10 +477,10 @@ def test_rows_past_their_commit_deadline_are_refused_and_not_stored(tmp_path: Pa
     with Store.open(tmp_path) as store:
         real_stream = store._commits._stream
 
-        def slow_stream(table: str, payloads: list[bytes]) -> None:
+        def slow_stream(table: str, payloads: list[bytes], fmt: str = "JSONEachRow") -> None:
             slow_started.set()
             time.sleep(0.5)  # an insert in progress: the next payload queues behind it
-            real_stream(table, payloads)
+            real_stream(table, payloads, fmt)
 
         store._commits._stream = slow_stream
         # a lone late payload (writer idle) is written: refusing it would gain nothing

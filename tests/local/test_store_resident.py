@@ -107,6 +107,14 @@ def test_store_tunes_merges_and_caps_caches_without_changing_rows(tmp_path: Path
             ddl = store.query(f"SHOW CREATE TABLE {table}").rows[0]["statement"]
             assert "merge_selector_base = 30" in ddl, ddl
             assert "vertical_merge_algorithm_min_rows_to_activate = 1" in ddl, ddl
+        tables = store.query(
+            "SELECT name FROM system.tables WHERE database = 'default' "
+            "AND engine LIKE '%MergeTree' ORDER BY name"
+        ).rows
+        assert len(tables) == 10  # ClickStack's 8 tables and the 2 rollups
+        for row in tables:
+            ddl = store.query(f"SHOW CREATE TABLE {row['name']}").rows[0]["statement"]
+            assert "min_bytes_for_full_part_storage = 10485760" in ddl, ddl
         caps = {
             row["name"]: int(row["value"])
             for row in store.query(
@@ -122,9 +130,24 @@ def test_store_tunes_merges_and_caps_caches_without_changing_rows(tmp_path: Path
         ]
         for _ in range(3):  # three parts, then one merge: the rows come out as written
             store.insert("otel_logs", rows)
+        # small parts are packed: one file each instead of ~13 (file creation is the cost)
+        storage = store.query(
+            "SELECT table, part_storage_type AS s, count() AS n FROM system.parts "
+            "WHERE active AND table LIKE 'otel_logs%' GROUP BY table, s ORDER BY table"
+        ).rows
+        assert storage == [
+            {"table": "otel_logs", "s": "Packed", "n": 3},
+            {"table": "otel_logs_kv_rollup_15m", "s": "Packed", "n": 3},
+        ]
         store.query("OPTIMIZE TABLE otel_logs FINAL")
         stored = store.query("SELECT Body, count() AS n FROM otel_logs GROUP BY Body ORDER BY Body")
         assert stored.rows == [{"Body": f"line {n}", "n": 3} for n in range(3)]
+        # a packed part answers text-index searches (the merge built the indexes)
+        found = store.query(
+            "SELECT count() AS n FROM otel_logs WHERE hasToken(lower(Body), 'line') "
+            "SETTINGS force_data_skipping_indices = 'idx_lower_body'"
+        )
+        assert found.rows == [{"n": 9}]
     # reopening an existing directory applies the settings again (idempotent ALTER)
     with Store.open(tmp_path / "data") as store:
         assert store.query("SELECT count() AS n FROM otel_logs").rows == [{"n": 9}]
@@ -137,7 +160,7 @@ def test_writer_gathers_more_requests_per_insert_under_a_steady_flow() -> None:
     first_started = threading.Event()
     release_first = threading.Event()
 
-    def stream(table: str, payloads: list[bytes]) -> None:
+    def stream(table: str, payloads: list[bytes], fmt: str = "JSONEachRow") -> None:
         inserts.append(list(payloads))
         if len(inserts) == 1:
             first_started.set()
@@ -172,7 +195,7 @@ def test_writer_waits_for_requests_in_flight_after_an_insert_of_several() -> Non
     first_started = threading.Event()
     release_first = threading.Event()
 
-    def stream(table: str, payloads: list[bytes]) -> None:
+    def stream(table: str, payloads: list[bytes], fmt: str = "JSONEachRow") -> None:
         inserts.append(list(payloads))
         if len(inserts) == 1:
             first_started.set()
@@ -213,7 +236,7 @@ def test_writer_passes_over_other_tables_to_keep_each_insert_whole() -> None:
     first_started = threading.Event()
     release_first = threading.Event()
 
-    def stream(table: str, payloads: list[bytes]) -> None:
+    def stream(table: str, payloads: list[bytes], fmt: str = "JSONEachRow") -> None:
         inserts.append((table, list(payloads)))
         if len(inserts) == 1:
             first_started.set()
@@ -245,11 +268,54 @@ def test_writer_passes_over_other_tables_to_keep_each_insert_whole() -> None:
     ]
 
 
+def test_writer_keeps_formats_apart_and_weighs_native_bytes_toward_the_cap() -> None:
+    """Native blocks and JSONEachRow bodies of one table never share an insert, and a
+    Native byte counts 1.7 toward the byte cap (the same rows take fewer bytes), so the cap
+    bounds rows per insert as before: 2 x 35 JSON bytes fit in 100, 2 x 35 Native do not."""
+    from hyperdx.local.store import NATIVE, _GroupCommit
+
+    inserts: list[tuple[str, list[bytes]]] = []
+    first_started = threading.Event()
+    release_first = threading.Event()
+
+    def stream(table: str, payloads: list[bytes], fmt: str = "JSONEachRow") -> None:
+        inserts.append((fmt, list(payloads)))
+        if len(inserts) == 1:
+            first_started.set()
+            release_first.wait(10)
+
+    commits = _GroupCommit(stream, max_bytes=100, linger=2.0, gap=0.3)
+    threads = [threading.Thread(target=commits.submit, args=("otel_logs", b"first"))]
+    threads[0].start()
+    assert first_started.wait(10)
+    queued = [
+        (b"n" * 35, NATIVE),
+        (b"j" * 35, "JSONEachRow"),
+        (b"N" * 35, NATIVE),
+        (b"J" * 35, "JSONEachRow"),
+    ]
+    for body, fmt in queued:  # queued in this order while the first insert runs
+        threads.append(threading.Thread(target=commits.submit, args=("otel_logs", body, None, fmt)))
+        threads[-1].start()
+        while len(commits._queue) < len(threads) - 1:
+            time.sleep(0.005)
+    release_first.set()
+    for thread in threads:
+        thread.join(10)
+    commits.close()
+    assert inserts == [
+        ("JSONEachRow", [b"first"]),
+        (NATIVE, [b"n" * 35]),  # 35 * 1.7 = 59; with the next one 118 > 100
+        ("JSONEachRow", [b"j" * 35, b"J" * 35]),  # 70 <= 100
+        (NATIVE, [b"N" * 35]),
+    ]
+
+
 def test_writer_writes_a_lone_request_at_once() -> None:
     from hyperdx.local.store import _GroupCommit
 
     inserts: list[list[bytes]] = []
-    commits = _GroupCommit(lambda t, p: inserts.append(list(p)), max_bytes=1 << 20, linger=30.0)
+    commits = _GroupCommit(lambda t, p, f: inserts.append(list(p)), max_bytes=1 << 20, linger=30.0)
     started = time.monotonic()
     for body in (b"x", b"y"):  # one after the other: never a backlog, never a wait
         commits.submit("otel_logs", body)
@@ -301,7 +367,7 @@ def test_insert_streams_a_request_to_chdb_while_the_next_is_still_being_mapped()
     first_in_chdb = threading.Event()
     release_first = threading.Event()
 
-    def stream(table: str, payloads: Iterable[bytes]) -> None:
+    def stream(table: str, payloads: Iterable[bytes], fmt: str = "JSONEachRow") -> None:
         for payload in payloads:
             received.append(payload)
             if payload == b"a":

@@ -143,7 +143,8 @@ class GrpcListener:
                 failure = (503, f"overloaded, retry later: {refusal.reason}", refusal.retry_after)
             else:
                 try:
-                    decode = partial(wire.decode, raw, wire.PROTOBUF, signal.request_type)
+                    kind = wire.request_type(signal, self._sink, wire.PROTOBUF)
+                    decode = partial(wire.decode, raw, wire.PROTOBUF, kind)
                     items = wire.ingest(
                         self._admission, self._sink, signal, decode, self._errors, since
                     )

@@ -185,7 +185,8 @@ class HttpListener:
     ) -> int:
         def decode() -> Any:
             data = wire.decompress(body, encoding, self._limit)
-            return wire.decode(data, media, signal.request_type)  # data is freed on return
+            # data is freed on return
+            return wire.decode(data, media, wire.request_type(signal, self._sink, media))
 
         return wire.ingest(self._admission, self._sink, signal, decode, self._errors, since, queued)
 

@@ -47,10 +47,12 @@ __all__ = [
     "format_double",
     "log_rows",
     "log_rows_by_table",
+    "plain_log",
     "metric_rows",
     "stringify",
     "trace_rows",
     "transform_log",
+    "transformed_log",
 ]
 
 TRACES_TABLE = "otel_traces"
@@ -159,7 +161,7 @@ def log_rows_by_table(request: ExportLogsServiceRequest) -> dict[str, list[dict[
             for record in scope_logs.log_records:
                 severity_text = record.severity_text
                 severity_number = record.severity_number
-                plain = _plain_log(record, severity_text, severity_number)
+                plain = plain_log(record, severity_text, severity_number)
                 if plain is not None:  # the transform would only stringify: skip it
                     body, attributes_map = plain
                     logs.append(
@@ -185,39 +187,65 @@ def log_rows_by_table(request: ExportLogsServiceRequest) -> dict[str, list[dict[
                         }
                     )
                     continue
-                attributes = attributes_of(record.attributes)
-                common: dict[str, Any] = {
-                    "Timestamp": datetime64(
-                        record.time_unix_nano or record.observed_time_unix_nano
-                    ),
-                    "TraceId": hex_id(record.trace_id),
-                    "SpanId": hex_id(record.span_id),
-                    "TraceFlags": record.flags & 0xFF,
-                    "ServiceName": service,
-                    "Body": stringify(any_value_to_python(record.body)),
-                    "ResourceSchemaUrl": resource_schema_url,
-                    "ResourceAttributes": resource_attrs,
-                    "ScopeSchemaUrl": scope_schema_url,
-                    "ScopeName": scope_name,
-                    "ScopeVersion": scope_version,
-                    "ScopeAttributes": scope_attrs,
-                }
-                if RRWEB_ATTRIBUTE in attributes:
-                    common["SeverityText"] = severity_text
-                    common["SeverityNumber"] = severity_number & 0xFF
-                    common["LogAttributes"] = string_map(attributes)
-                    tables[SESSIONS_TABLE].append(common)
-                    continue
-                text, number, attributes = transform_log(record, attributes)
-                common["SeverityText"] = text
-                common["SeverityNumber"] = number & 0xFF
-                common["LogAttributes"] = string_map(attributes)
-                common["EventName"] = record.event_name
-                logs.append(common)
+                table, row = transformed_log(
+                    record,
+                    severity_text,
+                    severity_number,
+                    service,
+                    resource_schema_url,
+                    resource_attrs,
+                    scope_schema_url,
+                    scope_name,
+                    scope_version,
+                    scope_attrs,
+                )
+                tables[table].append(row)
     return tables
 
 
-def _plain_log(
+def transformed_log(
+    record: LogRecord,
+    severity_text: str,
+    severity_number: int,
+    service: str,
+    resource_schema_url: str,
+    resource_attrs: dict[str, str],
+    scope_schema_url: str,
+    scope_name: str,
+    scope_version: str,
+    scope_attrs: dict[str, str],
+) -> tuple[str, dict[str, Any]]:
+    """(table, row) of a record :func:`plain_log` turned down: a session-replay record for
+    ``hyperdx_sessions`` (untransformed), else the log transform applied for ``otel_logs``."""
+    attributes = attributes_of(record.attributes)
+    common: dict[str, Any] = {
+        "Timestamp": datetime64(record.time_unix_nano or record.observed_time_unix_nano),
+        "TraceId": hex_id(record.trace_id),
+        "SpanId": hex_id(record.span_id),
+        "TraceFlags": record.flags & 0xFF,
+        "ServiceName": service,
+        "Body": stringify(any_value_to_python(record.body)),
+        "ResourceSchemaUrl": resource_schema_url,
+        "ResourceAttributes": resource_attrs,
+        "ScopeSchemaUrl": scope_schema_url,
+        "ScopeName": scope_name,
+        "ScopeVersion": scope_version,
+        "ScopeAttributes": scope_attrs,
+    }
+    if RRWEB_ATTRIBUTE in attributes:
+        common["SeverityText"] = severity_text
+        common["SeverityNumber"] = severity_number & 0xFF
+        common["LogAttributes"] = string_map(attributes)
+        return SESSIONS_TABLE, common
+    text, number, attributes = transform_log(record, attributes)
+    common["SeverityText"] = text
+    common["SeverityNumber"] = number & 0xFF
+    common["LogAttributes"] = string_map(attributes)
+    common["EventName"] = record.event_name
+    return LOGS_TABLE, common
+
+
+def plain_log(
     record: LogRecord, severity_text: str, severity_number: int
 ) -> tuple[str, dict[str, str]] | None:
     """(``Body``, ``LogAttributes``) of a record the log transform would only stringify,

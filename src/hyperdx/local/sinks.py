@@ -17,9 +17,19 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-__all__ = ["MemorySink", "Sink", "SinkUnavailable", "commit_deadline", "deadline_scope"]
+if TYPE_CHECKING:
+    from hyperdx.local.native import Block
+
+__all__ = [
+    "BlockSink",
+    "MemorySink",
+    "Sink",
+    "SinkUnavailable",
+    "commit_deadline",
+    "deadline_scope",
+]
 
 Row = dict[str, Any]
 
@@ -28,6 +38,16 @@ class Sink(Protocol):
     """Stores rows for one table. Durable when it returns; raising fails the request."""
 
     def write(self, table: str, rows: list[Row]) -> None: ...
+
+
+@runtime_checkable
+class BlockSink(Protocol):
+    """A :class:`Sink` that also stores rows already encoded as a ClickHouse Native block
+    (the chDB sink): the receiver then maps logs straight to a block, skipping the dicts."""
+
+    def write(self, table: str, rows: list[Row]) -> None: ...
+
+    def write_block(self, table: str, block: Block) -> None: ...
 
 
 class SinkUnavailable(Exception):

@@ -31,6 +31,8 @@ from importlib import resources
 from pathlib import Path
 from typing import IO, Any
 
+from hyperdx.local.log_block import LOG_COLUMNS
+from hyperdx.local.native import Block
 from hyperdx.local.resident import HeapTrimmer, page_out_mapped_files
 from hyperdx.local.sinks import SinkUnavailable, commit_deadline
 
@@ -43,6 +45,11 @@ DATABASE = "default"
 LOCK_FILE = "hyperdx-local.lock"
 KEY_FILE = "api-key"
 STATE_FILE = "hyperdx-local.json"
+#: The insert formats a queued payload can be in.
+JSON_EACH_ROW = "JSONEachRow"
+NATIVE = "Native"
+#: Tables taking Native blocks (see :meth:`Store.insert_block`), with their block columns.
+NATIVE_COLUMNS = {"otel_logs": LOG_COLUMNS}
 
 #: Tables a sink may write to (what the receiver produces), in ClickStack's names.
 WRITABLE_TABLES = frozenset(
@@ -97,6 +104,15 @@ _MERGE_SETTINGS = (
     "vertical_merge_algorithm_min_columns_to_activate = 1"
 )
 _MERGE_TUNED_TABLES = ("otel_logs", "otel_traces")
+# Parts under 10 MiB (every insert's, and the first merges') are written "packed": one
+# data.packed file instead of ~13 (columns, marks, checksums, count, TTL... the 8 text
+# indexes add 48 more to a merged part). Creating files was a third of the server's CPU
+# under ingestion here (kernel time in ext4's inode allocation, ~11 us per log row, 26
+# files per insert with the rollup view's part; 2026-11-30, BENCHMARKS.md "Local ingest,
+# sixth round"); packed, ~5 us. The size matches min_bytes_for_wide_part's default, so
+# what would be a compact part is packed and large parts keep their usual layout. Every
+# MergeTree table of the schema gets it (ALTER ... MODIFY SETTING: ClickStack's DDL as is).
+_PART_STORAGE_SETTINGS = "min_bytes_for_full_part_storage = 10485760"
 _INSERT_CHUNK_BYTES = 4 << 20
 # Cap on one combined insert (~12k log rows, ~0.1-0.3 s): bounds the latency a request can
 # wait behind others. A failed insert commits nothing (measured up to 35 MiB with the bad
@@ -317,9 +333,19 @@ class Store:
                 self._run(statement)
             for table in _MERGE_TUNED_TABLES:
                 self._run(f"ALTER TABLE {DATABASE}.{table} MODIFY SETTING {_MERGE_SETTINGS}")
+            for table in self._merge_tree_tables():
+                self._run(f"ALTER TABLE {DATABASE}.{table} MODIFY SETTING {_PART_STORAGE_SETTINGS}")
         except BaseException:
             self.close()
             raise
+
+    def _merge_tree_tables(self) -> list[str]:
+        raw = self._run(
+            f"SELECT name FROM system.tables WHERE database = '{DATABASE}' "
+            "AND engine LIKE '%MergeTree' ORDER BY name",
+            "JSONEachRow",
+        )
+        return [json.loads(line)["name"] for line in raw.splitlines() if line.strip()]
 
     def close(self) -> None:
         """Store what is queued, close both sessions and give up the directory. Safe to call
@@ -430,29 +456,52 @@ class Store:
         return self.insert_encoded(table, payload, count, deadline=deadline)
 
     def insert_encoded(
-        self, table: str, payload: bytes, count: int, *, deadline: float | None = None
+        self,
+        table: str,
+        payload: bytes,
+        count: int,
+        *,
+        deadline: float | None = None,
+        fmt: str = JSON_EACH_ROW,
     ) -> int:
-        """:meth:`insert` for rows already encoded by :func:`encode_rows`."""
+        """:meth:`insert` for rows already encoded by :func:`encode_rows` (or, ``fmt``
+        Native, a block of :meth:`insert_block`)."""
         if table not in WRITABLE_TABLES:
             raise StoreError(f"table: {table!r} is not a table hyperdx local writes")
+        if fmt not in (JSON_EACH_ROW, NATIVE) or (fmt == NATIVE and table not in NATIVE_COLUMNS):
+            raise StoreError(f"format: {fmt!r} is not an insert format of table {table}")
         if not count:
             return 0
-        self._commits.submit(table, payload, deadline)
+        self._commits.submit(table, payload, deadline, fmt)
         # chDB's rows_written also counts the rollup views' rows, so report our own count.
         return count
 
-    def _stream(self, table: str, payloads: Iterable[bytes]) -> None:
-        """One chDB streaming insert of ``payloads`` into ``table`` (on the writer thread)."""
+    def insert_block(self, table: str, block: Block, *, deadline: float | None = None) -> int:
+        """:meth:`insert` for rows already encoded as a Native block (about half chDB's
+        insert CPU of JSONEachRow), with the columns :data:`NATIVE_COLUMNS` names for
+        ``table``. Group-committed with the other blocks of the table."""
+        if NATIVE_COLUMNS.get(table) != block.columns:
+            raise StoreError(f"table: {table!r} takes no Native block with these columns")
+        return self.insert_encoded(table, block.payload, block.count, deadline=deadline, fmt=NATIVE)
+
+    def _stream(self, table: str, payloads: Iterable[bytes], fmt: str = JSON_EACH_ROW) -> None:
+        """One chDB streaming insert of ``payloads`` (each a whole ``fmt`` body) into
+        ``table`` (on the writer thread)."""
+        columns = ""
+        separator = b"\n"  # between JSONEachRow bodies; Native blocks simply follow
+        if fmt == NATIVE:
+            columns = " (" + ", ".join(f"`{name}`" for name, _ in NATIVE_COLUMNS[table]) + ")"
+            separator = b""
         with self._insert_lock:
             if self._insert_session is None:
                 raise StoreError("store is closed")
             try:
                 with self._insert_session.send_insert(
-                    f"INSERT INTO {DATABASE}.{table} {_INSERT_SETTINGS}", "JSONEachRow"
+                    f"INSERT INTO {DATABASE}.{table}{columns} {_INSERT_SETTINGS}", fmt
                 ) as ins:
                     for index, payload in enumerate(payloads):
-                        if index:
-                            ins.append(b"\n")
+                        if index and separator:
+                            ins.append(separator)
                         for start in range(0, len(payload), _INSERT_CHUNK_BYTES):
                             ins.append(payload[start : start + _INSERT_CHUNK_BYTES])
                     ins.finish()
@@ -488,12 +537,23 @@ def encode_rows(table: str, rows: Iterable[Mapping[str, Any]]) -> tuple[bytes, i
     return "\n".join(lines).encode("utf-8"), len(items)
 
 
-class _Pending:
-    __slots__ = ("behind", "deadline", "done", "error", "payload", "table")
+# A Native block holds the same log rows in ~1/1.7 of the JSONEachRow bytes, so its bytes
+# count 1.7x toward _GROUP_COMMIT_BYTES: the cap means the rows it meant (~9k bench log
+# rows). Tried 2.4x (~6.4k rows, what inserts from 32 exporters held with JSONEachRow): the
+# peak RSS at 32 exporters stayed 312-316 MB (1.7x: 305-319; with packed parts off,
+# 299-307: it follows the throughput, i.e. the merges) while CPU per record rose (2026-11-30
+# 02:05-02:15 UTC).
+_FORMAT_WEIGHT = {JSON_EACH_ROW: 1.0, NATIVE: 1.7}
 
-    def __init__(self, table: str, payload: bytes, deadline: float | None) -> None:
+
+class _Pending:
+    __slots__ = ("behind", "deadline", "done", "error", "fmt", "payload", "size", "table")
+
+    def __init__(self, table: str, payload: bytes, deadline: float | None, fmt: str) -> None:
         self.table = table
+        self.fmt = fmt
         self.payload = payload
+        self.size = int(len(payload) * _FORMAT_WEIGHT.get(fmt, 1.0))  # toward max_bytes
         self.deadline = deadline
         self.behind = False  # queued while the writer was busy: only then can it be late
         self.done = False
@@ -514,7 +574,7 @@ class _GroupCommit:
 
     def __init__(
         self,
-        stream: Callable[[str, Iterable[bytes]], None],
+        stream: Callable[[str, Iterable[bytes], str], None],
         max_bytes: int,
         linger: float = 0.0,
         gap: float | None = None,
@@ -529,8 +589,14 @@ class _GroupCommit:
         self._closed = False
         self._busy = False
 
-    def submit(self, table: str, payload: bytes, deadline: float | None = None) -> None:
-        item = _Pending(table, payload, deadline)
+    def submit(
+        self,
+        table: str,
+        payload: bytes,
+        deadline: float | None = None,
+        fmt: str = JSON_EACH_ROW,
+    ) -> None:
+        item = _Pending(table, payload, deadline, fmt)
         with self._cond:
             if self._closed:
                 raise StoreError("store is closed")
@@ -584,11 +650,13 @@ class _GroupCommit:
                     self._cond.notify_all()
 
     def _round(self, first: _Pending, batch: list[_Pending], steady: bool) -> None:
-        """One insert into ``first.table``, streamed: each payload is handed to chDB as soon
-        as its request is queued, so chDB parses it (on its own threads, GIL released) while
-        the next requests are still being mapped; only writing the part waits for the last.
+        """One insert into ``first.table`` in ``first.fmt``, streamed: each payload is handed
+        to chDB as soon as its request is queued, so chDB parses it (on its own threads, GIL
+        released) while the next requests are still being mapped; only writing the part
+        waits for the last.
         ``batch`` collects every item taken (appended, or refused as late)."""
         table = first.table
+        fmt = first.fmt
         written: list[_Pending] = []
         round_start = time.monotonic()
 
@@ -603,17 +671,17 @@ class _GroupCommit:
                         self._cond.notify_all()
                 else:
                     written.append(item)
-                    size += len(item.payload)
+                    size += item.size
                     yield item.payload
                 with self._cond:
-                    item = self._next(table, size, steady, round_start)
+                    item = self._next(table, fmt, size, steady, round_start)
 
         payloads = feed()
         opening = next(payloads, None)  # None: every request taken was late
         if opening is None:
             return
         try:
-            self._stream(table, itertools.chain((opening,), payloads))
+            self._stream(table, itertools.chain((opening,), payloads), fmt)
         except Exception as exc:
             if len(written) == 1:
                 written[0].error = exc
@@ -621,7 +689,7 @@ class _GroupCommit:
             # A failed insert commits nothing: retry one by one so a bad request fails alone.
             for item in written:
                 try:
-                    self._stream(table, [item.payload])
+                    self._stream(table, [item.payload], fmt)
                 except Exception as single:
                     item.error = single
 
@@ -637,14 +705,14 @@ class _GroupCommit:
             return True
         return False
 
-    def _next(self, table: str, size: int, steady: bool, since: float) -> _Pending | None:
+    def _next(self, table: str, fmt: str, size: int, steady: bool, since: float) -> _Pending | None:
         """The next request for the running insert (``_cond`` held), or None to finish it.
 
         Under a steady flow the writer waits, until ``since`` + linger, for the requests
         still being mapped, and stops once none has joined for ``gap`` seconds (the byte
-        cap ends the insert too). Requests for other tables queued in between are passed
-        over, so an app sending all three signals still gets large inserts, and end the
-        insert once none of this table is left to take. Each insert has a large
+        cap ends the insert too). Requests for other tables (or formats) queued in between
+        are passed over, so an app sending all three signals still gets large inserts, and
+        end the insert once none of this table is left to take. Each insert has a large
         fixed CPU cost (~15-20 ms: a new part plus the rollup view's, half of it creating
         their ~26 files), so the more requests per insert the less CPU per row: 1 request
         42 us per log row, 8 requests 12, 16 requests 10 (measured 2026-11-29), and every
@@ -654,8 +722,8 @@ class _GroupCommit:
         while True:
             if self._queue:
                 for index, item in enumerate(self._queue):
-                    if item.table == table:
-                        if size + len(item.payload) > self._max_bytes:
+                    if item.table == table and item.fmt == fmt:
+                        if size + item.size > self._max_bytes:
                             return None  # the next insert's
                         del self._queue[index]
                         return item
@@ -681,6 +749,10 @@ class ChdbSink:
         payload, count = encode_rows(table, rows)
         rows.clear()
         self.store.insert_encoded(table, payload, count, deadline=commit_deadline())
+
+    def write_block(self, table: str, block: Block) -> None:
+        """Store a Native block (see :class:`~hyperdx.local.sinks.BlockSink`)."""
+        self.store.insert_block(table, block, deadline=commit_deadline())
 
 
 @dataclass(frozen=True)

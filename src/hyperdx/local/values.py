@@ -27,6 +27,7 @@ __all__ = [
     "exemplar_id",
     "format_double",
     "hex_id",
+    "other_text",
     "service_name",
     "string_map",
     "stringify",
@@ -168,14 +169,26 @@ def attribute_map(pairs: Iterable[KeyValue], scalar_only: bool = False) -> dict[
         if number:
             out[pair.key] = str(number)
             continue
-        kind = value.WhichOneof("value")
-        if kind is None or kind == "string_value" or kind == "int_value":
-            out[pair.key] = "" if kind != "int_value" else "0"
-        elif scalar_only and (kind == "array_value" or kind == "kvlist_value"):
-            raise NestedValue(pair.key)
-        else:
-            out[pair.key] = stringify(any_value_to_python(value))
+        other = other_text(value)
+        if other is None:
+            if scalar_only:
+                raise NestedValue(pair.key)
+            other = stringify(any_value_to_python(value))
+        out[pair.key] = other
     return out
+
+
+def other_text(value: AnyValue) -> str | None:
+    """:func:`attribute_map`'s text of a value that is neither a non-empty string nor a
+    non-zero int; None for an array or map (JSON text, or refused as nested)."""
+    kind = value.WhichOneof("value")
+    if kind is None or kind == "string_value":
+        return ""
+    if kind == "int_value":
+        return "0"
+    if kind == "array_value" or kind == "kvlist_value":
+        return None
+    return stringify(getattr(value, kind))
 
 
 def hex_id(raw: bytes) -> str:

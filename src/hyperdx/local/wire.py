@@ -30,7 +30,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from hyperdx.local import rows
 from hyperdx.local.admission import Admission, Overloaded
-from hyperdx.local.sinks import Sink, SinkUnavailable, deadline_scope
+from hyperdx.local.log_block import RawAttributesRequest, log_tables
+from hyperdx.local.native import Block
+from hyperdx.local.sinks import BlockSink, Sink, SinkUnavailable, deadline_scope
 
 __all__ = [
     "JSON",
@@ -91,13 +93,18 @@ class WireError(Exception):
 
 @dataclass(frozen=True)
 class Signal:
-    """One OTLP signal: its name, HTTP path, request message and row mapping."""
+    """One OTLP signal: its name, HTTP path, request message and row mapping, plus, where
+    one exists, the mapping to Native blocks a :class:`~hyperdx.local.sinks.BlockSink`
+    takes (the same rows; a table's value is a Block or a list of row dicts)."""
 
     name: str
     path: str
     request_type: type[Message]
     to_rows: Callable[[Any], dict[str, list[dict[str, Any]]]]
     count: Callable[[Any], int]
+    to_blocks: Callable[[Any], dict[str, Any]] | None = None
+    # What a protobuf body is decoded into for to_blocks (the same wire format)
+    block_request_type: type[Message] | None = None
 
 
 def _trace_tables(request: ExportTraceServiceRequest) -> dict[str, list[dict[str, Any]]]:
@@ -127,7 +134,15 @@ SIGNALS: dict[str, Signal] = {
     signal.path: signal
     for signal in (
         Signal("traces", "/v1/traces", ExportTraceServiceRequest, _trace_tables, _count_spans),
-        Signal("logs", "/v1/logs", ExportLogsServiceRequest, rows.log_rows_by_table, _count_logs),
+        Signal(
+            "logs",
+            "/v1/logs",
+            ExportLogsServiceRequest,
+            rows.log_rows_by_table,
+            _count_logs,
+            log_tables,
+            RawAttributesRequest,
+        ),
         Signal(
             "metrics", "/v1/metrics", ExportMetricsServiceRequest, rows.metric_rows, _count_points
         ),
@@ -238,6 +253,19 @@ _ID_LENGTHS = {
     "parentSpanId": 8,
     "parent_span_id": 8,
 }
+
+
+def request_type(signal: Signal, sink: Sink, content_type: str) -> type[Message]:
+    """The message type to decode a ``signal`` request into: the signal's block-mapping
+    type for a protobuf body stored by a :class:`~hyperdx.local.sinks.BlockSink`, else its
+    Export*ServiceRequest."""
+    if (
+        content_type == PROTOBUF
+        and signal.block_request_type is not None
+        and isinstance(sink, BlockSink)
+    ):
+        return signal.block_request_type
+    return signal.request_type
 
 
 def decode(body: bytes, content_type: str, request_type: type[Message]) -> Any:
@@ -380,7 +408,15 @@ def ingest(
     stored = False
     try:
         with _MAPPING:
-            mapped = signal.to_rows(message)
+            if signal.to_blocks is not None and isinstance(sink, BlockSink):
+                try:
+                    mapped = signal.to_blocks(message)
+                except DecodeError as error:
+                    # Decoded with raw attributes, a malformed KeyValue (bad UTF-8, bad
+                    # wire data) is only parsed while mapping: the same 400 as at decode.
+                    raise WireError(400, f"failed to decode protobuf body: {error}") from None
+            else:
+                mapped = signal.to_rows(message)
         del message  # the only reference: the rows are all that is kept from here on
         write_tables(sink, mapped, errors, deadline=since + COMMIT_START_BUDGET)
         stored = True
@@ -391,17 +427,22 @@ def ingest(
 
 def write_tables(
     sink: Sink,
-    mapped: dict[str, list[dict[str, Any]]],
+    mapped: dict[str, Any],
     errors: SinkErrors,
     deadline: float | None = None,
 ) -> None:
-    """Write every non-empty table of ``mapped`` before returning.
+    """Write every non-empty table of ``mapped`` (row dicts, or a Native block for a
+    :class:`~hyperdx.local.sinks.BlockSink`) before returning.
 
     Sink failures become WireError 503 (SinkUnavailable: retry later) or 500 (anything else),
     so the listener answers instead of dying. ``deadline`` is handed to the sink as
     :func:`~hyperdx.local.sinks.commit_deadline`.
     """
-    tables = [(table, table_rows) for table, table_rows in mapped.items() if table_rows]
+    tables = [
+        (table, table_rows)
+        for table, table_rows in mapped.items()
+        if (table_rows.count if isinstance(table_rows, Block) else table_rows)
+    ]
     for index, (table, table_rows) in enumerate(tables):
         # Only the first table may be refused: once some rows are stored, refusing the rest
         # would make the client's retry store those twice.
@@ -409,9 +450,13 @@ def write_tables(
             _write(sink, table, table_rows, errors)
 
 
-def _write(sink: Sink, table: str, table_rows: list[dict[str, Any]], errors: SinkErrors) -> None:
+def _write(sink: Sink, table: str, table_rows: Any, errors: SinkErrors) -> None:
     try:
-        sink.write(table, table_rows)
+        if isinstance(table_rows, Block):
+            assert isinstance(sink, BlockSink)  # only to_blocks makes blocks, for these
+            sink.write_block(table, table_rows)
+        else:
+            sink.write(table, table_rows)
     except SinkUnavailable as error:
         errors.report(f"storing {table} rows", error)
         raise WireError(503, f"storage unavailable, retry later: {error}", 1) from error
