@@ -132,6 +132,20 @@ class Tally:
         self.rss_peak_kb = 0
         self.anon_peak_kb = 0
 
+    async def answered(
+        self, status: str, ok: bool, start: float, batch: int, delay: float, until: float
+    ) -> None:
+        """Count one answer (``ok``: ``batch`` items acknowledged), then wait the retry
+        ``delay`` it asked for, if any, within the run: the same for every load client."""
+        elapsed = time.monotonic() - start
+        self.statuses[status] += 1
+        self.all_latency.append(elapsed)
+        if ok:
+            self.accepted_latency.append(elapsed)
+            self.acked += batch
+        elif delay:
+            await asyncio.sleep(min(delay, max(0.0, until - time.monotonic())))
+
 
 def percentile(values: list[float], fraction: float) -> float:
     if not values:
@@ -167,14 +181,7 @@ async def http_exporter(
                 status = "timeout"
             except aiohttp.ClientError as error:
                 status = type(error).__name__
-            elapsed = time.monotonic() - start
-            tally.statuses[status] += 1
-            tally.all_latency.append(elapsed)
-            if status == "200":
-                tally.accepted_latency.append(elapsed)
-                tally.acked += batch
-            elif retry_after:
-                await asyncio.sleep(min(retry_after, max(0.0, until - time.monotonic())))
+            await tally.answered(status, status == "200", start, batch, retry_after, until)
 
 
 async def grpc_exporter(
@@ -214,14 +221,7 @@ async def grpc_exporter(
                         delay = info.retry_delay.seconds + info.retry_delay.nanos / 1e9
                 if status == "RESOURCE_EXHAUSTED" and not delay:
                     delay = 1.0
-            elapsed = time.monotonic() - start
-            tally.statuses[status] += 1
-            tally.all_latency.append(elapsed)
-            if status == "OK":
-                tally.accepted_latency.append(elapsed)
-                tally.acked += batch
-            elif delay:
-                await asyncio.sleep(min(delay, max(0.0, until - time.monotonic())))
+            await tally.answered(status, status == "OK", start, batch, delay, until)
 
 
 class H2GrpcCall:
@@ -370,14 +370,7 @@ async def h2_grpc_exporter(
                 status = type(error).__name__
                 channel.close()
                 delay = 0.1  # do not spin on a server that is gone
-            elapsed = time.monotonic() - start
-            tally.statuses[status] += 1
-            tally.all_latency.append(elapsed)
-            if status == "OK":
-                tally.accepted_latency.append(elapsed)
-                tally.acked += batch
-            elif delay:
-                await asyncio.sleep(min(delay, max(0.0, until - time.monotonic())))
+            await tally.answered(status, status == "OK", start, batch, delay, until)
     finally:
         channel.close()
 
