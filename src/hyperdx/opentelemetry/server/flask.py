@@ -218,7 +218,7 @@ class _AppState:
             req = _Request(attrs, excluded, start_ns, self, start_response, plain)
             environ[_KEY] = req
             cell = t.active.cell_of(active)
-            t.active.add_to(cell, 1)
+            cell.append(None)  # active requests +1 (ActiveRequests: atomic, no lock)
         except Exception as exc:  # noqa: BLE001 - never the app's problem
             fault("flask.request", exc)
             return original(app, environ, start_response)
@@ -228,27 +228,24 @@ class _AppState:
                 try:
                     rule = req.route
                     if rule is None:
-                        old_extra = new_extra = None
+                        info = None
                     else:
                         info = req.info if rule is req.rule else None
                         if info is None:
                             info = self.route(rule)
-                        old_extra, new_extra = info.old_extra, info.new_extra
-                    t.record(
+                    ctx = req.ctx
+                    t.record_wsgi(
                         default_timer() - start,
                         attrs,
-                        req.span or trace.INVALID_SPAN,
-                        old_extra,
-                        new_extra,
-                        req.ctx,
-                        wsgi_order=True,
-                        str_int=req.plain and (req.info is None or req.info.plain),
+                        info,
+                        ctx if ctx is not None else t.exemplar_context(trace.INVALID_SPAN),
+                        req.plain and (req.info is None or req.info.plain),
                     )
                 except Exception as exc:  # noqa: BLE001
                     fault("flask.metrics", exc)
             return result
         finally:
-            t.active.add_to(cell, -1)
+            cell.pop()  # active requests -1
 
     def start_span(self, request: Any, req: _Request) -> None:
         """At preprocess_request: routing is done, so the span carries the rule."""

@@ -369,12 +369,8 @@ class OpenTelemetryWSGIMiddleware:
             return start_response(status, headers, *args)
 
         start = default_timer()
-        counted = True
-        try:
-            t.active.add(1, active)
-        except Exception as exc:  # noqa: BLE001 - e.g. an unhashable environ value
-            fault("wsgi.active", exc)
-            counted = False
+        cell = t.active.cell_of(active)  # an unhashable key counts under the overflow set
+        cell.append(None)  # active requests +1
         try:
             iterable = self.wsgi(environ, _start_response)
             return _end_after_iterating(iterable, span, token)
@@ -389,10 +385,9 @@ class OpenTelemetryWSGIMiddleware:
             fast_context.detach(token)
             raise
         finally:
+            cell.pop()  # active requests -1
             try:
                 t.record(default_timer() - start, attrs, span)
-                if counted:
-                    t.active.add(-1, active)
             except Exception as exc:  # noqa: BLE001
                 fault("wsgi.metrics", exc)
 
