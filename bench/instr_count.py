@@ -196,8 +196,12 @@ def parts() -> dict[str, Any]:
     def active_pm() -> None:
         dict(template)
         cell = t.active.cell_of(active)
-        t.active.add_to(cell, 1)
-        t.active.add_to(cell, -1)
+        if hasattr(cell, "pop"):  # this tree's cells (what the Flask path does)
+            cell.append(None)
+            cell.pop()
+        else:  # the older tree's
+            t.active.add_to(cell, 1)
+            t.active.add_to(cell, -1)
 
     def sdk_span() -> None:  # fast_span alone (the span side): start and end
         dict(template)

@@ -245,3 +245,33 @@ def test_active_requests_counts_an_unhashable_key_under_the_overflow_set() -> No
     active.add(1, (("http.method", "GET"),))
     points = sink.metric_dicts()["http.server.active_requests"][2]
     assert points == [([("http.method", "GET")], 1), ([("otel.metric.overflow", True)], 2)]
+
+
+@pytest.mark.parametrize("mode", MODES, ids=MODE_IDS)
+def test_request_attributes_are_contribs_for_every_environ_variant(mode: semconv.Mode) -> None:
+    """The memoised head plus the per-request values read in C (``request_start_plain``) give
+    what contrib's ``collect_request_attributes`` gives, also for environs missing a PEP 3333
+    key and odd values. (Contrib raises on a non-numeric
+    server port, where we leave the port out; its ``None`` server name the SDK drops.)"""
+    from opentelemetry.instrumentation._semconv import _StabilityMode
+    from opentelemetry.instrumentation.wsgi import collect_request_attributes
+
+    stability = (
+        _StabilityMode.HTTP_DUP
+        if mode.old and mode.new
+        else _StabilityMode.HTTP
+        if mode.new
+        else _StabilityMode.DEFAULT
+    )
+    compared = 0
+    for variant in [*VARIANTS, {"HTTP_HOST": None}, {"REMOTE_PORT": None, "REMOTE_ADDR": None}]:
+        environ = _environ(variant)
+        try:
+            expected = collect_request_attributes(dict(environ), stability)
+        except (TypeError, ValueError):
+            continue
+        expected = {k: v for k, v in expected.items() if v is not None}
+        for _ in range(2):  # the first request fills the head memo, the second reads it
+            assert wsgi.request_attributes(environ, mode) == expected, variant
+        compared += 1
+    assert compared == len(VARIANTS) + 2 - 2

@@ -107,7 +107,7 @@ class ServerTelemetry:
         route: Any,
         span_context: Any,
         str_int: bool = False,
-    ) -> None:
+    ) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """:meth:`record` for ``attrs`` from ``wsgi.request_attributes`` + ``set_status`` only
         (so the filtered keys are read in their known order) plus the extras of ``route``
         (``None``, or a hashable object whose ``old_extra`` and ``new_extra`` never change: a
@@ -117,7 +117,8 @@ class ServerTelemetry:
 
         The picked attribute dicts are memoised per combination of the values read and the
         route (held in the key, so compared by identity), so the histograms see the same dicts
-        again (``record_known``)."""
+        again (``record_known``). Returns them (old, new) when memoised: a caller may pass
+        them to :meth:`record_known` for a request it knows has the same values."""
         values = None
         if self._wsgi_get is not None:  # all keys present, the usual case: read in C
             try:  # noqa: SIM105 - contextlib.suppress costs a context manager per request
@@ -148,12 +149,9 @@ class ServerTelemetry:
                     )
                 if self.duration_new is not None:
                     self.duration_new.record(max(seconds, 0), found[1], context=span_context)
-                return
-        if self._old_known is not None:
-            ms = round(seconds * 1000)
-            self._old_known(ms if ms >= 0 else 0, found[0], span_context)
-        if self._new_known is not None:
-            self._new_known(seconds if seconds >= 0 else 0, found[1], span_context)
+                return None
+        self.record_known(seconds, found[0], found[1], span_context)
+        return found
 
     def _pick_wsgi(
         self,
@@ -194,10 +192,11 @@ class ServerTelemetry:
     ) -> None:
         """:meth:`record_picked` with memoised attribute dicts that nobody changes any more
         (the histograms remember their aggregations by the dicts' identity)."""
-        if self.duration_old is not None:
-            self._old_known(max(round(seconds * 1000), 0), old_attrs, span_context)
-        if self.duration_new is not None:
-            self._new_known(max(seconds, 0), new_attrs, span_context)
+        if self._old_known is not None:
+            ms = round(seconds * 1000)
+            self._old_known(ms if ms >= 0 else 0, old_attrs, span_context)
+        if self._new_known is not None:
+            self._new_known(seconds if seconds >= 0 else 0, new_attrs, span_context)
 
     response_size_old: Any = None
     response_size_new: Any = None
