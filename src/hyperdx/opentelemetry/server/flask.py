@@ -96,28 +96,19 @@ class _Request:
         "wrapped",
     )
 
-    def __init__(
-        self,
-        attrs: dict[str, Any],
-        excluded: bool,
-        start_ns: int,
-        state: _AppState,
-        wrapped: Callable[..., Any],
-        plain: bool,
-    ) -> None:
-        self.attrs = attrs
-        self.plain = plain  # every value in attrs is of a plain type (fast_span)
-        self.excluded = excluded
-        self.start_ns = start_ns
-        self.state = state
-        self.wrapped = wrapped  # the server's start_response
-        self.span: trace.Span | None = None
-        self.token: object = None
-        self.ctx: context.Context | None = None  # the attached context (holds the span)
-        self.rule: Any = None  # request.url_rule when the span started
-        self.info: _Route | None = None  # self.rule's memo
-        self.route: Any = None  # the rule at the first start_response (for the metrics)
-        self.status: str | None = None  # the status code text set_status last set
+    attrs: dict[str, Any]
+    plain: bool  # every value in attrs is of a plain type (fast_span)
+    excluded: bool
+    start_ns: int
+    state: _AppState
+    wrapped: Callable[..., Any]  # the server's start_response
+    span: trace.Span | None
+    token: object
+    ctx: context.Context | None  # the attached context (holds the span)
+    rule: Any  # request.url_rule when the span started
+    info: _Route | None  # self.rule's memo
+    route: Any  # the rule at the first start_response (for the metrics)
+    status: str | None  # the status code text set_status last set
 
     def start_response(self, status: str, headers: list[tuple[str, str]], *args: Any) -> Any:
         state = self.state
@@ -147,6 +138,31 @@ class _Request:
             if response_hook is not None:
                 response_hook(span, status, headers)
         return self.wrapped(status, headers, *args)
+
+
+def _new_request(
+    attrs: dict[str, Any],
+    excluded: bool,
+    start_ns: int,
+    state: _AppState,
+    wrapped: Callable[..., Any],
+    plain: bool,
+) -> _Request:
+    """A request's state. Made with ``object.__new__`` and plain slot stores: calling the class
+    (``type.__call__`` then ``__init__``) costs three times as much, per request."""
+    req = _new_object(_Request)
+    req.attrs = attrs
+    req.plain = plain
+    req.excluded = excluded
+    req.start_ns = start_ns
+    req.state = state
+    req.wrapped = wrapped
+    req.span = req.ctx = req.rule = req.info = req.route = req.status = None
+    req.token = None
+    return req
+
+
+_new_object = object.__new__
 
 
 class _Route:
@@ -222,7 +238,7 @@ class _AppState:
             start = default_timer()
             attrs, active, plain = request_start_plain(environ, mode)
             excluded = self.has_exclusions and self.config.excluded.url_disabled(_url(environ))
-            req = _Request(attrs, excluded, start_ns, self, start_response, plain)
+            req = _new_request(attrs, excluded, start_ns, self, start_response, plain)
             environ[_KEY] = req
             cell = t.active.cell_of(active)
             cell.append(None)  # active requests +1 (ActiveRequests: atomic, no lock)
