@@ -331,6 +331,9 @@ class ActiveRequests:
     def add_to(cell: Cell, amount: int) -> None:
         """Add ``amount`` to a count :meth:`cell` returned (a hot path does ``cell.append(None)``
         and ``cell.pop()`` itself)."""
+        if amount == 1:
+            cell.append(None)
+            return
         if amount > 0:
             cell.extend(repeat(None, amount))
             return
