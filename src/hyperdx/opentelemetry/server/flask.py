@@ -137,7 +137,9 @@ class _Request:
             response_hook = state.config.response_hook
             if response_hook is not None:
                 response_hook(span, status, headers)
-        return self.wrapped(status, headers, *args)
+        if args:  # exc_info
+            return self.wrapped(status, headers, *args)
+        return self.wrapped(status, headers)  # a plain call: no argument tuple built
 
 
 def _new_request(
