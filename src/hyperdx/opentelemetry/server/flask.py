@@ -150,8 +150,8 @@ def _new_request(
     wrapped: Callable[..., Any],
     plain: bool,
 ) -> _Request:
-    """A request's state. Made with ``object.__new__`` and plain slot stores: calling the class
-    (``type.__call__`` then ``__init__``) costs three times as much, per request."""
+    """A request's state, made with ``object.__new__`` and plain slot stores (calling the class,
+    ``type.__call__`` then ``__init__``, costs ~0.4k more of the ~3.5k instructions)."""
     req = _new_object(_Request)
     req.attrs = attrs
     req.plain = plain
