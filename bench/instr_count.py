@@ -11,6 +11,12 @@ is kept out of the window: the batch and metric intervals are set far beyond the
 holds every span, and the process leaves with ``os._exit`` (nothing is flushed).
 
     .venv/bin/python bench/instr_count.py [--variants bare,lean] [--frameworks flask]
+    .venv/bin/python bench/instr_count.py --parts copy,environ_attrs,metrics  # per piece
+    .venv/bin/python bench/instr_count.py --profile 5000 --variants lean  # cProfile shares
+
+``--parts`` counts one piece of the lean Flask path at a time (see :func:`parts`; subtract
+``copy``, the environ copy each piece makes); run it with ``PYTHONPATH=<other>/src`` to count
+another tree's code.
 """
 
 from __future__ import annotations
