@@ -1,5 +1,5 @@
 """The request path's caches and shortcuts give what the uncached path gives: memoised duration
-attribute sets (``ServerTelemetry._record_wsgi``, ``FastHistogram.record_known``), hygiene's
+attribute sets (``ServerTelemetry.record_wsgi``, ``FastHistogram.record_known``), hygiene's
 one-pass fix of fast spans, inlined span ids and the direct context calls."""
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ def test_wsgi_duration_memo_keeps_equal_values_of_other_types_apart() -> None:
     t = ServerTelemetry("caches-test", "wsgi", TracerProvider(), meter_provider)
     base = {"http.method": "GET", "http.scheme": "http", "http.flavor": "1.1"}
     for value in (1, True, 1.0, 1, True, 1.0, 1):
-        t.record(0.001, {**base, "http.status_code": value}, None, wsgi_order=True)
+        t.record_wsgi(0.001, {**base, "http.status_code": value}, None, None)
     got = {
         (type(v), v): count
         for items, (count, _) in _points(reader, "http.server.duration").items()

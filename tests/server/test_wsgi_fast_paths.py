@@ -20,6 +20,7 @@ from _inprocess import (
     server_spans,
 )
 from opentelemetry import context, trace
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import INVALID_SPAN
 from oracle import Sink
 
@@ -245,3 +246,100 @@ def test_active_requests_counts_an_unhashable_key_under_the_overflow_set() -> No
     active.add(1, (("http.method", "GET"),))
     points = sink.metric_dicts()["http.server.active_requests"][2]
     assert points == [([("http.method", "GET")], 1), ([("otel.metric.overflow", True)], 2)]
+
+
+@pytest.mark.parametrize("mode", MODES, ids=MODE_IDS)
+def test_request_attributes_are_contribs_for_every_environ_variant(mode: semconv.Mode) -> None:
+    """The memoised head plus the per-request values read in C (``request_start_plain``) give
+    what contrib's ``collect_request_attributes`` gives, also for environs missing a PEP 3333
+    key and odd values. (Contrib raises on a non-numeric
+    server port, where we leave the port out; its ``None`` server name the SDK drops.)"""
+    from opentelemetry.instrumentation._semconv import _StabilityMode
+    from opentelemetry.instrumentation.wsgi import collect_request_attributes
+
+    stability = (
+        _StabilityMode.HTTP_DUP
+        if mode.old and mode.new
+        else _StabilityMode.HTTP
+        if mode.new
+        else _StabilityMode.DEFAULT
+    )
+    compared = 0
+    for variant in [*VARIANTS, {"HTTP_HOST": None}, {"REMOTE_PORT": None, "REMOTE_ADDR": None}]:
+        environ = _environ(variant)
+        try:
+            expected = collect_request_attributes(dict(environ), stability)
+        except (TypeError, ValueError):
+            continue
+        expected = {k: v for k, v in expected.items() if v is not None}
+        for _ in range(2):  # the first request fills the head memo, the second reads it
+            assert wsgi.request_attributes(environ, mode) == expected, variant
+        compared += 1
+    assert compared == len(VARIANTS) + 2 - 2
+
+
+TRACE = "0af7651916cd43dd8448eb211c80319c"
+TRACEPARENTS = [
+    f"00-{TRACE}-b7ad6b7169203331-01",
+    f"00-{TRACE}-b7ad6b7169203331-00",
+    f"00-{TRACE}-b7ad6b7169203331-ff",
+    f" \t00-{TRACE}-b7ad6b7169203331-01 \t",
+    f"01-{TRACE}-b7ad6b7169203331-01-future-fields",
+    f"00-{TRACE}-b7ad6b7169203331-01-extra",  # version 00 with more fields: invalid
+    f"ff-{TRACE}-b7ad6b7169203331-01",  # version ff: invalid
+    f"00-{'0' * 32}-b7ad6b7169203331-01",  # zero trace id
+    f"00-{TRACE}-{'0' * 16}-01",  # zero span id
+    f"00-{TRACE.upper()}-b7ad6b7169203331-01",  # upper-case hex: invalid
+    f"00-{TRACE}-b7ad6b716920333-01",  # short span id
+    "00-broken",
+    "",
+]
+
+
+def _parent_of(ctx: context.Context) -> Any:
+    """The parent span context a server span would get from ``ctx`` (None: a new trace)."""
+    span_context = trace.get_current_span(ctx).get_span_context()
+    return span_context if span_context.is_valid else None
+
+
+@pytest.mark.parametrize("header", TRACEPARENTS)
+def test_traceparent_fast_path_extracts_what_the_default_propagator_does(header: str) -> None:
+    """A request whose only propagation header is ``traceparent`` skips the composite
+    propagator (``wsgi._traceparent_context``): same context as ``propagate.extract``."""
+    environ = {"HTTP_TRACEPARENT": header}
+    expected = wsgi.extract(environ, getter=wsgi.environ_getter)
+    got = wsgi._traceparent_context(header)
+    assert len(got) == len(expected)
+    assert _parent_of(got) == _parent_of(expected)  # SpanContext: every field compared
+    if len(expected):
+        assert trace.get_current_span(got).get_span_context().is_remote
+
+
+@pytest.mark.parametrize("header", TRACEPARENTS[:5])
+@pytest.mark.parametrize(
+    "more",
+    [{}, {"HTTP_TRACESTATE": "vendor=x,other=y"}, {"HTTP_BAGGAGE": "user=ann"}],
+    ids=["alone", "tracestate", "baggage"],
+)
+def test_server_span_parent_is_the_extracted_one(header: str, more: dict[str, str]) -> None:
+    """Through ``start_server_span``: the span's parent (with its trace state) and the
+    baggage in the attached context are what ``propagate.extract`` gives, whichever path
+    (the fast one only without ``tracestate`` and ``baggage``) was taken."""
+    from opentelemetry import baggage
+
+    sink = Sink()
+    tracer = sink.tracer_provider.get_tracer("t")
+    environ = {"HTTP_TRACEPARENT": header, **more}
+    expected = wsgi.extract(environ, getter=wsgi.environ_getter)
+    span, ctx = wsgi.start_server_span(tracer, "GET /x", environ, wsgi.environ_getter, {})
+    span.end()
+    parent = _parent_of(expected)
+    own = span.get_span_context()
+    if isinstance(span, ReadableSpan):  # sampled: the SDK span, with its parent
+        assert span.parent == parent  # type: ignore[attr-defined]
+    if parent is not None:  # a sampled-out parent gives a non-recording child: same trace
+        assert (own.trace_id, own.trace_state) == (parent.trace_id, parent.trace_state)
+        assert own.trace_flags.sampled == parent.trace_flags.sampled
+    else:
+        assert own.trace_id != int(TRACE, 16)
+    assert baggage.get_all(ctx) == baggage.get_all(expected)

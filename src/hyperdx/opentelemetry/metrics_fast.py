@@ -58,6 +58,7 @@ _PLAIN_TYPES = frozenset({str, int, float, bool})
 
 try:  # the SDK's private layout this module relies on (opentelemetry-sdk 1.45)
     from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter
+    from opentelemetry.sdk.metrics._internal import _ProxyMeterConfig
     from opentelemetry.sdk.metrics._internal._view_instrument_match import (
         _hash_attributes,
         _ViewInstrumentMatch,
@@ -149,6 +150,7 @@ class _Amount:
 
 
 _NO_STORAGES: Any = object()
+_INF = math.inf  # a global load, not a module attribute per record
 Key = tuple[Any, ...]
 
 
@@ -160,6 +162,11 @@ class FastHistogram:
         self.name = instrument.name
         self._consumer = instrument._measurement_consumer  # noqa: SLF001
         self._meter_config = getattr(instrument, "_meter_config", None)
+        # The SDK's proxy config, whose ``is_enabled`` property reads ``_config.is_enabled``:
+        # record_known reads that directly (None: ask ``_meter_config`` itself).
+        self._proxy_config = (
+            self._meter_config if type(self._meter_config) is _ProxyMeterConfig else None
+        )
         self._storages: Any = _NO_STORAGES  # the reader storages the state below belongs to
         self._matches: list[Any] | None = None  # one per reader; None: the SDK path
         self._aliases: dict[Key, list[Any]] = {}
@@ -200,14 +207,15 @@ class FastHistogram:
         if self._consumer._reader_storages is not self._storages:  # noqa: SLF001
             self._bind()
         found = self._known.get(id(attributes))
-        if (
-            found is not None
-            and found[0] is attributes
-            and 0 <= amount < math.inf
-            and (self._meter_config is None or self._meter_config.is_enabled)
-        ):
-            _aggregate(amount, found[1])
-            return
+        if found is not None and found[0] is attributes and 0 <= amount < _INF:
+            proxy = self._proxy_config
+            if (
+                proxy._config.is_enabled  # noqa: SLF001 - the property's own read
+                if proxy is not None
+                else self._meter_config is None or self._meter_config.is_enabled
+            ):
+                _aggregate(amount, found[1])
+                return
         self.record(amount, attributes, context)
         if self._matches is None or not attributes or len(self._known) >= _MAX_ALIASES:
             return

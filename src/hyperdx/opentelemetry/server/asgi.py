@@ -24,7 +24,7 @@ from hyperdx.opentelemetry import fast_context
 from hyperdx.opentelemetry.metrics_fast import FastHistogram
 from hyperdx.opentelemetry.server import semconv
 from hyperdx.opentelemetry.server.faults import fault
-from hyperdx.opentelemetry.server.telemetry import ServerTelemetry
+from hyperdx.opentelemetry.server.telemetry import Cell, ServerTelemetry
 from hyperdx.opentelemetry.server.wsgi import REQ_PREFIX, RESP_PREFIX, start_server_span
 
 Headers = dict[str, list[str]]
@@ -257,7 +257,7 @@ class Head:
         self.url_prefix = host_port_url(scope, headers)[2]  # scheme://host
         # Every head attribute a str or an int under a non-empty str key (fast_span's "plain").
         self.plain = _plain_items(attrs)
-        self.cell: list[int] | None = None  # the active count of self.active (its middleware's)
+        self.cell: Cell | None = None  # the active count of self.active (its middleware's)
         # (status, http.target, http.route) -> (old, new) duration attributes, never mutated
         self.metrics: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any], bool]] = {}
 
@@ -459,7 +459,7 @@ class Exchange:
     headers: Headers | None  # the decoded headers, when the general path needed them
     http: bool  # False for a websocket
     active: semconv.ActiveKey
-    cell: list[int] | None  # the head's active count, when the head is remembered
+    cell: Cell | None  # the head's active count, when the head is remembered
     middleware: OpenTelemetryASGIMiddleware
     plain: dict[bytes, Any] | None  # plain_headers(scope["headers"])
     receive_from: Any
@@ -689,7 +689,7 @@ class OpenTelemetryASGIMiddleware:
                 cell = head.cell
                 if cell is None:
                     cell = head.cell = t.active.cell(active)
-                t.active.add_to(cell, 1)
+                cell.append(None)  # active requests +1 (ActiveRequests' cell)
                 ex.cell = cell
             else:
                 t.active.add(1, active)
@@ -715,7 +715,7 @@ class OpenTelemetryASGIMiddleware:
         else:
             t.record_picked(seconds, old_attrs, new_attrs, ctx)
         if ex.cell is not None:
-            t.active.add_to(ex.cell, -1)
+            ex.cell.pop()  # active requests -1
         else:
             t.active.add(-1, ex.active)
         if ex.plain is not None:

@@ -27,7 +27,7 @@ from opentelemetry.util.http import (
 
 from hyperdx.opentelemetry.server import asgi, semconv, wsgi
 from hyperdx.opentelemetry.server.faults import fault
-from hyperdx.opentelemetry.server.telemetry import ServerTelemetry
+from hyperdx.opentelemetry.server.telemetry import Cell, ServerTelemetry
 
 _logger = logging.getLogger(__name__)
 _MIDDLEWARE = "hyperdx.opentelemetry.server.django.DjangoMiddleware"
@@ -62,13 +62,13 @@ _config: _Config | None = None
 
 
 class _Request:
-    __slots__ = ("active", "attrs", "exception", "span", "start", "token")
+    __slots__ = ("attrs", "cell", "exception", "span", "start", "token")
 
-    def __init__(self, span: Any, token: object, attrs: dict[str, Any], active: Any) -> None:
+    def __init__(self, span: Any, token: object, attrs: dict[str, Any], cell: Cell) -> None:
         self.span = span
         self.token = token
         self.attrs = attrs
-        self.active = active
+        self.cell = cell  # the request's active-requests count (ActiveRequests.cell)
         self.exception: BaseException | None = None
         self.start = default_timer()
 
@@ -174,7 +174,8 @@ class DjangoMiddleware:
             span, ctx = wsgi.start_server_span(
                 t.tracer, _span_name(request), carrier, getter, attrs
             )
-            t.active.add(1, active)
+            # Its count (+1 and -1 without a lock): a WSGI key is the memoised head's object.
+            cell = t.active.cell(active) if is_asgi else t.active.cell_of(active)
             if span.is_recording():
                 extra: dict[str, Any] = {}
                 for name in cfg.traced_attrs:
@@ -186,7 +187,8 @@ class DjangoMiddleware:
                     extra.update(t.headers.attributes(t.headers.request, wsgi.REQ_PREFIX, items))
                 if extra:
                     span.set_attributes(extra)
-            request.__dict__[_STATE] = _Request(span, context.attach(ctx), attrs, active)
+            request.__dict__[_STATE] = _Request(span, context.attach(ctx), attrs, cell)
+            cell.append(None)  # active requests +1, once the -1 is sure to follow
         except Exception as exc:  # noqa: BLE001 - never the app's problem
             fault("django.request", exc)
             return
@@ -242,6 +244,7 @@ class DjangoMiddleware:
             except Exception:
                 _logger.exception("Exception raised by response_hook")
         try:
+            req.cell.pop()  # active requests -1 (first: nothing below can skip it)
             target = req.attrs.get("http.target")
             t.record(
                 default_timer() - req.start,
@@ -249,7 +252,6 @@ class DjangoMiddleware:
                 None,
                 {"http.target": target} if target else None,
             )
-            t.active.add(-1, req.active)
             if req.exception is not None:
                 semconv.record_exception(span, req.exception)
             span.end()

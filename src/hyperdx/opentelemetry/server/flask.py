@@ -91,31 +91,24 @@ class _Request:
         "span",
         "start_ns",
         "state",
+        "status",
         "token",
         "wrapped",
     )
 
-    def __init__(
-        self,
-        attrs: dict[str, Any],
-        excluded: bool,
-        start_ns: int,
-        state: _AppState,
-        wrapped: Callable[..., Any],
-        plain: bool,
-    ) -> None:
-        self.attrs = attrs
-        self.plain = plain  # every value in attrs is of a plain type (fast_span)
-        self.excluded = excluded
-        self.start_ns = start_ns
-        self.state = state
-        self.wrapped = wrapped  # the server's start_response
-        self.span: trace.Span | None = None
-        self.token: object = None
-        self.ctx: context.Context | None = None  # the attached context (holds the span)
-        self.rule: Any = None  # request.url_rule when the span started
-        self.info: _Route | None = None  # self.rule's memo
-        self.route: Any = None  # the rule at the first start_response (for the metrics)
+    attrs: dict[str, Any]
+    plain: bool  # every value in attrs is of a plain type (fast_span)
+    excluded: bool
+    start_ns: int
+    state: _AppState
+    wrapped: Callable[..., Any]  # the server's start_response
+    span: trace.Span | None
+    token: object
+    ctx: context.Context | None  # the attached context (holds the span)
+    rule: Any  # request.url_rule when the span started
+    info: _Route | None  # self.rule's memo
+    route: Any  # the rule at the first start_response (for the metrics)
+    status: str | None  # the status code text set_status last set
 
     def start_response(self, status: str, headers: list[tuple[str, str]], *args: Any) -> Any:
         state = self.state
@@ -136,6 +129,7 @@ class _Request:
                     found = semconv.STATUS_LINES.get(status)
                     code, text = found if found else semconv.wsgi_status(status)
                     semconv.set_status(span, self.attrs, code, text, state.mode)
+                    self.status = text
                     if state.telemetry.headers.response is not None:
                         _capture_response_headers(state.telemetry, span, headers)
             except Exception as exc:  # noqa: BLE001
@@ -143,7 +137,34 @@ class _Request:
             response_hook = state.config.response_hook
             if response_hook is not None:
                 response_hook(span, status, headers)
-        return self.wrapped(status, headers, *args)
+        if args:  # exc_info
+            return self.wrapped(status, headers, *args)
+        return self.wrapped(status, headers)  # a plain call: no argument tuple built
+
+
+def _new_request(
+    attrs: dict[str, Any],
+    excluded: bool,
+    start_ns: int,
+    state: _AppState,
+    wrapped: Callable[..., Any],
+    plain: bool,
+) -> _Request:
+    """A request's state, made with ``object.__new__`` and plain slot stores (calling the class,
+    ``type.__call__`` then ``__init__``, costs ~0.4k more of the ~3.5k instructions)."""
+    req = _new_object(_Request)
+    req.attrs = attrs
+    req.plain = plain
+    req.excluded = excluded
+    req.start_ns = start_ns
+    req.state = state
+    req.wrapped = wrapped
+    req.span = req.ctx = req.rule = req.info = req.route = req.status = None
+    req.token = None
+    return req
+
+
+_new_object = object.__new__
 
 
 class _Route:
@@ -173,6 +194,8 @@ class _Route:
 
 
 _MAX_ROUTES = 1024  # rules an app has are few; the bound only guards odd apps
+_MAX_DURATIONS = 1024  # heads x statuses x routes; past it, record_wsgi's memo by value
+_Durations = tuple[Any, dict[str, Any], dict[str, Any]]
 _MAX_NAMES = 16  # methods per rule (custom methods, with capture-all-methods on)
 
 
@@ -196,6 +219,8 @@ class _AppState:
         self.has_exclusions = bool(getattr(config.excluded, "_excluded_urls", True))
         self.framework = f"flask:{_flask_version()}"
         self.routes: dict[int, _Route] = {}  # id(url rule) -> its precomputed part
+        # (id(active key), status code text, route) -> (active key, old attrs, new attrs)
+        self.durations: dict[tuple[int, str | None, _Route | None], _Durations] = {}
 
     def route(self, rule: Any) -> _Route:
         found = self.routes.get(id(rule))
@@ -215,10 +240,10 @@ class _AppState:
             start = default_timer()
             attrs, active, plain = request_start_plain(environ, mode)
             excluded = self.has_exclusions and self.config.excluded.url_disabled(_url(environ))
-            req = _Request(attrs, excluded, start_ns, self, start_response, plain)
+            req = _new_request(attrs, excluded, start_ns, self, start_response, plain)
             environ[_KEY] = req
             cell = t.active.cell_of(active)
-            t.active.add_to(cell, 1)
+            cell.append(None)  # active requests +1 (ActiveRequests: atomic, no lock)
         except Exception as exc:  # noqa: BLE001 - never the app's problem
             fault("flask.request", exc)
             return original(app, environ, start_response)
@@ -228,27 +253,43 @@ class _AppState:
                 try:
                     rule = req.route
                     if rule is None:
-                        old_extra = new_extra = None
+                        info = None
                     else:
                         info = req.info if rule is req.rule else None
                         if info is None:
                             info = self.route(rule)
-                        old_extra, new_extra = info.old_extra, info.new_extra
-                    t.record(
-                        default_timer() - start,
-                        attrs,
-                        req.span or trace.INVALID_SPAN,
-                        old_extra,
-                        new_extra,
-                        req.ctx,
-                        wsgi_order=True,
-                        str_int=req.plain and (req.info is None or req.info.plain),
-                    )
+                    ctx = req.ctx
+                    if ctx is None:
+                        ctx = t.exemplar_context(trace.INVALID_SPAN)
+                    seconds = default_timer() - start
+                    if info is req.info:  # so attrs' http.route (if any) is info's
+                        self._record(seconds, req, active, info, ctx)
+                    else:
+                        t.record_wsgi(seconds, attrs, info, ctx, False)
                 except Exception as exc:  # noqa: BLE001
                     fault("flask.metrics", exc)
             return result
         finally:
-            t.active.add_to(cell, -1)
+            cell.pop()  # active requests -1
+
+    def _record(
+        self, seconds: float, req: _Request, active: Any, info: _Route | None, ctx: Any
+    ) -> None:
+        """The duration histograms. Their attributes are the head's (one per ``active`` key
+        object, the memoised head's), the status code text's and the route's, nothing else
+        (``semconv.DURATION_*`` of what ``request_start_plain``, ``start_span`` and
+        ``set_status`` set), so the picked sets are memoised per those three, by identity:
+        no attribute is read per request."""
+        t = self.telemetry
+        key = (id(active), req.status, info)
+        found = self.durations.get(key)
+        if found is not None and found[0] is active:
+            t.record_known(seconds, found[1], found[2], ctx)
+            return
+        str_int = req.plain and (info is None or info.plain)
+        picked = t.record_wsgi(seconds, req.attrs, info, ctx, str_int)
+        if picked is not None and len(self.durations) < _MAX_DURATIONS:
+            self.durations[key] = (active, *picked)  # holds active: its id stays its own
 
     def start_span(self, request: Any, req: _Request) -> None:
         """At preprocess_request: routing is done, so the span carries the rule."""
@@ -423,7 +464,12 @@ def _preprocess_request(self: Any) -> Any:
     if state:
         request = None
         try:
-            request = _current_request()
+            var = _request_var  # _current_request(), inlined (resolved when instrumenting)
+            if var:
+                ctx = var.get(None)
+                request = None if ctx is None else ctx.request
+            else:
+                request = _current_request()
             req = request.environ.get(_KEY) if request is not None else None
             if req is not None and req.span is None and not req.excluded:
                 state.start_span(request, req)
@@ -438,17 +484,27 @@ def _preprocess_request(self: Any) -> Any:
     return _originals["preprocess_request"](self)
 
 
-def _do_teardown_request(self: Any, *args: Any, **kwargs: Any) -> Any:
+_NO_EXC: Any = object()  # do_teardown_request called without its argument
+
+
+def _do_teardown_request(self: Any, exc: Any = _NO_EXC) -> Any:
     try:
-        return _originals["do_teardown_request"](self, *args, **kwargs)
+        if exc is _NO_EXC:
+            return _originals["do_teardown_request"](self)
+        return _originals["do_teardown_request"](self, exc)
     finally:
         if self._hyperdx_server:
             try:  # the span ends here, where contrib's teardown hook ends it
-                request = _current_request()
+                var = _request_var  # _current_request(), inlined
+                if var:
+                    ctx = var.get(None)
+                    request = None if ctx is None else ctx.request
+                else:
+                    request = _current_request()
                 req = request.environ.get(_KEY) if request is not None else None
                 if req is not None and req.span is not None and req.token is not None:
-                    exc = args[0] if args else kwargs.get("exc")
-                    if exc is not None:  # Flask < 2.3 passes a sentinel: the handled one
+                    if exc is not None and exc is not _NO_EXC:
+                        # Flask < 2.3 passes a sentinel: the exception being handled
                         if not isinstance(exc, BaseException):
                             exc = sys.exc_info()[1]
                         if exc is not None:
@@ -456,8 +512,8 @@ def _do_teardown_request(self: Any, *args: Any, **kwargs: Any) -> Any:
                     token, req.token = req.token, None
                     req.span.end()
                     fast_context.detach(token)  # type: ignore[arg-type,unused-ignore]
-            except Exception as exc:  # noqa: BLE001
-                fault("flask.end_span", exc)
+            except Exception as error:  # noqa: BLE001
+                fault("flask.end_span", error)
 
 
 _WRAPPERS = {

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Iterable
 from importlib import metadata
+from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
@@ -53,11 +55,11 @@ class ServerTelemetry:
         )
         self._old_known = metrics_fast.record_known_of(self.duration_old)
         self._new_known = metrics_fast.record_known_of(self.duration_new)
-        # _record_wsgi's memo: the keys its picks read, and the picked dicts per their values.
+        # record_wsgi's memo: the keys its picks read, and the picked dicts per their values.
         self._wsgi_keys: tuple[str, ...] = (
             semconv.WSGI_DURATION_OLD_ORDER if old is not None else ()
         ) + (semconv.WSGI_DURATION_NEW_ORDER if new is not None else ())
-        self._wsgi_picked: dict[Any, tuple[Any, Any, dict[str, Any], dict[str, Any]]] = {}
+        self._wsgi_picked: dict[Any, tuple[dict[str, Any], dict[str, Any]]] = {}
         # The old keys are all there once the status is set; the new ones include the rare
         # error.type, so a KeyError would be the rule there.
         self._wsgi_get = itemgetter(*self._wsgi_keys) if new is None and old is not None else None
@@ -72,19 +74,13 @@ class ServerTelemetry:
         old_extra: dict[str, Any] | None = None,
         new_extra: dict[str, Any] | None = None,
         span_context: Any = None,
-        wsgi_order: bool = False,
-        str_int: bool = False,
     ) -> None:
         """The duration histograms, with the span as the exemplar context.
 
         ``span_context``: a context already holding ``span`` (the one attached for the request),
-        so no new one is made per request. ``str_int``: every value in ``attrs`` is known to be
-        a ``str`` or an ``int`` (``wsgi.request_start_plain``)."""
+        so no new one is made per request."""
         if span_context is None and span is not None and self._exemplar_context:
             span_context = trace.set_span_in_context(span)
-        if wsgi_order:
-            self._record_wsgi(seconds, attrs, old_extra, new_extra, span_context, str_int)
-            return
         # Both duration histograms, each with its own attribute filter (contrib's rule).
         old = self.duration_old
         if old is not None:
@@ -99,21 +95,30 @@ class ServerTelemetry:
                 a.update(new_extra)
             new.record(max(seconds, 0), a, context=span_context)
 
-    def _record_wsgi(
+    def exemplar_context(self, span: trace.Span) -> Any:
+        """What :meth:`record` passes as the exemplar context for ``span`` when the caller
+        has no attached context: None when no histogram reads it (the fast ones never do)."""
+        return trace.set_span_in_context(span) if self._exemplar_context else None
+
+    def record_wsgi(
         self,
         seconds: float,
         attrs: dict[str, Any],
-        old_extra: dict[str, Any] | None,
-        new_extra: dict[str, Any] | None,
+        route: Any,
         span_context: Any,
         str_int: bool = False,
-    ) -> None:
+    ) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """:meth:`record` for ``attrs`` from ``wsgi.request_attributes`` + ``set_status`` only
-        (so the filtered keys are read in their known order) and extras that their owner never
-        changes (a route's). The picked attribute dicts are memoised per combination of the
-        values read and the extras, so the histograms see the same dicts again
-        (``record_known``)."""
-        keys = self._wsgi_keys
+        (so the filtered keys are read in their known order) plus the extras of ``route``
+        (``None``, or a hashable object whose ``old_extra`` and ``new_extra`` never change: a
+        Flask URL rule's). ``span_context``: the exemplar context (the attached one, or
+        :meth:`exemplar_context`). ``str_int``: every value in ``attrs`` is known to be a
+        ``str`` or an ``int`` (``wsgi.request_start_plain``).
+
+        The picked attribute dicts are memoised per combination of the values read and the
+        route (held in the key, so compared by identity), so the histograms see the same dicts
+        again (``record_known``). Returns them (old, new) when memoised: a caller may pass
+        them to :meth:`record_known` for a request it knows has the same values."""
         values = None
         if self._wsgi_get is not None:  # all keys present, the usual case: read in C
             try:  # noqa: SIM105 - contextlib.suppress costs a context manager per request
@@ -121,32 +126,32 @@ class ServerTelemetry:
             except KeyError:
                 pass
         if values is None:
+            keys = self._wsgi_keys
             values = tuple(map(attrs.get, keys, _ABSENT_PER_KEY[len(keys)]))
-        memo_key: Any
-        if str_int:
-            memo_key = (values, id(old_extra), id(new_extra))
-        else:  # the value types too: True == 1 and 1.0 == 1 must not share a memoised set
-            memo_key = (values, tuple(map(type, values)), id(old_extra), id(new_extra))
+        # Unless vouched str/int, the value types too: True == 1 and 1.0 == 1 must not share
+        # a memoised set.
+        memo_key: Any = (values, route) if str_int else (values, tuple(map(type, values)), route)
         try:
             found = self._wsgi_picked.get(memo_key)
         except TypeError:  # an unhashable value: picked afresh, not memoised
             found = memo_key = None
-        if found is None or found[0] is not old_extra or found[1] is not new_extra:
-            found = (old_extra, new_extra, *self._pick_wsgi(attrs, old_extra, new_extra))
+        if found is None:
+            old_extra = new_extra = None
+            if route is not None:
+                old_extra, new_extra = route.old_extra, route.new_extra
+            found = self._pick_wsgi(attrs, old_extra, new_extra)
             if memo_key is not None and len(self._wsgi_picked) < _MAX_PICKED:
-                self._wsgi_picked[memo_key] = found  # holds the extras: their ids stay theirs
+                self._wsgi_picked[memo_key] = found
             else:  # not memoised: recorded as any other dict
                 if self.duration_old is not None:
                     self.duration_old.record(
-                        max(round(seconds * 1000), 0), found[2], context=span_context
+                        max(round(seconds * 1000), 0), found[0], context=span_context
                     )
                 if self.duration_new is not None:
-                    self.duration_new.record(max(seconds, 0), found[3], context=span_context)
-                return
-        if self.duration_old is not None:
-            self._old_known(max(round(seconds * 1000), 0), found[2], span_context)
-        if self.duration_new is not None:
-            self._new_known(max(seconds, 0), found[3], span_context)
+                    self.duration_new.record(max(seconds, 0), found[1], context=span_context)
+                return None
+        self.record_known(seconds, found[0], found[1], span_context)
+        return found
 
     def _pick_wsgi(
         self,
@@ -187,10 +192,11 @@ class ServerTelemetry:
     ) -> None:
         """:meth:`record_picked` with memoised attribute dicts that nobody changes any more
         (the histograms remember their aggregations by the dicts' identity)."""
-        if self.duration_old is not None:
-            self._old_known(max(round(seconds * 1000), 0), old_attrs, span_context)
-        if self.duration_new is not None:
-            self._new_known(max(seconds, 0), new_attrs, span_context)
+        if self._old_known is not None:
+            ms = round(seconds * 1000)
+            self._old_known(ms if ms >= 0 else 0, old_attrs, span_context)
+        if self._new_known is not None:
+            self._new_known(seconds if seconds >= 0 else 0, new_attrs, span_context)
 
     response_size_old: Any = None
     response_size_new: Any = None
@@ -244,6 +250,7 @@ _ABSENT_PER_KEY = [(_ABSENT,) * n for n in range(32)]  # dict.get's default, onc
 
 _MAX_ATTRIBUTE_SETS = 2000  # the SDK's cardinality limit per instrument
 _OVERFLOW = (("otel.metric.overflow", True),)
+Cell = deque[None]  # one item per request in flight (ActiveRequests)
 _MAX_KNOWN_KEYS = 512  # cell_of's memo (keys made per request beyond it are hashed each time)
 
 
@@ -252,16 +259,22 @@ class ActiveRequests:
 
     Same name, unit, description and attributes as contrib's synchronous up-down counter,
     exported the same way (a cumulative, non-monotonic sum), but the two SDK measurements per
-    request (+1, -1; each hashes and sorts its attributes) become two dict updates.
+    request (+1, -1; each hashes and sorts its attributes) become two deque operations.
+
+    A count is a :class:`collections.deque` (a *cell*) holding one item per request in flight:
+    +1 is ``cell.append(None)`` and -1 is ``cell.pop()``, each atomic under the GIL, so a
+    request updates its count without a lock or a Python call; the count is ``len(cell)``.
+    +1 and -1 always pair up (an unhashable key counts under the overflow set), so a count
+    never needs to go below zero; an unpaired -1 on an empty cell is ignored.
     """
 
     _shared: dict[tuple[int, str, str], ActiveRequests] = {}
     _shared_lock = threading.Lock()
 
     def __init__(self, meter: Any, unit: str, description: str) -> None:
-        self._counts: dict[tuple[tuple[str, Any], ...], list[int]] = {}  # key -> [count]
-        self._lock = threading.Lock()
-        self._known: dict[int, tuple[Any, list[int]]] = {}  # cell_of's, by id(key)
+        self._counts: dict[tuple[tuple[str, Any], ...], Cell] = {}  # key -> its cell
+        self._lock = threading.Lock()  # guards _counts (a new key), not the cells
+        self._known: dict[int, tuple[Any, Cell]] = {}  # cell_of's, by id(key)
         self._meter = meter  # keeps id(meter) unique while registered in _shared
         meter.create_observable_up_down_counter(
             name="http.server.active_requests",
@@ -282,16 +295,16 @@ class ActiveRequests:
 
     def add(self, amount: int, key: tuple[tuple[str, Any], ...]) -> None:
         """``key``: the attribute items, as :func:`semconv.active_attrs` builds them."""
-        with self._lock:
-            self._cell_locked(key)[0] += amount
+        self.add_to(self.cell(key), amount)
 
-    def cell(self, key: tuple[tuple[str, Any], ...]) -> list[int]:
-        """The count of ``key`` (the overflow one past the limit), for :meth:`add_to`: a caller
-        that remembers it skips hashing the key per request (counts are never removed)."""
+    def cell(self, key: tuple[tuple[str, Any], ...]) -> Cell:
+        """The count of ``key`` (the overflow one past the limit): ``append(None)`` is +1,
+        ``pop()`` -1 (:meth:`add_to`); a caller that remembers it skips hashing the key per
+        request (counts are never removed)."""
         with self._lock:
             return self._cell_locked(key)
 
-    def _cell_locked(self, key: tuple[tuple[str, Any], ...]) -> list[int]:
+    def _cell_locked(self, key: tuple[tuple[str, Any], ...]) -> Cell:
         try:
             found = self._counts.get(key)  # one lookup (one hash of the key) when it is known
         except TypeError:
@@ -302,7 +315,7 @@ class ActiveRequests:
             found = self._counts.get(key)
         return found if found is not None else self._new_cell(key)
 
-    def cell_of(self, key: tuple[tuple[str, Any], ...]) -> list[int]:
+    def cell_of(self, key: tuple[tuple[str, Any], ...]) -> Cell:
         """:meth:`cell`, found by the key's identity when this key object was seen before (a
         memoised key, as ``wsgi.request_start`` returns per server combination): no hashing
         of the nested key per request."""
@@ -314,21 +327,32 @@ class ActiveRequests:
             self._known[id(key)] = (key, cell)  # holds the key, so its id stays its own
         return cell
 
-    def add_to(self, cell: list[int], amount: int) -> None:
-        """:meth:`add` to a count :meth:`cell` returned."""
-        with self._lock:
-            cell[0] += amount
+    @staticmethod
+    def add_to(cell: Cell, amount: int) -> None:
+        """Add ``amount`` to a count :meth:`cell` returned (a hot path does ``cell.append(None)``
+        and ``cell.pop()`` itself)."""
+        if amount == 1:
+            cell.append(None)
+            return
+        if amount > 0:
+            cell.extend(repeat(None, amount))
+            return
+        for _ in range(-amount):
+            try:
+                cell.pop()
+            except IndexError:  # an unpaired -1: the count stays at zero
+                return
 
-    def _new_cell(self, key: tuple[tuple[str, Any], ...]) -> list[int]:
+    def _new_cell(self, key: tuple[tuple[str, Any], ...]) -> Cell:
         counts = self._counts
         if len(counts) >= _MAX_ATTRIBUTE_SETS:
             key = _OVERFLOW
         cell = counts.get(key)
         if cell is None:
-            cell = counts[key] = [0]
+            cell = counts[key] = deque()
         return cell
 
     def _observe(self, options: CallbackOptions) -> Iterable[Observation]:
         with self._lock:
-            items = [(key, cell[0]) for key, cell in self._counts.items()]
+            items = [(key, len(cell)) for key, cell in self._counts.items()]
         return [Observation(value, dict(key)) for key, value in items]

@@ -284,6 +284,14 @@ def start_server_span(
             incoming = bool(getter.get(carrier, "traceparent") or getter.get(carrier, "baggage"))
         if not incoming and _default_propagator():
             parent = _EMPTY  # what the default propagator returns without them
+        elif (
+            getter is environ_getter
+            and type(carrier.get("HTTP_TRACEPARENT")) is str
+            and carrier.get("HTTP_TRACESTATE") is None
+            and carrier.get("HTTP_BAGGAGE") is None
+            and _default_propagator()
+        ):
+            parent = _traceparent_context(carrier["HTTP_TRACEPARENT"])
         else:
             parent = extract(carrier, getter=getter)
         kind = _SERVER
@@ -300,6 +308,33 @@ def start_server_span(
     return span, context.Context({**parent, _SPAN_KEY: span, extra[0]: extra[1]})
 
 
+def _traceparent_context(header: str) -> context.Context:
+    """What the default propagator (tracecontext + baggage) extracts from a request whose only
+    propagation header is this ``traceparent``: ``TraceContextTextMapPropagator.extract``'s
+    rules, read with its own pattern, without the composite's loop, the getter calls, the
+    ``tracestate`` and ``baggage`` look-ups and the context copies (an empty context when the
+    header is not valid; ``tests/server/test_wsgi_fast_paths.py`` compares both)."""
+    match = _TRACEPARENT.search(header)
+    if not match:
+        return _EMPTY
+    version, trace_id, span_id, flags, rest = match.groups()
+    if trace_id == _ZERO_TRACE_ID or span_id == _ZERO_SPAN_ID or version == "ff":
+        return _EMPTY
+    if version == "00" and rest:
+        return _EMPTY
+    span_context = trace.SpanContext(
+        trace_id=int(trace_id, 16),
+        span_id=int(span_id, 16),
+        is_remote=True,
+        trace_flags=trace.TraceFlags(int(flags, 16)),
+        trace_state=None,
+    )
+    return context.Context({_SPAN_KEY: trace.NonRecordingSpan(span_context)})
+
+
+_TRACEPARENT = TraceContextTextMapPropagator._TRACEPARENT_HEADER_FORMAT_RE  # noqa: SLF001
+_ZERO_TRACE_ID = "0" * 32
+_ZERO_SPAN_ID = "0" * 16
 _SERVER = SpanKind.SERVER  # a global load is cached, a class attribute load is not
 _EMPTY = context.Context()  # immutable: shared as every request's empty parent
 # The key trace.set_span_in_context stores the span under (taken from the public API).
@@ -369,12 +404,8 @@ class OpenTelemetryWSGIMiddleware:
             return start_response(status, headers, *args)
 
         start = default_timer()
-        counted = True
-        try:
-            t.active.add(1, active)
-        except Exception as exc:  # noqa: BLE001 - e.g. an unhashable environ value
-            fault("wsgi.active", exc)
-            counted = False
+        cell = t.active.cell_of(active)  # an unhashable key counts under the overflow set
+        cell.append(None)  # active requests +1
         try:
             iterable = self.wsgi(environ, _start_response)
             return _end_after_iterating(iterable, span, token)
@@ -389,10 +420,9 @@ class OpenTelemetryWSGIMiddleware:
             fast_context.detach(token)
             raise
         finally:
+            cell.pop()  # active requests -1
             try:
                 t.record(default_timer() - start, attrs, span)
-                if counted:
-                    t.active.add(-1, active)
             except Exception as exc:  # noqa: BLE001
                 fault("wsgi.metrics", exc)
 
