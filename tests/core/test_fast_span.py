@@ -127,7 +127,9 @@ def _run(start: Any, sampler: Sampler, limits: SpanLimits, parent: Any, attrs: A
     span = start(tracer, parent(), attrs)
     recording = span.is_recording()
     if recording:
-        span.set_attribute("late", "x")
+        span.set_attribute("late", "x")  # a new key (one store, no attribute lock)
+        span.set_attribute("http.method", "POST")  # an existing key moves to the end
+        span.set_attribute("late", 2)
         span.end(end_time=20)
     ended = seen.ended[0] if seen.ended else None
     return (

@@ -227,15 +227,43 @@ def test_hygiene_on_fast_spans_builds_and_redacts_each_url() -> None:
 
 def test_span_ids_come_from_random_getrandbits_read_per_call(monkeypatch: Any) -> None:
     """The inlined RandomIdGenerator draws from ``random.getrandbits`` as the SDK does (a
-    patched one is used), and a zero draw falls back to the SDK's loop, never a zero id."""
-    draws = iter([0, 0xABC, 0x123])  # trace id: 0 (rejected), then 0xABC; span id: 0x123
-    monkeypatch.setattr(random, "getrandbits", lambda bits: next(draws))
-    span: Any = fast_span.start_span(
-        TracerProvider().get_tracer("t"), "s", otel_context.Context(), SpanKind.SERVER, {}
-    )
+    patched one is used): a root span's two ids in one 192-bit draw (trace id the low 128
+    bits), and a zero id falls back to the SDK's loop, never a zero id."""
+    asked: list[int] = []
+    draws = iter([0, 0xABC, 0x123, (0x456 << 128) | 0x789])
+
+    def getrandbits(bits: int) -> int:
+        asked.append(bits)
+        return next(draws)
+
+    monkeypatch.setattr(random, "getrandbits", getrandbits)
+    tracer = TracerProvider().get_tracer("t")
+    span: Any = fast_span.start_span(tracer, "s", otel_context.Context(), SpanKind.SERVER, {})
     ctx = span.get_span_context()
-    assert (ctx.trace_id, ctx.span_id) == (0xABC, 0x123)
+    # Both ids zero: the trace id drawn again by the SDK's generator, the span id as inlined.
+    assert (ctx.trace_id, ctx.span_id, asked) == (0xABC, 0x123, [192, 128, 64])
     assert ctx.trace_flags.sampled and ctx.is_valid
+    span = fast_span.start_span(tracer, "s", otel_context.Context(), SpanKind.SERVER, {})
+    ctx = span.get_span_context()
+    assert (ctx.trace_id, ctx.span_id, asked[3:]) == (0x789, 0x456, [192])
+
+
+@pytest.mark.parametrize("sampler", [None, "always_on", "ratio"])
+def test_span_ids_are_the_sdks_for_the_same_random_state(sampler: str | None) -> None:
+    """From the same ``random`` state, fast_span's root span gets the very ids the SDK's
+    ``Tracer.start_span`` gives (the one-draw path for the stock samplers, two draws else)."""
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
+
+    chosen = {None: None, "always_on": ALWAYS_ON, "ratio": ParentBased(TraceIdRatioBased(0.99))}
+    tracer = TracerProvider(sampler=chosen[sampler]).get_tracer("t")
+    for seed in range(20):
+        random.seed(seed)
+        sdk = tracer.start_span("s", otel_context.Context(), SpanKind.SERVER)
+        after_sdk = random.getrandbits(32)
+        random.seed(seed)
+        fast = fast_span.start_span(tracer, "s", otel_context.Context(), SpanKind.SERVER, {})
+        assert fast.get_span_context() == sdk.get_span_context()
+        assert random.getrandbits(32) == after_sdk  # the same state left behind
 
 
 def test_fast_context_matches_the_api_and_logs_a_bad_detach(caplog: Any) -> None:

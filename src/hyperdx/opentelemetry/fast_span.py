@@ -214,13 +214,23 @@ def start_span(
         return trace_api.NonRecordingSpan(context=cast(SpanContext, parent))  # None as the SDK
     ids = t.id_generator
     stock_ids = type(ids) is _RANDOM_IDS and ENABLED
+    sampler = t.sampler
+    span_id = 0
     if parent is None or parent is _INVALID_PARENT or not parent.is_valid:
         parent = None
-        # RandomIdGenerator.generate_trace_id, inlined (its loop only runs for a zero id).
-        trace_id = (stock_ids and _random.getrandbits(128)) or ids.generate_trace_id()
+        if stock_ids and (sampler is _DEFAULT_ON or sampler is _ALWAYS_ON):
+            # Both ids from one draw: getrandbits(192) yields getrandbits(128) then
+            # getrandbits(64) of the same generator state (its words fill from the low end),
+            # and these samplers draw nothing in between. A zero id (the SDK's generators
+            # loop until it is not) draws again below, as the SDK would.
+            both = _random.getrandbits(192)
+            trace_id = (both & _TRACE_ID_MAX) or ids.generate_trace_id()
+            span_id = both >> 128
+        else:
+            # RandomIdGenerator.generate_trace_id, inlined (its loop only runs for a zero id).
+            trace_id = (stock_ids and _random.getrandbits(128)) or ids.generate_trace_id()
     else:
         trace_id = parent.trace_id
-    sampler = t.sampler
     if sampler is _ALWAYS_ON or (
         sampler is _DEFAULT_ON and (parent is None or parent.trace_flags.sampled)
     ):
@@ -236,7 +246,8 @@ def start_span(
         random = parent.trace_flags.random_trace_id
     else:
         random = stock_ids or ids.is_trace_id_random()  # the stock generator's is True
-    span_id = (stock_ids and _random.getrandbits(64)) or ids.generate_span_id()
+    if not span_id:
+        span_id = (stock_ids and _random.getrandbits(64)) or ids.generate_span_id()
     # SpanContext(trace_id, span_id, False, flags, trace_state), its __new__ inlined.
     span_context = _new_tuple(
         SpanContext,
@@ -419,9 +430,16 @@ class _Span(_SDK_SPAN):
                 ):
                     plain = stored._dict
                     maxlen = stored.maxlen
-                    if maxlen is None or len(plain) < maxlen or key in plain:
+                    present = key in plain
+                    if present or maxlen is None or len(plain) < maxlen:
                         if type(value) is not str and type(value) is not int:
                             self._hyperdx_str_int = False
+                        if not present:
+                            # One dict store: atomic, so the attribute lock (which orders
+                            # writers against the mapping's own iteration) adds nothing; the
+                            # span lock held here keeps the other writers out.
+                            plain[key] = value
+                            return
                         with stored._lock:
                             plain.pop(key, None)  # an existing key moves to the end
                             plain[key] = value

@@ -210,22 +210,23 @@ class SpanHygieneProcessor(SpanProcessor):
             url = _server_url(attrs)
             if url is not None:
                 updates["http.url"] = redactor.url(url)
-        elif isinstance(value, str):
+        elif value is not None and isinstance(value, str):
             clean = redactor.url(value)
             if clean != value:
                 updates["http.url"] = clean
         value = get("url.full")
-        if isinstance(value, str):
+        # (`is not None` first: most of these keys are absent, and isinstance is a call.)
+        if value is not None and isinstance(value, str):
             clean = redactor.url(value)
             if clean != value:
                 updates["url.full"] = clean
         value = get("http.target")
-        if isinstance(value, str):
+        if value is not None and isinstance(value, str):
             clean = redactor.target(value)
             if clean != value:
                 updates["http.target"] = clean
         value = get("url.query")
-        if isinstance(value, str):
+        if value is not None and isinstance(value, str):
             clean = redactor.query(value)
             if clean != value:
                 updates["url.query"] = clean
