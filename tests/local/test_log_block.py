@@ -131,6 +131,13 @@ def varied_request() -> ExportLogsServiceRequest:
         record(26, body=av("session"), attributes=kvs({"rr-web.event": "1", "a": 2})),
         record(27, body=av("{not json} {"), attributes=kvs({"k": "v"})),
         record(28, severity_text="Info", body=av("no attributes")),
+        # The same raw attributes again: a repeated set is mapped once per request and
+        # reused, so each must map as it did the first time (or as the transform maps it).
+        record(29, attributes=kvs([("dup", "first"), ("dup", "last"), ("x", 1)])),
+        record(31, attributes=kvs({"k": "v"})),  # first seen on a record the body made JSON
+        record(32, attributes=kvs(SCALARS), trace_id=bytes(16)),
+        record(33, body=av("session again"), attributes=kvs({"rr-web.event": "1", "a": 2})),
+        record(34, body=av('{"level": "warn"}'), attributes=kvs(SCALARS)),
     ]
     scope_a = ScopeLogs(
         scope=InstrumentationScope(name="app", version="1.2", attributes=kvs({"scope.k": 1})),
@@ -255,7 +262,10 @@ def test_varied_request_reaches_the_edges_it_names() -> None:
     """The comparison above is only as good as its input: check the input covers them."""
     mapped = rows.log_rows_by_table(varied_request())
     logs = mapped[rows.LOGS_TABLE]
-    assert len(mapped[rows.SESSIONS_TABLE]) == 2
+    assert len(mapped[rows.SESSIONS_TABLE]) == 3
+    attributes = [row["LogAttributes"] for row in logs]
+    assert attributes.count({"dup": "last", "x": "1"}) == 2  # a repeated key, twice
+    assert attributes.count({"k": "v"}) == 2
     bodies = {row["Body"] for row in logs}
     assert {"12345", "2.5", "true", "AP9yYXc=", "", '[1,"a",2.5]'} <= bodies
     assert any(row["LogAttributes"].get("nested.a.1.b") == "2.5" for row in logs)  # transform

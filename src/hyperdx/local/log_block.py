@@ -21,6 +21,7 @@ place (:mod:`hyperdx.local.rows`).
 from __future__ import annotations
 
 from array import array
+from binascii import hexlify
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -32,9 +33,9 @@ from opentelemetry.proto.logs.v1 import logs_pb2
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.resource.v1 import resource_pb2
 
-from hyperdx.local.native import Block, block, little_endian, string
+from hyperdx.local.native import Block, block, encoded_string, little_endian, string
 from hyperdx.local.rows import LOGS_TABLE, RRWEB_ATTRIBUTE, SESSIONS_TABLE, transformed_log
-from hyperdx.local.values import attribute_map, hex_id, other_text, service_name, stringify
+from hyperdx.local.values import attribute_map, other_text, service_name, stringify
 
 __all__ = ["LOG_COLUMNS", "RawAttributesRequest", "log_tables"]
 
@@ -160,6 +161,37 @@ def _pair(raw: bytes, known: dict[str, bytes]) -> tuple[str, bytes, bytes] | Non
     return key, encoded_key, encoded
 
 
+def _attribute_columns(
+    raw_attributes: tuple[bytes, ...],
+    pairs: dict[bytes, tuple[str, bytes, bytes] | None],
+    known: dict[str, bytes],
+) -> tuple[tuple[bytes, ...], tuple[bytes, ...]] | None:
+    """A record's raw attributes -> (encoded keys, encoded values) of its LogAttributes, or
+    None if the log transform must map the record (a nested value, a repeated key: the last
+    wins there; or a session-replay record)."""
+    names: list[str] = []
+    keys: list[bytes] = []
+    values: list[bytes] = []
+    for raw in raw_attributes:
+        pair = pairs.get(raw, _MISSING)
+        if pair is _MISSING:
+            pair = pairs[raw] = _pair(raw, known)
+        if pair is None:
+            return None
+        names.append(pair[0])
+        keys.append(pair[1])
+        values.append(pair[2])
+    if RRWEB_ATTRIBUTE in names or (len(names) > 1 and len(set(names)) != len(names)):
+        return None
+    return tuple(keys), tuple(values)
+
+
+def _id_value(raw: bytes) -> bytes:
+    """A trace or span id as its String value: :func:`~hyperdx.local.values.hex_id`'s text
+    (empty for a missing or all-zero id), encoded without the intermediate str."""
+    return encoded_string(hexlify(raw)) if any(raw) else _EMPTY
+
+
 def _map_parts(mapping: dict[str, str]) -> tuple[int, bytes, bytes]:
     return (
         len(mapping),
@@ -190,6 +222,11 @@ def log_tables(request: Message) -> dict[str, Any]:
     known: dict[str, bytes] = {"": _EMPTY}
     # Raw KeyValue -> (key, encoded key, encoded value), or None if its value is nested.
     pairs: dict[bytes, tuple[str, bytes, bytes] | None] = {}
+    # A record's raw attributes -> _attribute_columns: records from one call site repeat
+    # the same attributes, and a tuple of the raw pairs costs less to read than iterating
+    # the repeated field (~1.2 us against ~3.2 us for four attributes).
+    attribute_sets: dict[tuple[bytes, ...], tuple[tuple[bytes, ...], tuple[bytes, ...]] | None]
+    attribute_sets = {}
     entries = 0
     for resource_logs in request.resource_logs:
         resource = resource_logs.resource
@@ -219,7 +256,6 @@ def log_tables(request: Message) -> dict[str, Any]:
             for record in scope_logs.log_records:
                 severity_text = record.severity_text
                 severity_number = record.severity_number
-                mark = len(keys)
                 # rows.plain_log's test, with the attributes encoded as they are read
                 plain = bool(severity_number or severity_text)
                 if plain:
@@ -233,32 +269,24 @@ def log_tables(request: Message) -> dict[str, Any]:
                             plain = False
                         elif kind is not None:
                             body = stringify(getattr(body_value, kind))
+                columns = None
                 if plain:
-                    names: list[str] = []
-                    for raw in record.attributes:
-                        pair = pairs.get(raw, _MISSING)
-                        if pair is _MISSING:
-                            pair = pairs[raw] = _pair(raw, known)
-                        if pair is None:  # nested: the transform flattens it
-                            plain = False
-                            break
-                        names.append(pair[0])
-                        keys.append(pair[1])
-                        values.append(pair[2])
-                    if plain and (
-                        RRWEB_ATTRIBUTE in names
-                        or (len(names) > 1 and len(set(names)) != len(names))
-                    ):
-                        plain = False  # session replay, or a repeated key (the last wins)
-                if plain:
-                    trace_id = hex_id(record.trace_id)
-                    span_id = hex_id(record.span_id)
+                    raw_attributes = tuple(record.attributes)
+                    columns = attribute_sets.get(raw_attributes, _MISSING)
+                    if columns is _MISSING:
+                        columns = attribute_sets[raw_attributes] = _attribute_columns(
+                            raw_attributes, pairs, known
+                        )
+                if columns is not None:
+                    keys += columns[0]
+                    values += columns[1]
+                    entries += len(columns[0])
+                    trace_ids.append(_id_value(record.trace_id))
+                    span_ids.append(_id_value(record.span_id))
                     text = severity_text.lower()
                     number = severity_number & 0xFF
                     event_name = record.event_name
-                    entries += len(names)
                 else:
-                    del keys[mark:], values[mark:]
                     table, row = transformed_log(
                         LogRecord.FromString(record.SerializeToString()),
                         severity_text,
@@ -275,8 +303,8 @@ def log_tables(request: Message) -> dict[str, Any]:
                         sessions.append(row)
                         continue
                     body = row["Body"]
-                    trace_id = row["TraceId"]
-                    span_id = row["SpanId"]
+                    trace_ids.append(string(row["TraceId"]) if row["TraceId"] else _EMPTY)
+                    span_ids.append(string(row["SpanId"]) if row["SpanId"] else _EMPTY)
                     text = row["SeverityText"]
                     number = row["SeverityNumber"]
                     event_name = row["EventName"]
@@ -293,8 +321,6 @@ def log_tables(request: Message) -> dict[str, Any]:
                     entries += len(attributes)
                 nanos = record.time_unix_nano or record.observed_time_unix_nano
                 timestamps.append(nanos if nanos <= _MAX_NS else _MAX_NS)
-                trace_ids.append(string(trace_id) if trace_id else _EMPTY)
-                span_ids.append(string(span_id) if span_id else _EMPTY)
                 flags.append(record.flags & 0xFF)
                 bodies.append(string(body) if body else _EMPTY)
                 encoded = known.get(text)

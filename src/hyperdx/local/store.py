@@ -547,7 +547,22 @@ _FORMAT_WEIGHT = {JSON_EACH_ROW: 1.0, NATIVE: 1.7}
 
 
 class _Pending:
-    __slots__ = ("behind", "deadline", "done", "error", "fmt", "payload", "size", "table")
+    """One queued payload. Its caller waits on its own ``finished`` lock (held until the
+    writer is done with it), not on the queue's condition: one wake-up per request instead of
+    every waiting caller woken by every submit and every commit (~5 % of the receiver's GIL
+    time at 8 exporters went to those wake-ups, 2026-11-30)."""
+
+    __slots__ = (
+        "behind",
+        "deadline",
+        "done",
+        "error",
+        "finished",
+        "fmt",
+        "payload",
+        "size",
+        "table",
+    )
 
     def __init__(self, table: str, payload: bytes, deadline: float | None, fmt: str) -> None:
         self.table = table
@@ -558,6 +573,14 @@ class _Pending:
         self.behind = False  # queued while the writer was busy: only then can it be late
         self.done = False
         self.error: BaseException | None = None
+        self.finished = threading.Lock()
+        self.finished.acquire()  # released once, by finish()
+
+    def finish(self) -> None:
+        """Answer the caller (writer thread, ``_cond`` held): at most once."""
+        if not self.done:
+            self.done = True
+            self.finished.release()
 
 
 class _GroupCommit:
@@ -607,9 +630,8 @@ class _GroupCommit:
                 self._thread.start()
             item.behind = self._busy or bool(self._queue)
             self._queue.append(item)
-            self._cond.notify_all()
-            while not item.done:
-                self._cond.wait()
+            self._cond.notify()  # only the writer waits on _cond
+        item.finished.acquire()
         if item.error is not None:
             raise item.error
 
@@ -644,10 +666,9 @@ class _GroupCommit:
                     for item in batch:
                         if not finished and item.error is None:  # never report success
                             item.error = StoreError(f"insert into {item.table} was not performed")
-                        item.done = True
+                        item.finish()
                     self._busy = False
                     steady = bool(self._queue) or len(batch) > 1
-                    self._cond.notify_all()
 
     def _round(self, first: _Pending, batch: list[_Pending], steady: bool) -> None:
         """One insert into ``first.table`` in ``first.fmt``, streamed: each payload is handed
@@ -667,8 +688,7 @@ class _GroupCommit:
                 batch.append(item)
                 if self._late(item):
                     with self._cond:
-                        item.done = True  # answered now: its rows were never sent
-                        self._cond.notify_all()
+                        item.finish()  # answered now: its rows were never sent
                 else:
                     written.append(item)
                     size += item.size
