@@ -259,11 +259,7 @@ def request_type(signal: Signal, sink: Sink, content_type: str) -> type[Message]
     """The message type to decode a ``signal`` request into: the signal's block-mapping
     type for a protobuf body stored by a :class:`~hyperdx.local.sinks.BlockSink`, else its
     Export*ServiceRequest."""
-    if (
-        content_type == PROTOBUF
-        and signal.block_request_type is not None
-        and takes_blocks(sink)
-    ):
+    if content_type == PROTOBUF and signal.block_request_type is not None and takes_blocks(sink):
         return signal.block_request_type
     return signal.request_type
 
