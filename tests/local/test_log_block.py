@@ -131,6 +131,16 @@ def varied_request() -> ExportLogsServiceRequest:
         record(26, body=av("session"), attributes=kvs({"rr-web.event": "1", "a": 2})),
         record(27, body=av("{not json} {"), attributes=kvs({"k": "v"})),
         record(28, severity_text="Info", body=av("no attributes")),
+        # The same raw attributes again: a repeated set is mapped once per request and
+        # reused, so each must map as it did the first time (or as the transform maps it).
+        record(29, attributes=kvs([("dup", "first"), ("dup", "last"), ("x", 1)])),
+        record(31, attributes=kvs({"k": "v"})),  # first seen on a record the body made JSON
+        record(32, attributes=kvs(SCALARS), trace_id=bytes(16)),
+        record(33, body=av("session again"), attributes=kvs({"rr-web.event": "1", "a": 2})),
+        record(34, body=av('{"level": "warn"}'), attributes=kvs(SCALARS)),
+        record(35, body=av("x" * 123)),  # its length byte is "{": still a plain body
+        record(36, body=av("y" * 126 + "{")),  # the longest one-byte length, with "{"
+        record(37, body=av("")),
     ]
     scope_a = ScopeLogs(
         scope=InstrumentationScope(name="app", version="1.2", attributes=kvs({"scope.k": 1})),
@@ -255,7 +265,10 @@ def test_varied_request_reaches_the_edges_it_names() -> None:
     """The comparison above is only as good as its input: check the input covers them."""
     mapped = rows.log_rows_by_table(varied_request())
     logs = mapped[rows.LOGS_TABLE]
-    assert len(mapped[rows.SESSIONS_TABLE]) == 2
+    assert len(mapped[rows.SESSIONS_TABLE]) == 3
+    attributes = [row["LogAttributes"] for row in logs]
+    assert attributes.count({"dup": "last", "x": "1"}) == 2  # a repeated key, twice
+    assert attributes.count({"k": "v"}) == 2
     bodies = {row["Body"] for row in logs}
     assert {"12345", "2.5", "true", "AP9yYXc=", "", '[1,"a",2.5]'} <= bodies
     assert any(row["LogAttributes"].get("nested.a.1.b") == "2.5" for row in logs)  # transform
@@ -402,3 +415,73 @@ def test_a_malformed_attribute_is_a_400_with_nothing_stored(tmp_path: Path) -> N
         )
         assert stored == 3
         assert store.query("SELECT count() AS n FROM otel_logs").rows == [{"n": 3}]
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        [bytes(range(1, 17)), bytes(range(17, 33))],  # uniform: one hexlify
+        [b"\x01" + bytes(15), bytes(15) + b"\x02"],  # zeros across two ids: the slow path
+        [bytes(range(1, 17)), bytes(16), b""],  # all-zero and missing ids are empty
+        [bytes(range(1, 17)), b"\x01\x02\x03", b"\xff" * 40],  # odd lengths
+    ],
+)
+def test_id_columns_hold_hex_id_of_every_id(ids: list[bytes]) -> None:
+    """TraceId and SpanId, whichever way the column is built, hold values.hex_id's text."""
+    from hyperdx.local.values import hex_id
+
+    request = ExportLogsServiceRequest(
+        resource_logs=[
+            ResourceLogs(
+                scope_logs=[
+                    ScopeLogs(
+                        log_records=[
+                            record(index, trace_id=raw, span_id=raw[:8])
+                            for index, raw in enumerate(ids)
+                        ]
+                    )
+                ]
+            )
+        ]
+    )
+    block = log_tables(RawAttributesRequest.FromString(request.SerializeToString()))
+    payload = block[rows.LOGS_TABLE].payload
+    for name, width in (("TraceId", None), ("SpanId", 8)):
+        expected = b"".join(native.string(hex_id(raw[:width])) for raw in ids)
+        header = native.string(name) + native.string("String")
+        start = payload.index(header) + len(header)
+        assert payload[start : start + len(expected)] == expected
+
+
+@pytest.mark.parametrize("body", ["short", "long " * 40])
+def test_a_body_that_is_not_utf8_is_a_400_with_nothing_stored(tmp_path: Path, body: str) -> None:
+    """Bodies are read from the wire as bytes (a short string body is copied as is): bad
+    UTF-8 in one must still be the 400 the full decode gives, not stored bytes."""
+    from hyperdx.local import wire
+    from hyperdx.local.admission import Admission
+    from hyperdx.local.store import ChdbSink
+
+    good = record(1, body=av(body + "!"))
+    request = ExportLogsServiceRequest(
+        resource_logs=[ResourceLogs(scope_logs=[ScopeLogs(log_records=[record(0), good])])]
+    )
+    data = request.SerializeToString()
+    bad = data.replace(body.encode() + b"!", body.encode() + b"\xff", 1)
+    assert bad != data
+    logs = wire.SIGNALS["/v1/logs"]
+    with pytest.raises(wire.WireError, match="failed to decode protobuf body"):
+        wire.decode(bad, wire.PROTOBUF, logs.request_type)
+    with Store.open(tmp_path) as store:
+        sink = ChdbSink(store)
+        kind = wire.request_type(logs, sink, wire.PROTOBUF)
+        with pytest.raises(wire.WireError, match="failed to decode protobuf body") as raised:
+            wire.ingest(
+                Admission(),
+                sink,
+                logs,
+                lambda: wire.decode(bad, wire.PROTOBUF, kind),
+                wire.SinkErrors(),
+                time.monotonic(),
+            )
+        assert raised.value.status == 400
+        assert store.query("SELECT count() AS n FROM otel_logs").rows == [{"n": 0}]

@@ -441,3 +441,44 @@ def test_streamed_inserts_store_every_acknowledged_row_exactly_once(tmp_path: Pa
     assert len(acked) == 8 * 6 * 200
     assert {row["Body"]: row["n"] for row in stored.rows} == dict.fromkeys(acked, 1)
     assert int(parts) < 8 * 6  # requests shared inserts
+
+
+def test_writer_stops_waiting_once_an_insert_holds_as_many_requests_as_recent_rounds() -> None:
+    """N exporters, one request each in flight: once the insert holds N (the most a recent
+    round saw, counting requests queued while it was written), none can come before it is
+    answered, so the writer commits at once instead of waiting out the gap."""
+    from hyperdx.local.store import _GroupCommit
+
+    inserts: list[list[bytes]] = []
+    first_started = threading.Event()
+    release_first = threading.Event()
+
+    def stream(table: str, payloads: list[bytes], fmt: str = "JSONEachRow") -> None:
+        inserts.append(list(payloads))
+        if len(inserts) == 1:
+            first_started.set()
+            release_first.wait(10)
+
+    commits = _GroupCommit(stream, max_bytes=1 << 20, linger=60.0, gap=60.0)
+    submit = commits.submit
+    threads = [threading.Thread(target=submit, args=("otel_logs", b"a"))]
+    threads[0].start()
+    assert first_started.wait(10)
+    threads += [threading.Thread(target=submit, args=("otel_logs", b)) for b in (b"b", b"c")]
+    for thread in threads[1:]:
+        thread.start()
+    while len(commits._queue) < 2:
+        time.sleep(0.01)
+    started = time.monotonic()
+    release_first.set()  # a round of three: [a] held one, b and c came meanwhile
+    while commits._queue:
+        time.sleep(0.01)
+    time.sleep(0.2)  # the second insert holds b and c and waits for a third
+    third = threading.Thread(target=submit, args=("otel_logs", b"d"))
+    third.start()
+    for thread in [*threads, third]:
+        thread.join(20)
+    waited = time.monotonic() - started
+    commits.close()
+    assert inserts == [[b"a"], [b"b", b"c", b"d"]]
+    assert waited < 20  # committed when the third joined, not after the 60 s gap

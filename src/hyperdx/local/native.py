@@ -20,7 +20,7 @@ from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Block", "block", "little_endian", "string", "varint"]
+__all__ = ["Block", "block", "encoded_string", "little_endian", "string", "varint"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,12 @@ def string(text: str) -> bytes:
     or from JSON the log transform parsed (lone surrogates replaced, as Go does).
     """
     data = text.encode("utf-8")
+    size = len(data)
+    return (_SMALL[size] if size < 128 else varint(size)) + data
+
+
+def encoded_string(data: bytes) -> bytes:
+    """One ``String`` value from its bytes (already UTF-8)."""
     size = len(data)
     return (_SMALL[size] if size < 128 else varint(size)) + data
 

@@ -32,7 +32,7 @@ from hyperdx.local import rows
 from hyperdx.local.admission import Admission, Overloaded
 from hyperdx.local.log_block import RawAttributesRequest, log_tables
 from hyperdx.local.native import Block
-from hyperdx.local.sinks import BlockSink, Sink, SinkUnavailable, deadline_scope
+from hyperdx.local.sinks import Sink, SinkUnavailable, deadline_scope, takes_blocks
 
 __all__ = [
     "JSON",
@@ -259,11 +259,7 @@ def request_type(signal: Signal, sink: Sink, content_type: str) -> type[Message]
     """The message type to decode a ``signal`` request into: the signal's block-mapping
     type for a protobuf body stored by a :class:`~hyperdx.local.sinks.BlockSink`, else its
     Export*ServiceRequest."""
-    if (
-        content_type == PROTOBUF
-        and signal.block_request_type is not None
-        and isinstance(sink, BlockSink)
-    ):
+    if content_type == PROTOBUF and signal.block_request_type is not None and takes_blocks(sink):
         return signal.block_request_type
     return signal.request_type
 
@@ -408,7 +404,7 @@ def ingest(
     stored = False
     try:
         with _MAPPING:
-            if signal.to_blocks is not None and isinstance(sink, BlockSink):
+            if signal.to_blocks is not None and takes_blocks(sink):
                 try:
                     mapped = signal.to_blocks(message)
                 except DecodeError as error:
@@ -453,7 +449,7 @@ def write_tables(
 def _write(sink: Sink, table: str, table_rows: Any, errors: SinkErrors) -> None:
     try:
         if isinstance(table_rows, Block):
-            assert isinstance(sink, BlockSink)  # only to_blocks makes blocks, for these
+            assert takes_blocks(sink)  # only to_blocks makes blocks, for these
             sink.write_block(table, table_rows)
         else:
             sink.write(table, table_rows)
