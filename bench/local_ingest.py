@@ -131,6 +131,7 @@ class Tally:
         self.query_latency: list[float] = []
         self.rss_peak_kb = 0
         self.anon_peak_kb = 0
+        self.memory_trace: list[dict[str, float]] = []
 
     async def answered(
         self, status: str, ok: bool, start: float, batch: int, delay: float, until: float
@@ -409,6 +410,81 @@ async def sample_rss(pid: int, until: float, tally: Tally) -> None:
         await asyncio.sleep(0.2)
 
 
+# One statement per sample: ClickHouse's own accounting next to the process's RSS.
+_MEMORY_SQL = (
+    "SELECT (SELECT value FROM system.metrics WHERE metric = 'MemoryTracking') AS tracked, "
+    "(SELECT count() FROM system.merges) AS merges, "
+    "(SELECT sum(memory_usage) FROM system.merges) AS merges_memory, "
+    "(SELECT max(total_size_bytes_compressed) FROM system.merges) AS merge_bytes, "
+    "(SELECT sum(rows_read) FROM system.merges) AS merges_rows_read, "
+    "(SELECT count() FROM system.parts WHERE active AND table = 'otel_logs') AS log_parts, "
+    # chDB's allocator: resident pages against what is allocated (the rest is its caches)
+    "(SELECT toUInt64(extract(stats, 'resident: (\\\\d+)')) FROM system.jemalloc_stats) "
+    "AS je_resident, "
+    "(SELECT toUInt64(extract(stats, 'Allocated: (\\\\d+)')) FROM system.jemalloc_stats) "
+    "AS je_allocated"
+)
+
+
+def _proc_memory_kb(pid: int) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "RssAnon", "RssFile"):
+            out[name] = int(value.split()[0])
+    return out
+
+
+async def trace_memory(
+    state: Any, pid: int, until: float, tally: Tally, interval: float = 0.5
+) -> None:
+    """Every ``interval`` s: RSS (anon / file) beside ClickHouse's MemoryTracking and the
+    running merges (count, their tracked memory, rows read), through the query endpoint."""
+    loop = asyncio.get_running_loop()
+    start = time.monotonic()
+    while time.monotonic() < until + 1.0:
+        began = time.monotonic()
+        try:
+            row = (await loop.run_in_executor(None, query, state, _MEMORY_SQL))[0]
+            mem = _proc_memory_kb(pid)
+        except (OSError, KeyError, IndexError, ValueError):
+            return
+        mb = 1 << 20
+        tally.memory_trace.append(
+            {
+                "t": round(began - start, 1),
+                "rss": round(mem["VmRSS"] / 1024),
+                "anon": round(mem["RssAnon"] / 1024),
+                "file": round(mem["RssFile"] / 1024),
+                "tracked": round(int(row["tracked"]) / mb),
+                "untracked_anon": round(mem["RssAnon"] / 1024 - int(row["tracked"]) / mb),
+                "merges": int(row["merges"]),
+                "merges_mb": round(int(row["merges_memory"] or 0) / mb),
+                "merge_max_mb_on_disk": round(int(row["merge_bytes"] or 0) / mb),
+                "merges_rows_read": int(row["merges_rows_read"] or 0),
+                "log_parts": int(row["log_parts"]),
+                "je_resident": round(int(row["je_resident"]) / mb),
+                "je_allocated": round(int(row["je_allocated"]) / mb),
+                # anonymous memory outside chDB's allocator: Python, glibc heaps, stacks
+                "non_je_anon": round(mem["RssAnon"] / 1024 - int(row["je_resident"]) / mb),
+            }
+        )
+        await asyncio.sleep(max(0.0, interval - (time.monotonic() - began)))
+
+
+def memory_summary(trace: list[dict[str, float]]) -> dict[str, Any]:
+    """The sample at the RSS peak, and each series' maximum."""
+    if not trace:
+        return {}
+    peak = max(trace, key=lambda sample: sample["rss"])
+    keys = [k for k in trace[0] if k != "t"]
+    return {
+        "at_rss_peak": peak,
+        "max": {k: max(sample[k] for sample in trace) for k in keys},
+        "samples": len(trace),
+    }
+
+
 async def drive(args: argparse.Namespace, state: Any, pid: int) -> Tally:
     make = log_request if args.signal == "logs" else span_request
     bodies = [gzip.compress(make(args.batch, seed), 6) for seed in range(args.distinct)]
@@ -453,6 +529,8 @@ async def drive(args: argparse.Namespace, state: Any, pid: int) -> Tally:
     extra = [sample_rss(pid, until, tally)]
     if args.probe_queries:
         extra.append(probe_queries(state, TABLES[args.signal], until, tally))
+    if args.memory_trace:
+        extra.append(trace_memory(state, pid, until, tally))
     await asyncio.gather(*workers, *extra)
     return tally
 
@@ -604,6 +682,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "rss_peak_mb": round(tally.rss_peak_kb / 1024),
         "rss_anon_peak_mb": round(tally.anon_peak_kb / 1024),
         "rss_mb_start_end": [rss_start, rss_end],
+        "memory": memory_summary(tally.memory_trace),
+        "memory_trace": tally.memory_trace,
         "query_ms": {
             "count": len(tally.query_latency),
             "p50": round(percentile(tally.query_latency, 0.5) * 1000),
@@ -732,6 +812,13 @@ def main() -> None:
     parser.add_argument("--probe-queries", action="store_true")
     parser.add_argument("--json", action="store_true")
     parser.add_argument(
+        "--memory-trace",
+        metavar="FILE",
+        help="sample RSS, ClickHouse's MemoryTracking and the running merges every 0.5 s "
+        "(through the query endpoint); the samples go to FILE (JSON lines), the RSS peak's "
+        "sample and each maximum into the result's 'memory'",
+    )
+    parser.add_argument(
         "--drain",
         type=float,
         default=0.0,
@@ -759,6 +846,9 @@ def main() -> None:
         )
         return
     result = run(args)
+    trace = result.pop("memory_trace")
+    if args.memory_trace:
+        Path(args.memory_trace).write_text("".join(json.dumps(s) + "\n" for s in trace))
     if args.json:
         print(json.dumps(result))
         return
@@ -782,6 +872,7 @@ def main() -> None:
         f"rows per insert {result['rows_per_insert']}, "
         f"queries {result['query_ms']}, load {result['loadavg_1m_before_after']}, "
         f"server CPU s by thread {result['server_cpu_s_by_thread']}"
+        + (f", memory {result['memory']}" if result["memory"] else "")
     )
 
 

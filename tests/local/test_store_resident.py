@@ -101,6 +101,95 @@ def test_heap_trimmer_purges_at_most_once_per_interval() -> None:
     assert len(calls) == 2
 
 
+def test_heap_trimmer_pages_out_at_most_once_per_page_out_interval() -> None:
+    purges: list[float] = []
+    page_outs: list[int] = []
+    trimmer = HeapTrimmer(
+        lambda: purges.append(1),
+        interval=0.25,
+        page_out=lambda: page_outs.append(1),
+        page_out_interval=5.0,
+    )
+    assert trimmer.maybe_trim(100.0) is True  # the first trim starts the page-out clock
+    assert page_outs == []
+    for now in (100.25, 102.0, 104.75):
+        assert trimmer.maybe_trim(now) is True
+    assert page_outs == []
+    assert trimmer.maybe_trim(105.0) is True
+    assert page_outs == [1]
+    assert trimmer.maybe_trim(105.1) is False  # within the purge interval: nothing at all
+    assert trimmer.maybe_trim(109.0) is True
+    assert page_outs == [1]
+    assert trimmer.maybe_trim(110.0) is True
+    assert page_outs == [1, 1]
+    assert len(purges) == 7
+
+
+@linux_only
+def test_heap_trimmer_gives_library_pages_back_again_while_running(tmp_path: Path) -> None:
+    data = bytes(range(256)) * (8 << 12)  # 8 MiB
+    path = tmp_path / "hot-library.so"
+    path.write_bytes(data)
+    trimmer = HeapTrimmer(lambda: None, interval=0.0, page_out=page_out_mapped_files)
+    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as view:
+        trimmer.maybe_trim(0.0)
+        assert view[:] == data  # faulted in after start-up, as chDB's code is under load
+        before = _mapping_rss_kb("hot-library.so")
+        trimmer.maybe_trim(10.0)
+        assert before >= 7 * 1024, before
+        assert _mapping_rss_kb("hot-library.so") < before // 2, before
+        assert view[:] == data
+
+
+def test_store_runs_at_most_two_merges_at_once_and_still_merges(tmp_path: Path) -> None:
+    import json
+    import subprocess
+
+    # chDB's server settings come from the process's first session: a fresh process, as the
+    # `hyperdx local` server is (this test process may have started chDB already)
+    code = (
+        "import json, sys\n"
+        "from hyperdx.local.store import Store\n"
+        "with Store.open(sys.argv[1]) as store:\n"
+        "    print(json.dumps([store.query(sql).rows for sql in sys.argv[2:]]))\n"
+    )
+    sqls = [
+        "SELECT name, value FROM system.server_settings WHERE name IN "
+        "('background_pool_size', 'background_merges_mutations_concurrency_ratio') ORDER BY name",
+        # ClickHouse's own limit of merges in progress (threads x ratio; chDB's default 2 x 2)
+        "SELECT value FROM system.metrics WHERE metric = 'BackgroundMergesAndMutationsPoolSize'",
+    ]
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "data"), *sqls],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    settings, limit = json.loads(out.stdout.strip().splitlines()[-1])
+    assert settings == [
+        {"name": "background_merges_mutations_concurrency_ratio", "value": "1"},
+        {"name": "background_pool_size", "value": "2"},
+    ]
+    assert limit == [{"value": 2}], limit
+    with Store.open(tmp_path / "data") as store:
+        # background merges still run: six parts of a table become fewer without OPTIMIZE
+        store.query("CREATE TABLE merge_probe (n UInt64) ENGINE = MergeTree ORDER BY n")
+        for part in range(6):
+            store.query(f"INSERT INTO merge_probe SELECT number + {part} FROM numbers(100)")
+        deadline = time.monotonic() + 60
+        parts = 6
+        while parts >= 6 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            parts = int(
+                store.query(
+                    "SELECT count() AS n FROM system.parts WHERE active AND table = 'merge_probe'"
+                ).rows[0]["n"]
+            )
+        assert parts < 6
+        assert store.query("SELECT count() AS n FROM merge_probe").rows == [{"n": 600}]
+
+
 def test_store_tunes_merges_and_caps_caches_without_changing_rows(tmp_path: Path) -> None:
     with Store.open(tmp_path / "data") as store:
         for table in ("otel_logs", "otel_traces"):

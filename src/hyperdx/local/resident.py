@@ -11,7 +11,8 @@ ingestion and queries). Writable mappings (relocated data, heaps) are never touc
 kernel skips pages another process maps too (e.g. a second process with the same installed
 chDB loaded): those stay resident in both.
 
-Second, :class:`HeapTrimmer` returns the C heap's free pages (see there), and
+Second, :class:`HeapTrimmer` returns the C heap's free pages and, less often, pages out
+the library again (see there), and
 :func:`bound_c_heap` keeps glibc's malloc from spreading the receiver's short-lived buffers
 over many arenas.
 
@@ -80,22 +81,45 @@ class HeapTrimmer:
     PURGE``) returns jemalloc's dirty pages; ``malloc_trim(0)`` does the same for the C heap
     that Python and the other extension modules use. Called from the writer thread between
     inserts.
+
+    ``page_out`` (e.g. :func:`page_out_mapped_files`), at most every ``page_out_interval``
+    seconds, gives back the library pages faulted in since: under ingestion with queries,
+    chDB's code and read-only data came back to ~120 MB resident, much of it run only now
+    and then (query planning, merge set-up, system tables); paged out every 5 s it stayed
+    at ~50-75 MB (measured 2026-11-30). What runs all the time faults straight back in.
     """
 
-    def __init__(self, purge: Callable[[], object], interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        purge: Callable[[], object],
+        interval: float = 1.0,
+        *,
+        page_out: Callable[[], object] | None = None,
+        page_out_interval: float = 5.0,
+    ) -> None:
         self.interval = interval
+        self.page_out_interval = page_out_interval
         self._purge = purge
+        self._page_out = page_out
         self._last = 0.0
+        self._last_page_out: float | None = None
         self._trim = _malloc_trim()
 
     def maybe_trim(self, now: float) -> bool:
-        """Trim if ``interval`` passed since the last trim (``now``: monotonic seconds)."""
+        """Trim if ``interval`` passed since the last trim (``now``: monotonic seconds); page
+        out if ``page_out_interval`` passed since the last page-out (or the first trim)."""
         if now - self._last < self.interval:
             return False
         self._last = now
         self._purge()
         if self._trim is not None:
             self._trim(0)
+        if self._page_out is not None:
+            if self._last_page_out is None:
+                self._last_page_out = now  # start-up paged out already: count from here
+            elif now - self._last_page_out >= self.page_out_interval:
+                self._last_page_out = now
+                self._page_out()
         return True
 
 

@@ -87,6 +87,12 @@ _SERVER_SETTINGS = "&".join(
         ("compiled_expression_cache_size", 32),
     )
 )
+# Background merges: at most two at once. chDB runs them on 2 threads but, by ClickHouse's
+# concurrency ratio (2), keeps up to 4 in progress, each holding one block per merged part
+# of the column it gathers (a 30-part vertical merge of otel_logs held 66-116 MB in
+# ClickHouse's tracker, measured 2026-11-30): 3-4 at once were the peaks over 300 MB. Two
+# threads, ratio 1: a large merge and a small one can still run side by side.
+_MERGE_POOL_SETTINGS = "background_pool_size=2&background_merges_mutations_concurrency_ratio=1"
 # Merges were ~45 % of the server's CPU under ingestion (BENCHMARKS.md "Local ingest",
 # 2026-11-29): each group commit is a part of ~2-8k rows, and with ClickHouse's default
 # merge_selector_base (5) every row was merged again at each ~5x size step, rebuilding
@@ -139,6 +145,11 @@ _INSERT_SETTINGS = "SETTINGS materialize_skip_indexes_on_insert = 0"
 # instead of 1 s lowered the anonymous-memory peak under saturation by ~10 MB (8 exporters,
 # 2026-11-29 16:10 UTC); one purge costs ~1.7 ms of CPU, so <1 % of a core.
 _PURGE_INTERVAL = 0.25
+# How often, while ingesting, the library pages chDB faulted back in are given back again
+# (see HeapTrimmer): ~120 MB of chDB's library was resident after a minute of ingestion
+# with queries, ~50-75 MB of it once paged out every 5 s (2026-11-30, BENCHMARKS.md
+# "Seventh round").
+_PAGE_OUT_INTERVAL = 5.0
 
 
 def import_chdb_without_arrow() -> bool:
@@ -308,7 +319,12 @@ class Store:
         self._commits = _GroupCommit(
             self._stream, _GROUP_COMMIT_BYTES, _GROUP_COMMIT_LINGER, _GROUP_COMMIT_GAP
         )
-        self._heap = HeapTrimmer(self._purge_allocator, _PURGE_INTERVAL)
+        self._heap = HeapTrimmer(
+            self._purge_allocator,
+            _PURGE_INTERVAL,
+            page_out=page_out_mapped_files,
+            page_out_interval=_PAGE_OUT_INTERVAL,
+        )
 
     @classmethod
     def open(cls, data_dir: Path | str) -> Store:
@@ -323,7 +339,7 @@ class Store:
         try:
             from chdb.session import Session
 
-            url = f"{self.data_dir}?{_SESSION_SETTINGS}&{_SERVER_SETTINGS}"
+            url = f"{self.data_dir}?{_SESSION_SETTINGS}&{_SERVER_SETTINGS}&{_MERGE_POOL_SETTINGS}"
             try:
                 self._query_session = Session(url)
             except RuntimeError as exc:
