@@ -161,7 +161,7 @@ class SpanHygieneProcessor(SpanProcessor):
         Only for spans no other processor adds attributes to before this one's ``on_start``
         (the caller checks: our processors, a parent context without baggage)."""
         get = attrs.get
-        target = get("http.target")
+        target = given = get("http.target")
         if target is None:
             path = get("url.path")
             if path is None:
@@ -175,7 +175,7 @@ class SpanHygieneProcessor(SpanProcessor):
         # The Redactor's own first test: a text without "?" (and a URL without "@") is
         # returned as it is, so the common request skips the calls (same result).
         attrs["http.url"] = url = redactor.url(url) if "?" in url or "@" in url else url
-        target = get("http.target")
+        target = given
         if target is not None and isinstance(target, str) and "?" in target:
             clean = redactor.target(target)
             if clean != target:
