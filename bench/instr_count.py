@@ -187,7 +187,7 @@ def parts() -> dict[str, Any]:
     t, mode = state.telemetry, state.mode
     template = _environ()
     with_parent = _environ(HTTP_TRACEPARENT=TRACEPARENT)
-    attrs, active, plain = wsgi.request_start_plain(dict(template), mode)
+    attrs, active, plain = wsgi.request_start_plain(dict(template), mode)[:3]
     rule = next(r for r in app.url_map.iter_rules() if r.rule.startswith("/items"))
     info = state.route(rule)
     span0 = t.tracer.start_span("x")

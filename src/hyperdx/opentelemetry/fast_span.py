@@ -193,13 +193,15 @@ def start_span(
     attributes: Mapping[str, Any] | None,
     start_time: int | None = None,
     plain: bool = False,
+    url_fields: tuple[Any, ...] | None = None,
 ) -> trace_api.Span:
     """``tracer.start_span(name, context, kind, attributes, start_time=start_time)``.
 
     ``plain``: the caller knows every value of ``attributes`` is a ``str`` or an ``int``, under
     a non-empty ``str`` key, so only the span limits are checked; the span then remembers it
     (``_hyperdx_str_int``) until a value of another type is set, and the encoder skips its
-    own type check."""
+    own type check. ``url_fields``: the span's ``_hyperdx_url_fields`` before the processors'
+    ``on_start`` (``hygiene.SpanHygieneProcessor.prepare_server``)."""
     if type(tracer) is not _SDK_TRACER or not ENABLED:
         return tracer.start_span(name, context, kind, attributes, start_time=start_time)
     t: Any = tracer
@@ -306,6 +308,8 @@ def start_span(
         )
         # Span.start: nobody else holds the new span yet, so no lock and no started check.
         span._start_time = start_time if start_time is not None else time_ns()
+    if url_fields is not None:
+        span._hyperdx_url_fields = url_fields
     span._span_processor.on_start(span, parent_context=context)
     return span
 

@@ -61,20 +61,30 @@ _SERVER, _CLIENT = SpanKind.SERVER, SpanKind.CLIENT
 _URL_KEYS = ("http.url", "url.full", "http.target", "url.query")  # what `_fixed` may change
 
 
-def _server_url(attrs: Any) -> str | None:
-    """Rebuild the request URL of a server span from the old or the new conventions."""
+def server_origin(attrs: Any) -> str | None:
+    """``scheme://host[:port]``, the part of a server span's rebuilt ``http.url`` before the
+    request target (old or new conventions), None without a scheme or a host. It reads only
+    attributes a WSGI request's head sets, so ``server.wsgi`` computes it once per head."""
     scheme = attrs.get("http.scheme") or attrs.get("url.scheme")
     host = attrs.get("http.host") or attrs.get("server.address") or attrs.get("net.host.name")
-    target = attrs.get("http.target")
-    if target is None and attrs.get("url.path") is not None:
-        query = attrs.get("url.query")
-        target = f"{attrs['url.path']}?{query}" if query else attrs["url.path"]
-    if not (scheme and host and target is not None):
+    if not (scheme and host):
         return None
     port = attrs.get("server.port") or attrs.get("net.host.port")
     if port and ":" not in str(host) and str(port) not in ("80", "443"):
         host = f"{host}:{port}"
-    return f"{scheme}://{host}{target}"
+    return f"{scheme}://{host}"
+
+
+def _server_url(attrs: Any) -> str | None:
+    """Rebuild the request URL of a server span from the old or the new conventions."""
+    target = attrs.get("http.target")
+    if target is None and attrs.get("url.path") is not None:
+        query = attrs.get("url.query")
+        target = f"{attrs['url.path']}?{query}" if query else attrs["url.path"]
+    if target is None:
+        return None
+    origin = server_origin(attrs)
+    return None if origin is None else f"{origin}{target}"
 
 
 def _plain_attributes(span: Any) -> dict[str, Any] | None:
@@ -107,6 +117,8 @@ class SpanHygieneProcessor(SpanProcessor):
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         if type(span) is _FAST_SPAN:  # fast_span's spans: fields read directly, one pass
+            if span._hyperdx_url_fields is not None:
+                return  # started with what prepare_server left in its attributes: done
             kind = span._kind
             if kind is not _SERVER and kind is not _CLIENT:
                 return
@@ -135,6 +147,47 @@ class SpanHygieneProcessor(SpanProcessor):
                 span._hyperdx_url_fields = tuple(map(plain.get, _URL_KEYS))  # type: ignore[attr-defined]
             except AttributeError:  # a span class with __slots__: `_on_ending` redoes the work
                 pass
+
+    def prepare_server(self, attrs: dict[str, Any], origin: str) -> tuple[Any, ...] | None:
+        """:meth:`on_start`'s work for a SERVER span, done on the plain ``attrs`` it is about
+        to start with (the lean server middleware's, ``server.wsgi.start_server_span``):
+        ``http.url`` added and the URL attributes redacted in ``attrs``, in the order
+        :meth:`_start_plain` stores them. ``origin``: :func:`server_origin` of ``attrs``
+        (memoised per request head by the caller). Returns what ``_hyperdx_url_fields`` must
+        hold (``fast_span.start_span(url_fields=...)``, which makes ``on_start`` skip the span),
+        or None, ``attrs`` untouched, when ``on_start`` must do it (a present ``http.url`` or
+        ``url.full``, no target). ``_on_ending`` still catches a URL set later.
+
+        Only for spans no other processor adds attributes to before this one's ``on_start``
+        (the caller checks: our processors, a parent context without baggage)."""
+        get = attrs.get
+        target = given = get("http.target")
+        if target is None:
+            path = get("url.path")
+            if path is None:
+                return None
+            query = get("url.query")
+            target = f"{path}?{query}" if query else path
+        if "http.url" in attrs or get("url.full") is not None:
+            return None
+        url = f"{origin}{target}"
+        redactor = self._redactor
+        # The Redactor's own first test: a text without "?" (and a URL without "@") is
+        # returned as it is, so the common request skips the calls (same result).
+        attrs["http.url"] = url = redactor.url(url) if "?" in url or "@" in url else url
+        target = given
+        if target is not None and isinstance(target, str) and "?" in target:
+            clean = redactor.target(target)
+            if clean != target:
+                del attrs["http.target"]  # moves to the end, as on_start's update does
+                attrs["http.target"] = target = clean
+        query = get("url.query")
+        if query is not None and isinstance(query, str):
+            clean = redactor.query(query)
+            if clean != query:
+                del attrs["url.query"]
+                attrs["url.query"] = query = clean
+        return (url, None, target, query)
 
     def _start_plain(self, span: Any, kind: SpanKind, stored: Any, plain: dict[str, Any]) -> None:
         """:meth:`on_start` for a fast span whose attributes are its plain dict: the updates

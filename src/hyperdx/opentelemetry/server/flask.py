@@ -85,6 +85,7 @@ class _Request:
         "ctx",
         "excluded",
         "info",
+        "origin",
         "plain",
         "route",
         "rule",
@@ -98,6 +99,7 @@ class _Request:
 
     attrs: dict[str, Any]
     plain: bool  # every value in attrs is of a plain type (fast_span)
+    origin: str | None  # the head's hygiene.server_origin (start_server_span)
     excluded: bool
     start_ns: int
     state: _AppState
@@ -149,12 +151,14 @@ def _new_request(
     state: _AppState,
     wrapped: Callable[..., Any],
     plain: bool,
+    origin: str | None,
 ) -> _Request:
     """A request's state, made with ``object.__new__`` and plain slot stores (calling the class,
     ``type.__call__`` then ``__init__``, costs ~0.4k more of the ~3.5k instructions)."""
     req = _new_object(_Request)
     req.attrs = attrs
     req.plain = plain
+    req.origin = origin
     req.excluded = excluded
     req.start_ns = start_ns
     req.state = state
@@ -238,9 +242,9 @@ class _AppState:
         try:
             start_ns = time_ns()
             start = default_timer()
-            attrs, active, plain = request_start_plain(environ, mode)
+            attrs, active, plain, origin = request_start_plain(environ, mode)
             excluded = self.has_exclusions and self.config.excluded.url_disabled(_url(environ))
-            req = _new_request(attrs, excluded, start_ns, self, start_response, plain)
+            req = _new_request(attrs, excluded, start_ns, self, start_response, plain, origin)
             environ[_KEY] = req
             cell = t.active.cell_of(active)
             cell.append(None)  # active requests +1 (ActiveRequests: atomic, no lock)
@@ -327,6 +331,7 @@ class _AppState:
             req.start_ns,
             extra,
             plain=req.plain and (info is None or info.plain),
+            origin=req.origin,
         )
         if t.headers.request is not None and span.is_recording() and semconv.is_server(span):
             custom = t.headers.attributes(

@@ -16,12 +16,20 @@ from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.propagate import extract, get_global_textmap
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import Getter
+from opentelemetry.sdk.trace import Tracer as _SDK_TRACER
+from opentelemetry.sdk.trace.sampling import (
+    ParentBased,
+    ParentBasedTraceIdRatio,
+    StaticSampler,
+    TraceIdRatioBased,
+)
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.http import normalize_user_agent
 
 from hyperdx.opentelemetry import fast_context, fast_span
+from hyperdx.opentelemetry.hygiene import SpanHygieneProcessor, server_origin
 from hyperdx.opentelemetry.server import semconv
 from hyperdx.opentelemetry.server.faults import fault
 from hyperdx.opentelemetry.server.telemetry import ServerTelemetry
@@ -53,16 +61,17 @@ def request_start(
     environ: dict[str, Any], mode: semconv.Mode
 ) -> tuple[dict[str, Any], semconv.ActiveKey]:
     """:func:`request_attributes` and their active-requests key (``semconv.active_attrs``)."""
-    attrs, active, _ = request_start_plain(environ, mode)
+    attrs, active, _, _ = request_start_plain(environ, mode)
     return attrs, active
 
 
 def request_start_plain(
     environ: dict[str, Any], mode: semconv.Mode
-) -> tuple[dict[str, Any], semconv.ActiveKey, bool]:
-    """:func:`request_start`, and whether every attribute value is a ``str`` or an ``int``
+) -> tuple[dict[str, Any], semconv.ActiveKey, bool, str | None]:
+    """:func:`request_start`, whether every attribute value is a ``str`` or an ``int``
     (plain: what the SDK stores unchanged, ``fast_span.start_span(plain=True)``; and no
-    ``True == 1`` or ``1.0 == 1`` among them, ``ServerTelemetry.record(str_int=True)``).
+    ``True == 1`` or ``1.0 == 1`` among them, ``ServerTelemetry.record(str_int=True)``), and
+    the head's ``hygiene.server_origin`` (``start_server_span(origin=...)``).
 
     Runs on every request, so the attributes that depend only on the server and the method
     (method, server name, scheme, host, port; the protocol version), which are also all the
@@ -87,7 +96,7 @@ def request_start_plain(
         found = _head(key, mode, remember=False)
     if found is None:
         found = _head(key, mode)
-    head, flavor, active, plain = found
+    head, flavor, active, plain, origin = found
     attrs = head.copy()
     target = get("RAW_URI")
     if target is None:
@@ -149,18 +158,19 @@ def request_start_plain(
         )
         if plain and new:
             plain = _PLAIN_OR_NONE.issuperset(map(type, (get("PATH_INFO"), get("QUERY_STRING"))))
-    return attrs, active, plain
+    return attrs, active, plain, origin
 
 
 _PLAIN_OR_NONE = frozenset({str, int, type(None)})
-_Head = tuple[dict[str, Any], Any, semconv.ActiveKey, bool]
+_Head = tuple[dict[str, Any], Any, semconv.ActiveKey, bool, str | None]
 _HEADS: dict[tuple[Any, ...], _Head] = {}  # request_attributes' memo, bounded
 _MAX_HEADS = 256
 
 
 def _head(key: tuple[Any, ...], mode: semconv.Mode, remember: bool = True) -> _Head:
-    """The leading attributes (method to port), the protocol version and the active-requests
-    key for one combination of ``key``'s environ values; memoized while the memo has room."""
+    """The leading attributes (method to port), the protocol version, the active-requests
+    key and the origin of ``http.url`` (``hygiene.server_origin``) for one combination of
+    ``key``'s environ values; memoized while the memo has room."""
     old, new, method, server_name, scheme, host, port, protocol = key
     attrs: dict[str, Any] = {}
     semconv.set_method(attrs, method or "", mode)
@@ -194,7 +204,10 @@ def _head(key: tuple[Any, ...], mode: semconv.Mode, remember: bool = True) -> _H
         if new:
             with_flavor["network.protocol.version"] = flavor
     plain = _PLAIN_OR_NONE.issuperset(map(type, with_flavor.values()))
-    found = (attrs, flavor, semconv.active_attrs(with_flavor, mode), plain)
+    origin = server_origin(attrs)
+    if type(origin) is not str:
+        origin = None
+    found = (attrs, flavor, semconv.active_attrs(with_flavor, mode), plain, origin)
     if remember and len(_HEADS) < _MAX_HEADS:
         _HEADS[key] = found
     return found
@@ -261,6 +274,7 @@ def start_server_span(
     current: context.Context | None = None,
     incoming: bool | None = None,
     plain: bool = False,
+    origin: str | None = None,
 ) -> tuple[trace.Span, context.Context]:
     """A SERVER span continuing the incoming trace, or INTERNAL under an active span.
 
@@ -268,7 +282,11 @@ def start_server_span(
     ``extra``, a ``(key, value)`` context entry, if given), made in one copy. ``current``: the
     current context if the caller has it; ``incoming``: whether ``carrier`` holds a
     ``traceparent`` or ``baggage`` header, if the caller knows (else the getter is asked);
-    ``plain``: every value in ``attrs`` is known to be a ``str`` or an ``int`` (``fast_span``)."""
+    ``plain``: every value in ``attrs`` is known to be a ``str`` or an ``int`` (``fast_span``);
+    ``origin``: ``hygiene.server_origin(attrs)`` if the caller has it memoised: then a SERVER
+    span whose parent holds no baggage gets ``http.url`` and its redacted URL attributes in
+    ``attrs`` here, as the hygiene processor's ``on_start`` would add them (:func:`_url_hygiene`),
+    and that ``on_start`` skips it."""
     if current is None:
         current = fast_context.get_current()
     active = current.get(_SPAN_KEY)
@@ -284,6 +302,7 @@ def start_server_span(
             incoming = bool(getter.get(carrier, "traceparent") or getter.get(carrier, "baggage"))
         if not incoming and _default_propagator():
             parent = _EMPTY  # what the default propagator returns without them
+            no_baggage = True
         elif (
             getter is environ_getter
             and type(carrier.get("HTTP_TRACEPARENT")) is str
@@ -292,13 +311,29 @@ def start_server_span(
             and _default_propagator()
         ):
             parent = _traceparent_context(carrier["HTTP_TRACEPARENT"])
+            no_baggage = True
         else:
             parent = extract(carrier, getter=getter)
+            no_baggage = False
         kind = _SERVER
     else:
         parent = current
         kind = SpanKind.INTERNAL
-    span = fast_span.start_span(tracer, name, parent, kind, attrs, start_time, plain=plain)
+        no_baggage = False  # not a server span: no http.url
+    url_fields = None
+    if origin is not None and no_baggage:
+        plan = _URL_PLANS.get(tracer)
+        if plan is None:
+            plan = _url_plan(tracer)
+        if (
+            plan is not _NO_PLAN
+            and plan[0]._span_processors is plan[1]  # still only our processors
+            and (plan[3] is None or len(attrs) < plan[3])  # room for http.url
+        ):
+            url_fields = plan[2].prepare_server(attrs, origin)
+    span = fast_span.start_span(
+        tracer, name, parent, kind, attrs, start_time, plain=plain, url_fields=url_fields
+    )
     if parent is _EMPTY:  # the usual request: nothing to copy from the parent
         if extra is None:
             return span, context.Context({_SPAN_KEY: span})
@@ -306,6 +341,57 @@ def start_server_span(
     if extra is None:  # trace.set_span_in_context(span, parent)
         return span, context.Context({**parent, _SPAN_KEY: span})
     return span, context.Context({**parent, _SPAN_KEY: span, extra[0]: extra[1]})
+
+
+_Plan = tuple[Any, Any, SpanHygieneProcessor, "int | None"]
+_NO_PLAN: Any = ()
+_URL_PLANS: dict[Any, _Plan] = {}  # per tracer (a few per process), bounded
+_MAX_PLANS = 64
+
+
+def _url_plan(tracer: Any) -> _Plan:
+    """Whether ``tracer``'s server spans may take ``http.url`` from :func:`start_server_span`:
+    (our span processors, their processor tuple, their hygiene processor, the span attribute
+    count limit), or ``_NO_PLAN``. Only when the span will start with exactly the caller's
+    attributes and the hygiene processor is the first to change them: an SDK tracer on
+    ``fast_span``'s path, our processors (``traces.HyperDXSpanProcessors``, checked again per
+    request), a sampler that passes the attributes through unread, no value length limit."""
+    from hyperdx.opentelemetry.traces import HyperDXSpanProcessors
+
+    plan: Any = _NO_PLAN
+    processors = getattr(tracer, "span_processor", None)
+    if (
+        type(tracer) is _SDK_TRACER
+        and fast_span.ENABLED
+        and type(processors) is HyperDXSpanProcessors
+        and _attribute_blind(tracer.sampler)
+        and tracer._span_limits.max_span_attribute_length is None
+    ):
+        ours = processors._span_processors
+        hygiene = [p for p in ours if type(p) is SpanHygieneProcessor]
+        if ours is processors._ours and len(hygiene) == 1:  # noqa: SLF001
+            plan = (processors, ours, hygiene[0], tracer._span_limits.max_span_attributes)
+    if len(_URL_PLANS) < _MAX_PLANS:
+        _URL_PLANS[tracer] = plan
+    return plan
+
+
+def _attribute_blind(sampler: Any) -> bool:
+    """The SDK's stock samplers (always on/off, trace id ratio, parent-based over those):
+    they neither read the attributes nor add any (a sampler that does sees them before
+    ``on_start``, so the hygiene processor's additions must come after)."""
+    if type(sampler) in (ParentBased, ParentBasedTraceIdRatio):
+        return all(
+            _attribute_blind(getattr(sampler, name, None))
+            for name in (
+                "_root",
+                "_remote_parent_sampled",
+                "_remote_parent_not_sampled",
+                "_local_parent_sampled",
+                "_local_parent_not_sampled",
+            )
+        )
+    return type(sampler) in (StaticSampler, TraceIdRatioBased)
 
 
 def _traceparent_context(header: str) -> context.Context:
@@ -367,9 +453,15 @@ class OpenTelemetryWSGIMiddleware:
         t = self.telemetry
         try:
             mode = t.mode
-            attrs, active, plain = request_start_plain(environ, mode)
+            attrs, active, plain, origin = request_start_plain(environ, mode)
             span, ctx = start_server_span(
-                t.tracer, default_span_name(environ), environ, environ_getter, attrs, plain=plain
+                t.tracer,
+                default_span_name(environ),
+                environ,
+                environ_getter,
+                attrs,
+                plain=plain,
+                origin=origin,
             )
             if t.headers.request is not None and semconv.is_server(span):
                 _set_custom(
