@@ -285,8 +285,8 @@ def start_server_span(
     ``plain``: every value in ``attrs`` is known to be a ``str`` or an ``int`` (``fast_span``);
     ``origin``: ``hygiene.server_origin(attrs)`` if the caller has it memoised: then a SERVER
     span whose parent holds no baggage gets ``http.url`` and its redacted URL attributes in
-    ``attrs`` here, as the hygiene processor's ``on_start`` would add them (:func:`_url_hygiene`),
-    and that ``on_start`` skips it."""
+    ``attrs`` here, as the hygiene processor's ``on_start`` would add them
+    (``SpanHygieneProcessor.prepare_server``), and that ``on_start`` skips it."""
     if current is None:
         current = fast_context.get_current()
     active = current.get(_SPAN_KEY)
