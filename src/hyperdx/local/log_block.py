@@ -86,6 +86,9 @@ _SERVICE, _RESOURCE_SCHEMA, _SCOPE_SCHEMA, _SCOPE_NAME, _SCOPE_VERSION = range(5
 _RESOURCE_ATTRIBUTES, _SCOPE_ATTRIBUTES = range(2)
 
 
+_RRWEB_KEY = string(RRWEB_ATTRIBUTE)
+
+
 def _attribute_columns(
     raw_attributes: tuple[bytes, ...], pairs: Pairs, known: dict[str, bytes]
 ) -> tuple[tuple[bytes, ...], tuple[bytes, ...]] | None:
@@ -93,9 +96,9 @@ def _attribute_columns(
     None if the log transform must map the record (a nested value, a repeated key: the last
     wins there; or a session-replay record)."""
     columns = attribute_columns(raw_attributes, pairs, known)
-    if columns is None or RRWEB_ATTRIBUTE in columns[0]:
+    if columns is None or _RRWEB_KEY in columns[0]:
         return None
-    return columns[1], columns[2]
+    return columns
 
 
 _STRING_VALUE = 0x0A  # AnyValue.string_value's tag: field 1, length-delimited

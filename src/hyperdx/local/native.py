@@ -119,18 +119,21 @@ def id_column(raws: list[bytes], mapped: Mapping[int, bytes], width: int) -> byt
     """A TraceId or SpanId column: :func:`id_value` of each raw id, or for the rows
     another mapping made (``mapped``: row index -> encoded value) their row's value.
 
-    When every id is ``width`` bytes and none is all zeros (what SDKs send), the column is
-    one ``hexlify`` of all the ids with the length byte of a ``2 * width``-character
-    String as its separator: ~0.1 us an id instead of ~0.5."""
+    When every id is ``width`` bytes or missing, and none is all zeros (what SDKs send),
+    the column is built in C-level passes: with no id missing, one ``hexlify`` of all the
+    ids with the length byte of a ``2 * width``-character String as its separator (~0.1
+    us an id instead of ~0.5); else each id's hex behind its length byte."""
     joined = b"".join(raws)
     if (
         not mapped
-        and len(joined) == width * len(raws)
-        and len(set(map(len, raws))) <= 1
+        and set(map(len, raws)) <= {0, width}
         and bytes(width) not in joined  # also when zeros span two ids: the slow path then
     ):
-        length = bytes((2 * width,))
-        return length + hexlify(joined, length, width) if joined else b""
+        if len(joined) == width * len(raws):
+            length = bytes((2 * width,))
+            return length + hexlify(joined, length, width) if joined else b""
+        hexes = list(map(hexlify, raws))
+        return b"".join(map(bytes.__add__, map(_SMALL.__getitem__, map(len, hexes)), hexes))
     return b"".join(
         mapped[index] if index in mapped else id_value(raw) for index, raw in enumerate(raws)
     )

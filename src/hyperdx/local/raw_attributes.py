@@ -9,8 +9,11 @@ across a request's records, so each distinct pair is parsed and encoded once.
 
 from __future__ import annotations
 
+from array import array
+from itertools import chain
+from operator import itemgetter
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import Message
@@ -18,10 +21,10 @@ from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.resource.v1 import resource_pb2
 
-from hyperdx.local.native import string
+from hyperdx.local.native import little_endian, string
 from hyperdx.local.values import other_text
 
-__all__ = ["MISSING", "Pairs", "attribute_columns", "raw_request"]
+__all__ = ["MISSING", "Pairs", "attribute_columns", "map_column", "pair", "raw_request"]
 
 
 def raw_request(
@@ -86,18 +89,43 @@ def raw_request(
     )
 
 
-#: Raw KeyValue -> (key, encoded key, encoded value), or None if its value is nested.
-Pairs = dict[bytes, "tuple[str, bytes, bytes] | None"]
+#: Raw KeyValue -> (encoded key, encoded value), or None if its value is nested.
+Pairs = dict[bytes, "tuple[bytes, bytes] | None"]
 #: A default no mapping holds (a cache miss, told apart from a cached None).
 MISSING: Any = object()
 
+_LEN_KEY = 0x0A  # KeyValue.key (field 1) and AnyValue.string_value (field 1): length-delimited
+_LEN_VALUE = 0x12  # KeyValue.value (field 2): length-delimited
 
-def _pair(raw: bytes, known: dict[str, bytes]) -> tuple[str, bytes, bytes] | None:
-    """A raw KeyValue's (key, encoded key, encoded value) as attribute_map maps it; None
-    for an array or map value. A malformed pair raises DecodeError (the request's 400)."""
-    pair = KeyValue.FromString(raw)
-    key = pair.key
-    value = pair.value
+
+def pair(raw: bytes, known: dict[str, bytes]) -> tuple[bytes, bytes] | None:
+    """A raw KeyValue's (encoded key, encoded value) as attribute_map maps it; None for an
+    array or map value. A malformed pair raises DecodeError (the request's 400).
+
+    A short key with a short string value, each field once (what SDKs write), is read from
+    its bytes: they hold the key and the string as Native Strings already (the same LEB128
+    length prefix). Its other bytes (tags, lengths) are ASCII, so the whole pair decodes as
+    UTF-8 exactly when the key and the string do: upb's check, in one call."""
+    size = len(raw)
+    key_size = raw[1] if size > 5 else 128
+    if key_size < 128 and raw[0] == _LEN_KEY and size > 5 + key_size:
+        text_size = raw[5 + key_size]
+        if (
+            text_size < 126  # else the value's length takes two bytes
+            and raw[2 + key_size] == _LEN_VALUE
+            and raw[3 + key_size] == text_size + 2
+            and raw[4 + key_size] == _LEN_KEY
+            and size == 6 + key_size + text_size
+        ):
+            try:
+                raw.decode()
+            except UnicodeDecodeError:
+                pass  # the parse below raises protobuf's own DecodeError
+            else:
+                return raw[1 : 2 + key_size], raw[5 + key_size :]
+    parsed = KeyValue.FromString(raw)
+    key = parsed.key
+    value = parsed.value
     item = value.string_value
     if not item:
         number = value.int_value
@@ -114,29 +142,49 @@ def _pair(raw: bytes, known: dict[str, bytes]) -> tuple[str, bytes, bytes] | Non
     encoded = known.get(item)
     if encoded is None:
         encoded = known[item] = string(item)
-    return key, encoded_key, encoded
+    return encoded_key, encoded
+
+
+def map_column(
+    raws: list[bytes], ends: array[int], pairs: Pairs, known: dict[str, bytes]
+) -> bytes | None:
+    """A ``Map(String, String)`` column of rows whose raw attributes are ``raws`` (all rows'
+    in turn, row ``i``'s ending at ``ends[i]``), mapped in C-level passes over the request
+    rather than a Python loop per row; None if :func:`attribute_columns` would refuse a
+    row (a nested value, a repeated key in a row)."""
+    for raw in dict.fromkeys(raws):
+        if raw not in pairs:
+            pairs[raw] = pair(raw, known)
+    mapped = list(map(pairs.__getitem__, raws))
+    if None in mapped:
+        return None
+    entries = cast("list[tuple[bytes, bytes]]", mapped)
+    keys = list(map(itemgetter(0), entries))
+    # each distinct sequence of keys (spans of one kind share theirs) checked once
+    rows = set(map(tuple, map(keys.__getitem__, map(slice, chain((0,), ends), ends))))
+    if any(len(set(row)) != len(row) for row in rows):
+        return None
+    return little_endian(ends) + b"".join(keys) + b"".join(map(itemgetter(1), entries))
 
 
 def attribute_columns(
     raw_attributes: tuple[bytes, ...], pairs: Pairs, known: dict[str, bytes]
-) -> tuple[list[str], tuple[bytes, ...], tuple[bytes, ...]] | None:
-    """Raw attributes -> (keys, encoded keys, encoded values) of their Map entries, or None
-    when :func:`~hyperdx.local.values.attribute_map`'s rarer rules apply (a nested value:
-    JSON text; a repeated key: the last value at the first place), for the caller to map
-    them its own way. ``pairs`` and ``known`` (text -> encoded String) are caches kept
-    over a request."""
-    names: list[str] = []
+) -> tuple[tuple[bytes, ...], tuple[bytes, ...]] | None:
+    """Raw attributes -> (encoded keys, encoded values) of their Map entries, or None when
+    :func:`~hyperdx.local.values.attribute_map`'s rarer rules apply (a nested value: JSON
+    text; a repeated key: the last value at the first place), for the caller to map them
+    its own way. ``pairs`` and ``known`` (text -> encoded String) are caches kept over a
+    request."""
     keys: list[bytes] = []
     values: list[bytes] = []
     for raw in raw_attributes:
-        pair = pairs.get(raw, MISSING)
-        if pair is MISSING:
-            pair = pairs[raw] = _pair(raw, known)
-        if pair is None:
+        entry = pairs.get(raw, MISSING)
+        if entry is MISSING:
+            entry = pairs[raw] = pair(raw, known)
+        if entry is None:
             return None
-        names.append(pair[0])
-        keys.append(pair[1])
-        values.append(pair[2])
-    if len(names) > 1 and len(set(names)) != len(names):
+        keys.append(entry[0])
+        values.append(entry[1])
+    if len(keys) > 1 and len(set(keys)) != len(keys):
         return None
-    return names, tuple(keys), tuple(values)
+    return tuple(keys), tuple(values)

@@ -35,6 +35,7 @@ from hyperdx.local.log_block import LOG_COLUMNS
 from hyperdx.local.native import Block
 from hyperdx.local.resident import HeapTrimmer, page_out_mapped_files
 from hyperdx.local.sinks import SinkUnavailable, commit_deadline
+from hyperdx.local.span_block import SPAN_COLUMNS
 
 try:  # part of the `local` extra; the stdlib encoder is the fallback
     import orjson as _orjson
@@ -49,7 +50,7 @@ STATE_FILE = "hyperdx-local.json"
 JSON_EACH_ROW = "JSONEachRow"
 NATIVE = "Native"
 #: Tables taking Native blocks (see :meth:`Store.insert_block`), with their block columns.
-NATIVE_COLUMNS = {"otel_logs": LOG_COLUMNS}
+NATIVE_COLUMNS = {"otel_logs": LOG_COLUMNS, "otel_traces": SPAN_COLUMNS}
 
 #: Tables a sink may write to (what the receiver produces), in ClickStack's names.
 WRITABLE_TABLES = frozenset(
