@@ -242,10 +242,16 @@ def with_one_repeated_key(count: int) -> ExportTraceServiceRequest:
 
 
 def stored_then_emptied(store: Store) -> list[dict[str, Any]]:
-    """otel_traces' rows (every column, materialized ones too) sorted as whole rows; then
-    the table is emptied for the next insert."""
+    """otel_traces' rows (every column, materialized ones too, maps also as their entries)
+    sorted as whole rows; then the table is emptied for the next insert."""
     result = store.query(
-        "SELECT *, `__hdx_materialized_rum.sessionId` AS rum, SampleRate FROM otel_traces"
+        "SELECT *, `__hdx_materialized_rum.sessionId` AS rum, SampleRate, "
+        # Map entries as stored, in order (a JSON object would hide a repeated key)
+        "CAST(ResourceAttributes, 'Array(Tuple(String, String))') AS resource_entries, "
+        "CAST(SpanAttributes, 'Array(Tuple(String, String))') AS span_entries, "
+        "arrayMap(m -> mapKeys(m), `Events.Attributes`) AS event_keys, "
+        "arrayMap(m -> mapKeys(m), `Links.Attributes`) AS link_keys "
+        "FROM otel_traces"
     )
     store.query("TRUNCATE TABLE otel_traces")
     return sorted(result.rows, key=lambda row: json.dumps(row, sort_keys=True, default=str))
