@@ -10,22 +10,16 @@ whole rows; TTL merges are stopped so that rows of 1970, 2000 and 2262 stay to b
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import (
-    AnyValue,
-    ArrayValue,
-    InstrumentationScope,
-    KeyValue,
-    KeyValueList,
-)
+from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
+from test_log_block import SCALARS, kvs  # every attribute value type; KeyValues of them
 
 from hyperdx.local import native, rows, wire
 from hyperdx.local.span_block import SPAN_COLUMNS, RawSpansRequest, trace_tables
@@ -36,50 +30,6 @@ TRACE = bytes(range(1, 17))
 SPAN = bytes(range(1, 9))
 
 
-def av(value: Any) -> AnyValue:
-    if value is None:
-        return AnyValue()
-    if isinstance(value, bool):
-        return AnyValue(bool_value=value)
-    if isinstance(value, int):
-        return AnyValue(int_value=value)
-    if isinstance(value, float):
-        return AnyValue(double_value=value)
-    if isinstance(value, str):
-        return AnyValue(string_value=value)
-    if isinstance(value, bytes):
-        return AnyValue(bytes_value=value)
-    if isinstance(value, list):
-        return AnyValue(array_value=ArrayValue(values=[av(v) for v in value]))
-    return AnyValue(kvlist_value=KeyValueList(values=kvs(value)))
-
-
-def kvs(values: dict[str, Any] | list[tuple[str, Any]]) -> list[KeyValue]:
-    pairs = values.items() if isinstance(values, dict) else values
-    return [KeyValue(key=k, value=av(v)) for k, v in pairs]
-
-
-SCALARS: dict[str, Any] = {
-    "s": "text",
-    "empty": "",
-    "int": 42,
-    "zero": 0,
-    "neg": -(2**63),
-    "big": 2**63 - 1,
-    "double": 0.1,
-    "whole": 3.0,
-    "tiny": 1e-7,
-    "huge": 1e21,
-    "nan": math.nan,
-    "inf": -math.inf,
-    "true": True,
-    "false": False,
-    "bytes": b"\xff\xfe\x00 not UTF-8",
-    "unset": None,
-    "utf8": "żółw 🐢 中文 \u2028 nul\x00end",
-    "long": "v" * 300,  # a two-byte length prefix
-    "k" * 200: "long key",
-}
 # Around the raw fast path's limits: a 125-byte string is its last one-byte-length value.
 BOUNDARIES: dict[str, Any] = {
     "at.125": "a" * 125,

@@ -47,7 +47,13 @@ from hyperdx.local.native import (
     repeated_strings,
     string,
 )
-from hyperdx.local.raw_attributes import MISSING, Pairs, attribute_columns, raw_request
+from hyperdx.local.raw_attributes import (
+    MISSING,
+    Pairs,
+    attribute_columns,
+    encoded_entries,
+    raw_request,
+)
 from hyperdx.local.rows import LOGS_TABLE, RRWEB_ATTRIBUTE, SESSIONS_TABLE, transformed_log
 from hyperdx.local.values import attribute_map, service_name, stringify
 
@@ -245,17 +251,10 @@ def log_tables(request: Message) -> dict[str, Any]:
                     text = row["SeverityText"]
                     number = row["SeverityNumber"]
                     event_name = row["EventName"]
-                    attributes: dict[str, str] = row["LogAttributes"]
-                    for key, item in attributes.items():
-                        encoded = known.get(key)
-                        if encoded is None:
-                            encoded = known[key] = string(key)
-                        keys.append(encoded)
-                        encoded = known.get(item)
-                        if encoded is None:
-                            encoded = known[item] = string(item)
-                        values.append(encoded)
-                    entries += len(attributes)
+                    mapped_keys, mapped_values = encoded_entries(row["LogAttributes"], known)
+                    keys += mapped_keys
+                    values += mapped_values
+                    entries += len(mapped_keys)
                 nanos = record.time_unix_nano or record.observed_time_unix_nano
                 timestamps.append(nanos if nanos <= MAX_NS else MAX_NS)
                 flags.append(record.flags & 0xFF)

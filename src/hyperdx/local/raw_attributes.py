@@ -24,7 +24,15 @@ from opentelemetry.proto.resource.v1 import resource_pb2
 from hyperdx.local.native import little_endian, string
 from hyperdx.local.values import other_text
 
-__all__ = ["MISSING", "Pairs", "attribute_columns", "map_column", "pair", "raw_request"]
+__all__ = [
+    "MISSING",
+    "Pairs",
+    "attribute_columns",
+    "encoded_entries",
+    "map_column",
+    "pair",
+    "raw_request",
+]
 
 
 def raw_request(
@@ -187,4 +195,23 @@ def attribute_columns(
         values.append(entry[1])
     if len(keys) > 1 and len(set(keys)) != len(keys):
         return None
+    return tuple(keys), tuple(values)
+
+
+def encoded_entries(
+    mapping: dict[str, str], known: dict[str, bytes]
+) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+    """A Map value another mapping made (a transformed record's, a span's nested or
+    repeated attributes) as (encoded keys, encoded values), through ``known``."""
+    keys = []
+    values = []
+    for key, value in mapping.items():
+        encoded = known.get(key)
+        if encoded is None:
+            encoded = known[key] = string(key)
+        keys.append(encoded)
+        encoded = known.get(value)
+        if encoded is None:
+            encoded = known[value] = string(value)
+        values.append(encoded)
     return tuple(keys), tuple(values)

@@ -42,7 +42,13 @@ from hyperdx.local.native import (
     repeated_strings,
     string,
 )
-from hyperdx.local.raw_attributes import Pairs, attribute_columns, map_column, raw_request
+from hyperdx.local.raw_attributes import (
+    Pairs,
+    attribute_columns,
+    encoded_entries,
+    map_column,
+    raw_request,
+)
 from hyperdx.local.rows import SPAN_KINDS, STATUS_CODES, TRACES_TABLE
 from hyperdx.local.values import attribute_map, service_name
 
@@ -82,24 +88,6 @@ SPAN_COLUMNS: tuple[tuple[str, str], ...] = (
 _SERVICE, _SCOPE_NAME, _SCOPE_VERSION = range(3)
 _RESOURCE_ATTRIBUTES = 0
 
-Encoded = tuple[tuple[bytes, ...], tuple[bytes, ...]]
-
-
-def _encoded(mapping: dict[str, str], known: dict[str, bytes]) -> Encoded:
-    """A Map value's (encoded keys, encoded values), through the request's ``known``."""
-    keys = []
-    values = []
-    for key, value in mapping.items():
-        encoded = known.get(key)
-        if encoded is None:
-            encoded = known[key] = string(key)
-        keys.append(encoded)
-        encoded = known.get(value)
-        if encoded is None:
-            encoded = known[value] = string(value)
-        values.append(encoded)
-    return tuple(keys), tuple(values)
-
 
 def _span_attributes(
     raws: list[bytes], ends: array[int], pairs: Pairs, known: dict[str, bytes]
@@ -119,7 +107,7 @@ def _span_attributes(
         start = end
         columns = attribute_columns(raw, pairs, known)
         if columns is None:
-            columns = _encoded(attribute_map(map(KeyValue.FromString, raw)), known)
+            columns = encoded_entries(attribute_map(map(KeyValue.FromString, raw)), known)
         keys += columns[0]
         values += columns[1]
         entries.append(len(keys))
