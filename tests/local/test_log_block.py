@@ -365,12 +365,12 @@ def test_receivers_decode_logs_for_blocks_only_for_a_block_sink_and_protobuf() -
     from hyperdx.local.store import ChdbSink
 
     logs = wire.SIGNALS["/v1/logs"]
-    traces = wire.SIGNALS["/v1/traces"]
+    metrics = wire.SIGNALS["/v1/metrics"]  # no block mapping
     block_sink = ChdbSink(store=None)  # type: ignore[arg-type]  # never written to here
     assert wire.request_type(logs, block_sink, wire.PROTOBUF) is RawAttributesRequest
     assert wire.request_type(logs, block_sink, wire.JSON) is ExportLogsServiceRequest
     assert wire.request_type(logs, MemorySink(), wire.PROTOBUF) is ExportLogsServiceRequest
-    assert wire.request_type(traces, block_sink, wire.PROTOBUF) is traces.request_type
+    assert wire.request_type(metrics, block_sink, wire.PROTOBUF) is metrics.request_type
 
 
 def test_a_malformed_attribute_is_a_400_with_nothing_stored(tmp_path: Path) -> None:

@@ -42,6 +42,8 @@ __all__ = [
     "LOGS_TABLE",
     "METRIC_TABLES",
     "SESSIONS_TABLE",
+    "SPAN_KINDS",
+    "STATUS_CODES",
     "TRACES_TABLE",
     "any_value_to_python",
     "format_double",
@@ -69,11 +71,11 @@ METRIC_TABLES = (GAUGE_TABLE, SUM_TABLE, HISTOGRAM_TABLE, EXP_HISTOGRAM_TABLE, S
 # routing connector sends it to hyperdx_sessions, untransformed.
 RRWEB_ATTRIBUTE = "rr-web.event"
 
-# Enum number -> ClickStack's name; an unknown number -> "" (as pdata's String()).
-_SPAN_KINDS = dict(
+#: Enum number -> ClickStack's name; an unknown number -> "" (as pdata's String()).
+SPAN_KINDS = dict(
     enumerate(("Unspecified", "Internal", "Server", "Client", "Producer", "Consumer"))
 )
-_STATUS_CODES = dict(enumerate(("Unset", "Ok", "Error")))
+STATUS_CODES = dict(enumerate(("Unset", "Ok", "Error")))
 
 # --------------------------------------------------------------------------------------------
 # Traces
@@ -103,7 +105,7 @@ def trace_rows(request: ExportTraceServiceRequest) -> list[dict[str, Any]]:
                     "ParentSpanId": hex_id(span.parent_span_id),
                     "TraceState": span.trace_state,
                     "SpanName": span.name,
-                    "SpanKind": _SPAN_KINDS.get(span.kind, ""),
+                    "SpanKind": SPAN_KINDS.get(span.kind, ""),
                     "ServiceName": service,
                     "ResourceAttributes": resource_attrs,
                     "ScopeName": scope_name,
@@ -111,7 +113,7 @@ def trace_rows(request: ExportTraceServiceRequest) -> list[dict[str, Any]]:
                     "SpanAttributes": attribute_map(span.attributes),
                     # A span ending before it starts would underflow UInt64: store 0.
                     "Duration": end - start if end > start else 0,
-                    "StatusCode": _STATUS_CODES.get(status.code, ""),
+                    "StatusCode": STATUS_CODES.get(status.code, ""),
                     "StatusMessage": status.message,
                 }
                 events = span.events

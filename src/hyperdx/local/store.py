@@ -35,6 +35,7 @@ from hyperdx.local.log_block import LOG_COLUMNS
 from hyperdx.local.native import Block
 from hyperdx.local.resident import HeapTrimmer, page_out_mapped_files
 from hyperdx.local.sinks import SinkUnavailable, commit_deadline
+from hyperdx.local.span_block import SPAN_COLUMNS
 
 try:  # part of the `local` extra; the stdlib encoder is the fallback
     import orjson as _orjson
@@ -49,7 +50,7 @@ STATE_FILE = "hyperdx-local.json"
 JSON_EACH_ROW = "JSONEachRow"
 NATIVE = "Native"
 #: Tables taking Native blocks (see :meth:`Store.insert_block`), with their block columns.
-NATIVE_COLUMNS = {"otel_logs": LOG_COLUMNS}
+NATIVE_COLUMNS = {"otel_logs": LOG_COLUMNS, "otel_traces": SPAN_COLUMNS}
 
 #: Tables a sink may write to (what the receiver produces), in ClickStack's names.
 WRITABLE_TABLES = frozenset(
@@ -555,12 +556,12 @@ def encode_rows(table: str, rows: Iterable[Mapping[str, Any]]) -> tuple[bytes, i
     return "\n".join(lines).encode("utf-8"), len(items)
 
 
-# A Native block holds the same log rows in ~1/1.7 of the JSONEachRow bytes, so its bytes
-# count 1.7x toward _GROUP_COMMIT_BYTES: the cap means the rows it meant (~9k bench log
-# rows). Tried 2.4x (~6.4k rows, what inserts from 32 exporters held with JSONEachRow): the
-# peak RSS at 32 exporters stayed 312-316 MB (1.7x: 305-319; with packed parts off,
-# 299-307: it follows the throughput, i.e. the merges) while CPU per record rose (2026-11-30
-# 02:05-02:15 UTC).
+# A Native block holds the same log rows in ~1/1.7 of the JSONEachRow bytes (bench spans:
+# 1/1.71 too, 2026-11-30), so its bytes count 1.7x toward _GROUP_COMMIT_BYTES: the cap
+# means the rows it meant (~9k bench log rows). Tried 2.4x (~6.4k rows, what inserts from
+# 32 exporters held with JSONEachRow): the peak RSS at 32 exporters stayed 312-316 MB
+# (1.7x: 305-319; with packed parts off, 299-307: it follows the throughput, i.e. the
+# merges) while CPU per record rose (2026-11-30 02:05-02:15 UTC).
 _FORMAT_WEIGHT = {JSON_EACH_ROW: 1.0, NATIVE: 1.7}
 
 

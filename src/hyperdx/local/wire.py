@@ -33,6 +33,7 @@ from hyperdx.local.admission import Admission, Overloaded
 from hyperdx.local.log_block import RawAttributesRequest, log_tables
 from hyperdx.local.native import Block
 from hyperdx.local.sinks import Sink, SinkUnavailable, deadline_scope, takes_blocks
+from hyperdx.local.span_block import RawSpansRequest, trace_tables
 
 __all__ = [
     "JSON",
@@ -133,7 +134,15 @@ def _count_points(request: ExportMetricsServiceRequest) -> int:
 SIGNALS: dict[str, Signal] = {
     signal.path: signal
     for signal in (
-        Signal("traces", "/v1/traces", ExportTraceServiceRequest, _trace_tables, _count_spans),
+        Signal(
+            "traces",
+            "/v1/traces",
+            ExportTraceServiceRequest,
+            _trace_tables,
+            _count_spans,
+            trace_tables,
+            RawSpansRequest,
+        ),
         Signal(
             "logs",
             "/v1/logs",
