@@ -584,14 +584,12 @@ def _named_run(self):
     _prctl(15, self.name.removeprefix("hyperdx-").encode()[:15], 0, 0, 0)
     _run(self)
 threading.Thread.run = _named_run
-sys.argv[0] = "hyperdx"
-runpy.run_module("hyperdx.cli", run_name="__main__", alter_sys=True)
+sys.argv.pop(0)  # argv: the module to run, then its arguments
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
 """
 
 
-def start_server(
-    data_dir: Path, name_threads: bool = False
-) -> tuple[subprocess.Popen[str], Any]:
+def start_server(data_dir: Path, name_threads: bool = False) -> tuple[subprocess.Popen[str], Any]:
     from hyperdx.local.client import read_state
     from hyperdx.local.store import STATE_FILE
 
@@ -604,7 +602,7 @@ def start_server(
         if option in help_text:
             command += [option, "0"]
     if name_threads:
-        command = [sys.executable, "-c", _NAMED_THREADS, *command[3:]]
+        command = [sys.executable, "-c", _NAMED_THREADS, *command[2:]]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
