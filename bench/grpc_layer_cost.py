@@ -124,7 +124,8 @@ def serve(args: argparse.Namespace) -> dict[str, Any]:
         port = receiver.grpc_port if args.protocol == "grpc" else receiver.http_port
         client = [sys.executable, __file__, "--client", "--protocol", args.protocol]
         client += ["--port", str(port), "--batch", str(args.batch)]
-        client += ["--concurrency", str(args.concurrency), "--calls"]
+        client += ["--concurrency", str(args.concurrency)]
+        client += ["--identity", "--calls"] if args.identity else ["--calls"]
         warm = subprocess.run([*client, str(4 * args.concurrency)], capture_output=True)
         if warm.returncode:  # the warm-up fills grpc's and the pools' threads first
             raise SystemExit(warm.stderr.decode())
@@ -156,6 +157,7 @@ def serve(args: argparse.Namespace) -> dict[str, Any]:
             "env": {k: v for k, v in os.environ.items() if k.startswith("GRPC_")},
         },
         "batch": args.batch,
+        "gzip": not args.identity,
         "concurrency": args.concurrency,
         "calls_ok": calls,
         "wall_ms_per_call_per_exporter": round(wall / calls * args.concurrency * 1000, 2)
@@ -181,16 +183,20 @@ def serve(args: argparse.Namespace) -> dict[str, Any]:
 
 async def _client(args: argparse.Namespace) -> dict[str, Any]:
     make = local_ingest.log_request
-    bodies = [gzip.compress(make(args.batch, seed), 6) for seed in range(8)]
+    raw = [make(args.batch, seed) for seed in range(8)]
+    bodies = raw if args.identity else [gzip.compress(body, 6) for body in raw]
+    flag = b"\x00" if args.identity else b"\x01"
     tally = local_ingest.Tally()
     per_exporter = args.calls // args.concurrency
     state = SimpleNamespace(host="127.0.0.1", grpc_port=args.port, http_port=args.port)
 
     async def one() -> None:
         if args.protocol == "grpc":
-            messages = [b"\x01" + len(b).to_bytes(4, "big") + b for b in bodies]
+            messages = [flag + len(b).to_bytes(4, "big") + b for b in bodies]
             path = local_ingest.GRPC_METHODS["logs"]
             channel = local_ingest.H2GrpcCall(state.host, state.grpc_port, KEY, path)
+            if args.identity:
+                channel.headers = [h for h in channel.headers if h[0] != "grpc-encoding"]
             try:
                 for turn in range(per_exporter):
                     status, _ = await channel.call(messages[turn % len(messages)])
@@ -201,11 +207,9 @@ async def _client(args: argparse.Namespace) -> dict[str, Any]:
         import aiohttp
 
         url = f"http://{state.host}:{state.http_port}/v1/logs"
-        headers = {
-            "Content-Type": "application/x-protobuf",
-            "Content-Encoding": "gzip",
-            "Authorization": KEY,
-        }
+        headers = {"Content-Type": "application/x-protobuf", "Authorization": KEY}
+        if not args.identity:
+            headers["Content-Encoding"] = "gzip"
         async with aiohttp.ClientSession() as session:
             for turn in range(per_exporter):
                 async with session.post(url, data=bodies[turn % 8], headers=headers) as answer:
@@ -230,6 +234,9 @@ def main() -> None:
         default=[],
         metavar="KEY=VALUE",
         help="an extra grpc server option (channel argument), e.g. grpc.max_concurrent_streams=8",
+    )
+    parser.add_argument(
+        "--identity", action="store_true", help="bodies uncompressed (default: gzip, level 6)"
     )
     parser.add_argument("--grpc-workers", type=int, default=0, help="the gRPC pool's size")
     parser.add_argument("--switch-interval", type=float, default=0.0, help="sys.setswitchinterval")

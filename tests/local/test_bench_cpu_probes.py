@@ -107,9 +107,9 @@ def test_layer_cost_bench_counts_the_servers_threads_per_call(protocol: str) -> 
             "--protocol",
             protocol,
             "--calls",
-            "64",
+            "400",
             "--batch",
-            "16",
+            "64",
             "--concurrency",
             "4",
         ],
@@ -120,8 +120,8 @@ def test_layer_cost_bench_counts_the_servers_threads_per_call(protocol: str) -> 
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     ok = "OK" if protocol == "grpc" else "200"
-    assert result["answers"] == {ok: 64}
-    assert result["calls_ok"] == 64
+    assert result["answers"] == {ok: 400}
+    assert result["calls_ok"] == 400
     assert result["server_us_per_call"] > 0
     # the CPU is the serving listener's threads' (10 ms clock ticks: the busiest ones show)
     grpc_threads = {"hyperdx-grpc_*", "Thread-1 (_serve)", "event_engine"}
