@@ -5,13 +5,16 @@ descriptors, but take the raw request bytes, so that authentication happens befo
 and an undecodable message is answered INVALID_ARGUMENT (and recorded) like the collector
 does, instead of grpcio's own generic error.
 
-grpc core's own message decompression is turned off: it cost ~0.4 ms of CPU per 512-record
-gzip request against ~0.16 ms for Python's zlib (BENCHMARKS.md, eighth round), and it would
-inflate before our size cap is checked. The handler gets a compressed message as sent (its
-``grpc-encoding`` is not in the metadata grpcio hands over) and recognises gzip and zlib by
-their headers, which a protobuf Export request cannot start with; it inflates them with the
-HTTP listener's bounded :func:`~hyperdx.local.wire.decompress` (413-equivalent
-RESOURCE_EXHAUSTED beyond ``max_body_bytes``, INVALID_ARGUMENT when corrupt).
+grpc core's own message decompression is turned off: it cost ~80 us more server CPU per
+512-record gzip message than Python's zlib (BENCHMARKS.md, eighth round), and it refused an
+over-size message before the handler, unrecorded. The handler gets a compressed message as
+sent (grpcio does not pass ``grpc-encoding`` on), recognises gzip and zlib by their headers,
+which a protobuf Export request cannot start with, and inflates them with the HTTP
+listener's bounded :func:`~hyperdx.local.wire.decompress` (RESOURCE_EXHAUSTED and a recorded
+413 beyond ``max_body_bytes``, INVALID_ARGUMENT when corrupt).
+
+grpcio's thread-per-call server is kept on purpose: its asyncio server, fewer workers,
+registered methods and the channel options tried were no cheaper (same BENCHMARKS section).
 
 Overload is answered ``UNAVAILABLE`` with a ``google.rpc.RetryInfo`` delay in the trailing
 metadata (which the OpenTelemetry exporters honour); calls beyond ``max_concurrent`` in flight
