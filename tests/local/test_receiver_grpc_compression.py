@@ -1,7 +1,7 @@
 """OTLP/gRPC compression, inflated by the receiver rather than grpc core: compressed messages
-reach the handler as sent, are recognised by their header, stored, recorded with their
-encoding, and bounded by ``max_body_bytes`` like HTTP bodies (a gzip bomb is a recorded
-RESOURCE_EXHAUSTED, a corrupt one INVALID_ARGUMENT)."""
+reach the handler as sent (also from the SDK's gzip exporter), are recognised by their
+header, stored, recorded with their encoding, and bounded by ``max_body_bytes`` like HTTP
+bodies (a gzip bomb is a recorded RESOURCE_EXHAUSTED, a corrupt one INVALID_ARGUMENT)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,16 @@ import zlib
 
 import grpc
 import pytest
+from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+from opentelemetry.sdk.resources import Resource
 
 from hyperdx.local.receiver_grpc import message_encoding
 
@@ -79,6 +83,29 @@ def test_compressed_messages_are_stored_and_their_encoding_recorded(
         assert [row["SpanName"] for row in sink.rows("otel_traces")] == [name]
         (request,) = receiver.requests_for("traces")
         assert (request.status, request.items, request.content_encoding) == (200, 1, recorded)
+
+
+def test_sdk_grpc_log_exporter_with_gzip_is_inflated_here() -> None:
+    with running_receiver(api_keys=["k"], grpc=True) as (receiver, sink):
+        provider = LoggerProvider(resource=Resource.create({"service.name": "zipped"}))
+        exporter = OTLPLogExporter(
+            endpoint=receiver.grpc_url,
+            insecure=True,
+            headers={"authorization": "k"},
+            compression=grpc.Compression.Gzip,
+        )
+        provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
+        logger = provider.get_logger("z")
+        for index in range(300):
+            logger.emit(body=f"record {index} " + "x" * 100)
+        provider.shutdown()
+        rows = sink.wait_for("otel_logs", 300)
+        assert sorted(row["Body"] for row in rows) == sorted(
+            f"record {index} " + "x" * 100 for index in range(300)
+        )
+        requests = receiver.requests_for("logs")
+        assert requests and {r.content_encoding for r in requests} == {"gzip"}
+        assert sum(r.items for r in requests) == 300
 
 
 def test_gzip_bomb_is_refused_at_the_cap_and_recorded_as_413() -> None:
