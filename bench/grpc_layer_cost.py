@@ -11,6 +11,9 @@ both protocols share. Counts CPU time, not wall time, so it needs no bench lock 
 but hold it anyway: the client's load moves what a shared core caches.
 
     python bench/grpc_layer_cost.py --protocol grpc --calls 800 --batch 512
+
+``LAYER_COST_LISTENER=module:Class`` (importable from the bench directory) replaces the gRPC
+listener class, e.g. ``grpc_aio_listener:AioGrpcListener``, grpcio's asyncio server.
 """
 
 from __future__ import annotations

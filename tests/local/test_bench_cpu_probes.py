@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import time
@@ -94,7 +95,7 @@ def test_thread_cpu_is_split_into_user_and_system_and_grouped_by_pool() -> None:
         "grpc_*": {"user": 0.75, "sys": 0.1},
         "Thread-* (_serve)": {"user": 0.25, "sys": 0.12},
     }
-    own = bench.thread_cpu(__import__("os").getpid())
+    own = bench.thread_cpu(os.getpid())
     assert own and all(len(pair) == 2 and min(pair) >= 0 for pair in own.values())
 
 
@@ -131,3 +132,18 @@ def test_layer_cost_bench_counts_the_servers_threads_per_call(protocol: str) -> 
     )
     threads = set(result["server_us_per_call_by_thread"])
     assert threads & mine and not threads & other, threads
+
+
+def test_layer_cost_bench_runs_the_asyncio_listener_probe() -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCH_DIR / "grpc_layer_cost.py"), "--calls", "400", "--batch", "64"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "LAYER_COST_LISTENER": "grpc_aio_listener:AioGrpcListener"},
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["answers"] == {"OK": 400}
+    threads = set(result["server_us_per_call_by_thread"])
+    assert "grpc-aio-loop" in threads and "Thread-1 (_serve)" not in threads, threads
