@@ -21,6 +21,7 @@ import gzip
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -155,8 +156,34 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+class Pacer:
+    """Offers requests on a fixed schedule (``--rate``): one every ``interval`` seconds per
+    exporter, so two servers (or protocols) get the same offered load and the same background
+    merges. A request that is late starts at once; the schedule does not catch up in bursts
+    beyond that. ``interval`` 0 means back to back (the default)."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        # exporters start spread over one interval, not all in the same instant
+        self.next = time.monotonic() + random.uniform(0.0, interval)
+
+    async def wait(self) -> None:
+        if not self.interval:
+            return
+        now = time.monotonic()
+        if self.next > now:
+            await asyncio.sleep(self.next - now)
+        self.next = max(self.next + self.interval, time.monotonic() - self.interval)
+
+
 async def http_exporter(
-    url: str, key: str, bodies: list[bytes], batch: int, until: float, tally: Tally
+    url: str,
+    key: str,
+    bodies: list[bytes],
+    batch: int,
+    until: float,
+    tally: Tally,
+    pacer: Pacer | None = None,
 ) -> None:
     import aiohttp
 
@@ -166,9 +193,11 @@ async def http_exporter(
         "Authorization": key,
     }
     timeout = aiohttp.ClientTimeout(total=10)  # the exporters' default timeout
+    pacer = pacer or Pacer(0.0)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         turn = random.randrange(len(bodies))
         while time.monotonic() < until:
+            await pacer.wait()
             body = bodies[turn % len(bodies)]
             turn += 1
             start = time.monotonic()
@@ -194,6 +223,7 @@ async def grpc_exporter(
     until: float,
     tally: Tally,
     compress: bool = True,
+    pacer: Pacer | None = None,
 ) -> None:
     import grpc
     from google.rpc.error_details_pb2 import RetryInfo
@@ -205,8 +235,10 @@ async def grpc_exporter(
             request_serializer=lambda raw: raw,
             response_deserializer=lambda raw: raw,
         )
+        pacer = pacer or Pacer(0.0)
         turn = random.randrange(len(bodies))
         while time.monotonic() < until:
+            await pacer.wait()
             body = bodies[turn % len(bodies)]
             turn += 1
             start = time.monotonic()
@@ -350,14 +382,17 @@ async def h2_grpc_exporter(
     batch: int,
     until: float,
     tally: Tally,
+    pacer: Pacer | None = None,
 ) -> None:
     """The gRPC exporter loop of :func:`grpc_exporter` over :class:`H2GrpcCall`: ``bodies``
     are gzipped already and sent with gRPC's 5-byte prefix, the compressed flag set."""
     messages = [b"\x01" + len(body).to_bytes(4, "big") + body for body in bodies]
     channel = H2GrpcCall(host, port, key, GRPC_METHODS[signal])
+    pacer = pacer or Pacer(0.0)
     turn = random.randrange(len(messages))
     try:
         while time.monotonic() < until:
+            await pacer.wait()
             message = messages[turn % len(messages)]
             turn += 1
             start = time.monotonic()
@@ -490,10 +525,11 @@ async def drive(args: argparse.Namespace, state: Any, pid: int) -> Tally:
     bodies = [gzip.compress(make(args.batch, seed), 6) for seed in range(args.distinct)]
     tally = Tally()
     until = time.monotonic() + args.seconds
+    interval = args.concurrency * args.batch / args.rate if args.rate else 0.0
     if args.protocol == "http":
         url = f"http://{state.host}:{state.http_port}/v1/{args.signal}"
         workers = [
-            http_exporter(url, state.api_key, bodies, args.batch, until, tally)
+            http_exporter(url, state.api_key, bodies, args.batch, until, tally, Pacer(interval))
             for _ in range(args.concurrency)
         ]
     elif args.grpc_client == "h2":
@@ -507,6 +543,7 @@ async def drive(args: argparse.Namespace, state: Any, pid: int) -> Tally:
                 args.batch,
                 until,
                 tally,
+                Pacer(interval),
             )
             for _ in range(args.concurrency)
         ]
@@ -523,6 +560,7 @@ async def drive(args: argparse.Namespace, state: Any, pid: int) -> Tally:
                 until,
                 tally,
                 args.grpc_compression == "gzip",
+                Pacer(interval),
             )
             for _ in range(args.concurrency)
         ]
@@ -535,7 +573,23 @@ async def drive(args: argparse.Namespace, state: Any, pid: int) -> Tally:
     return tally
 
 
-def start_server(data_dir: Path) -> tuple[subprocess.Popen[str], Any]:
+# Python 3.11 threads all carry the process's name in /proc/<pid>/task/*/comm; this start-up
+# gives each its Python name (less "hyperdx-"), so the per-thread CPU tells the gRPC poller,
+# its workers, the HTTP loop and the receiver's workers apart from each other and from chDB's.
+_NAMED_THREADS = """
+import ctypes, runpy, sys, threading
+_prctl = ctypes.CDLL(None).prctl
+_run = threading.Thread.run
+def _named_run(self):
+    _prctl(15, self.name.removeprefix("hyperdx-").encode()[:15], 0, 0, 0)
+    _run(self)
+threading.Thread.run = _named_run
+sys.argv.pop(0)  # argv: the module to run, then its arguments
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+
+def start_server(data_dir: Path, name_threads: bool = False) -> tuple[subprocess.Popen[str], Any]:
     from hyperdx.local.client import read_state
     from hyperdx.local.store import STATE_FILE
 
@@ -547,6 +601,8 @@ def start_server(data_dir: Path) -> tuple[subprocess.Popen[str], Any]:
     for option in ("--clickhouse-port", "--ui-port"):  # optional listeners: any free port
         if option in help_text:
             command += [option, "0"]
+    if name_threads:
+        command = [sys.executable, "-c", _NAMED_THREADS, *command[2:]]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -586,9 +642,9 @@ def rss_now(pid: int) -> dict[str, int]:
     return out
 
 
-def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds per thread name (chDB's pools share names, so they are summed by name)."""
-    out: dict[str, float] = {}
+def thread_cpu(pid: int) -> dict[str, tuple[float, float]]:
+    """(user, system) CPU seconds per thread, keyed ``name#tid``."""
+    out: dict[str, tuple[float, float]] = {}
     tick = os.sysconf("SC_CLK_TCK")
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
@@ -597,22 +653,39 @@ def thread_cpu(pid: int) -> dict[str, float]:
             continue
         name = head.split("(", 1)[1]
         fields = rest.split()
-        out[f"{name}#{task.name}"] = (int(fields[11]) + int(fields[12])) / tick
+        out[f"{name}#{task.name}"] = (int(fields[11]) / tick, int(fields[12]) / tick)
     return out
 
 
-def thread_cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """CPU seconds spent per thread name between two :func:`thread_cpu` snapshots."""
-    spent: dict[str, float] = {}
-    for key, value in after.items():
-        name = key.split("#", 1)[0]
-        spent[name] = spent.get(name, 0.0) + value - before.get(key, 0.0)
-    return {n: round(v, 2) for n, v in sorted(spent.items(), key=lambda kv: -kv[1]) if v >= 0.05}
+def _thread_group(key: str) -> str:
+    """A pool's threads under one name: ``grpc_3#123`` -> ``grpc_*``, ``Thread-2 (_serve)``
+    -> ``Thread-* (_serve)``; chDB's pools already share their names."""
+    name = key.split("#", 1)[0]
+    name = re.sub(r"_\d+$", "_*", name)
+    return re.sub(r"^Thread-\d+", "Thread-*", name)
+
+
+def thread_cpu_delta(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
+) -> dict[str, dict[str, float]]:
+    """CPU seconds (``user``, ``sys``) spent per thread group between two :func:`thread_cpu`
+    snapshots, largest first; groups under 0.05 s are left out."""
+    spent: dict[str, list[float]] = {}
+    for key, (user, system) in after.items():
+        was_user, was_system = before.get(key, (0.0, 0.0))
+        total = spent.setdefault(_thread_group(key), [0.0, 0.0])
+        total[0] += user - was_user
+        total[1] += system - was_system
+    return {
+        name: {"user": round(user, 2), "sys": round(system, 2)}
+        for name, (user, system) in sorted(spent.items(), key=lambda kv: -sum(kv[1]))
+        if user + system >= 0.05
+    }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     data_dir = Path(tempfile.mkdtemp(prefix="hyperdx-ingest-bench-"))
-    proc, state = start_server(data_dir)
+    proc, state = start_server(data_dir, args.name_threads)
     try:
         rss_start = rss_now(proc.pid)
         load_before = os.getloadavg()
@@ -651,6 +724,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "grpc_client": args.grpc_client if args.protocol == "grpc" else None,
         "signal": args.signal,
         "concurrency": args.concurrency,
+        "offered_rate": args.rate or None,
         "batch": args.batch,
         "seconds": args.seconds,
         "items_per_s": round(tally.acked / args.seconds),
@@ -806,6 +880,19 @@ def main() -> None:
         "as the HTTP client posts them); h2 always sends gzip",
     )
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="offered items/s over all exporters, each sending on a fixed schedule (0: as "
+        "fast as answered); the same rate makes protocols' or trees' CPU comparable",
+    )
+    parser.add_argument(
+        "--name-threads",
+        action="store_true",
+        help="start the server with each Python thread's name in /proc (see _NAMED_THREADS), "
+        "so server_cpu_s_by_thread tells the Python threads apart",
+    )
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--distinct", type=int, default=8, help="distinct request bodies")

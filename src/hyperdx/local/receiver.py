@@ -45,8 +45,11 @@ class ReceivedRequest:
     ``protocol``: ``http/protobuf`` (also for HTTP requests with another or no media type),
     ``http/json`` or ``grpc``. ``signal``: ``traces``/``logs``/``metrics``, ``""`` for other
     paths. ``headers``: lower-case names, first value (gRPC: the invocation metadata).
+    ``content_encoding``: the Content-Encoding; for gRPC the message's compression as
+    recognised (``gzip``, ``deflate`` or ``""``).
     ``status``: the HTTP status sent; for gRPC the HTTP equivalent of the gRPC code (200 OK,
-    400 INVALID_ARGUMENT, 401 UNAUTHENTICATED, 500 INTERNAL, 503 UNAVAILABLE). ``items``:
+    400 INVALID_ARGUMENT, 401 UNAUTHENTICATED, 413 RESOURCE_EXHAUSTED (too large once
+    inflated), 500 INTERNAL, 503 UNAVAILABLE). ``items``:
     spans, log records or data points stored (0 when rejected). ``message``: why it was
     rejected (a wrong key is never repeated here).
     """

@@ -5,6 +5,17 @@ descriptors, but take the raw request bytes, so that authentication happens befo
 and an undecodable message is answered INVALID_ARGUMENT (and recorded) like the collector
 does, instead of grpcio's own generic error.
 
+grpc core's own message decompression is turned off: it cost ~80 us more server CPU per
+512-record gzip message than Python's zlib (BENCHMARKS.md, eighth round), and it refused an
+over-size message before the handler, unrecorded. The handler gets a compressed message as
+sent (grpcio does not pass ``grpc-encoding`` on), recognises gzip and zlib by their headers,
+which a protobuf Export request cannot start with, and inflates them with the HTTP
+listener's bounded :func:`~hyperdx.local.wire.decompress` (RESOURCE_EXHAUSTED and a recorded
+413 beyond ``max_body_bytes``, INVALID_ARGUMENT when corrupt).
+
+grpcio's thread-per-call server is kept on purpose: its asyncio server, fewer workers,
+registered methods and the channel options tried were no cheaper (same BENCHMARKS section).
+
 Overload is answered ``UNAVAILABLE`` with a ``google.rpc.RetryInfo`` delay in the trailing
 metadata (which the OpenTelemetry exporters honour); calls beyond ``max_concurrent`` in flight
 get grpcio's immediate ``RESOURCE_EXHAUSTED``, also retryable, so none queue unboundedly.
@@ -16,7 +27,6 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from concurrent import futures
-from functools import partial
 from typing import Any
 
 import grpc
@@ -30,7 +40,7 @@ from hyperdx.local import wire
 from hyperdx.local.admission import Admission, Overloaded
 from hyperdx.local.sinks import Sink
 
-__all__ = ["GrpcListener", "HTTP_STATUS_FOR_GRPC"]
+__all__ = ["GrpcListener", "HTTP_STATUS_FOR_GRPC", "message_encoding"]
 
 Record = Callable[..., None]
 
@@ -50,6 +60,25 @@ _GRPC_FOR_HTTP = {
 HTTP_STATUS_FOR_GRPC = {code: status for status, code in _GRPC_FOR_HTTP.items()}
 _EMPTY_RESPONSE = b"\x0a\x00"  # Export*ServiceResponse with an empty partial_success
 RETRY_INFO_KEY = "google.rpc.retryinfo-bin"
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def message_encoding(message: bytes) -> str:
+    """``gzip``, ``deflate`` (zlib-wrapped, gRPC's "deflate") or ``""`` for a message as
+    received with grpc core's decompression off.
+
+    A gzip member starts 1f 8b, and a protobuf message cannot (0x1f is field 3 with the
+    undefined wire type 7). A zlib header is CM 8, a window of at most 32 KiB and a check
+    that makes the first two bytes a multiple of 31; an Export request starts with field 1
+    (0x0a), which is not such a header.
+    """
+    if message[:2] == _GZIP_MAGIC:
+        return "gzip"
+    if len(message) >= 2:
+        first, second = message[0], message[1]
+        if first & 0x0F == 8 and first >> 4 <= 7 and ((first << 8) | second) % 31 == 0:
+            return "deflate"
+    return ""
 
 
 class GrpcListener:
@@ -72,9 +101,11 @@ class GrpcListener:
         self._keys = None if api_keys is None else list(api_keys)
         self._record = record
         self._errors = errors
+        self._limit = max_body_bytes
         options = [
             ("grpc.max_receive_message_length", max_body_bytes),
             ("grpc.so_reuseport", 0),
+            ("grpc.per_message_decompression", 0),  # inflated here, bounded: see above
         ]
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hyperdx-grpc"),
@@ -114,13 +145,15 @@ class GrpcListener:
                 if isinstance(value, str):
                     metadata.setdefault(key.lower(), value)
 
+            encoding = message_encoding(raw)
+
             def reply(status: int, message: str = "", items: int = 0) -> None:
                 self._record(
                     protocol="grpc",
                     signal=signal.name,
                     path=path,
                     headers=metadata,
-                    content_encoding=metadata.get("grpc-encoding", ""),
+                    content_encoding=encoding,
                     status=status,
                     items=items,
                     message=message,
@@ -144,7 +177,11 @@ class GrpcListener:
             else:
                 try:
                     kind = wire.request_type(signal, self._sink, wire.PROTOBUF)
-                    decode = partial(wire.decode, raw, wire.PROTOBUF, kind)
+
+                    def decode() -> Any:
+                        data = wire.decompress(raw, encoding, self._limit)
+                        return wire.decode(data, wire.PROTOBUF, kind)  # data freed on return
+
                     items = wire.ingest(
                         self._admission, self._sink, signal, decode, self._errors, since
                     )
