@@ -17,6 +17,7 @@ import weakref
 from operator import is_
 from typing import Any
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, ExemplarFilter
@@ -247,6 +248,34 @@ class SpanHygieneProcessor(SpanProcessor):
             frozen._set_items(updates)
         finally:
             frozen._immutable = True
+
+    def end_check(
+        self,
+        kind: SpanKind,
+        plain: dict[str, Any],
+        maxlen: int | None,
+        max_value_len: int | None,
+        seen: tuple[Any, ...] | None,
+    ) -> tuple[dict[str, Any], int] | None:
+        """:meth:`_on_ending` for an ended span queued as a snapshot (``export._spans``), run
+        by the export thread on its frozen attribute dict instead of by the request thread at
+        ``end``: None when the span is exported as it is (the usual case: its URL attributes
+        are the ones ``on_start`` left, ``seen``), else the attributes to export, fixed as
+        ``_on_ending``'s write would have fixed them (same order, same limits), and their
+        dropped count. The span's own dict is left as the app set it.
+
+        Only for spans no other processor sees (the composite checks): they would read the
+        span before the export thread has run this."""
+        if kind is not _SERVER and kind is not _CLIENT:
+            return None
+        if seen is not None and tuple(map(plain.get, _URL_KEYS)) == seen:
+            return None
+        updates = self._fixed(kind, plain)
+        if not updates:
+            return None
+        fixed = BoundedAttributes(maxlen, plain, immutable=False, max_value_len=max_value_len)
+        fixed._set_items(updates)
+        return dict(fixed._dict), fixed.dropped
 
     def _updates(self, span: Span) -> dict[str, Any]:
         kind, plain = _kind_and_attributes(span)
