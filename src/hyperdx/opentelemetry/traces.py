@@ -70,6 +70,13 @@ class HyperDXSpanProcessors(SynchronousMultiSpanProcessor):
         self._batch_end_live = batch.on_end_live if batch is not None else None
         if batch is not None:
             batch.take_end_check(hygiene._on_ending, hygiene.end_check)
+            # While the list holds only ours, a span's end goes straight to the batch
+            # processor (what end_live below would call); add_span_processor undoes it.
+            self.__dict__["end_live"] = batch.on_end_live
+
+    def add_span_processor(self, span_processor: SpanProcessor) -> None:
+        self.__dict__.pop("end_live", None)  # another processor: end_live's own checks again
+        super().add_span_processor(span_processor)
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         if self._span_processors is not self._ours:
