@@ -76,6 +76,15 @@ def server_origin(attrs: Any) -> str | None:
     return f"{scheme}://{host}"
 
 
+def request_url(origin: str, target: str) -> str:
+    """A server request's URL from its origin and request target: the target itself when it
+    is in absolute form (``GET http://user:pw@host/path``, as sent to a proxy), so that its
+    user-info is where the redactor looks for it."""
+    if target[:1] != "/" and "://" in target:
+        return target
+    return f"{origin}{target}"
+
+
 def _server_url(attrs: Any) -> str | None:
     """Rebuild the request URL of a server span from the old or the new conventions."""
     target = attrs.get("http.target")
@@ -85,7 +94,7 @@ def _server_url(attrs: Any) -> str | None:
     if target is None:
         return None
     origin = server_origin(attrs)
-    return None if origin is None else f"{origin}{target}"
+    return None if origin is None else request_url(origin, target)
 
 
 def _plain_attributes(span: Any) -> dict[str, Any] | None:
@@ -171,13 +180,13 @@ class SpanHygieneProcessor(SpanProcessor):
             target = f"{path}?{query}" if query else path
         if "http.url" in attrs or get("url.full") is not None:
             return None
-        url = f"{origin}{target}"
+        url = request_url(origin, target)
         redactor = self._redactor
         # The Redactor's own first test: a text without "?" (and a URL without "@") is
         # returned as it is, so the common request skips the calls (same result).
         attrs["http.url"] = url = redactor.url(url) if "?" in url or "@" in url else url
         target = given
-        if target is not None and isinstance(target, str) and "?" in target:
+        if target is not None and isinstance(target, str) and ("?" in target or "@" in target):
             clean = redactor.target(target)
             if clean != target:
                 del attrs["http.target"]  # moves to the end, as on_start's update does
