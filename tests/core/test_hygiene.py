@@ -221,3 +221,19 @@ def test_redaction_is_idempotent(url: str) -> None:
     assert redactor.target(redactor.target("/" + target)) == redactor.target("/" + target)
     query = url.partition("?")[2]
     assert redactor.query(redactor.query(query)) == redactor.query(query)
+
+
+def test_an_absolute_form_target_is_redacted_as_a_url() -> None:
+    """``GET http://user:pw@host/path?token=t`` (a request sent to a proxy): its target is a URL
+    whose user-info password is a secret too, and it is the request's URL as it is."""
+    from hyperdx.opentelemetry.capture.redact import get_redactor
+    from hyperdx.opentelemetry.hygiene import request_url
+
+    redactor = get_redactor(True, ())
+    target = "http://alice:pw@example.com/a?token=t&x=1"
+    assert redactor.target(target) == "http://alice:[REDACTED]@example.com/a?token=[REDACTED]&x=1"
+    assert redactor.target("/a?token=t") == "/a?token=[REDACTED]"
+    assert redactor.target("/a/http://b@c") == "/a/http://b@c"  # origin form: a path
+    assert request_url("http://h:1", target) == target
+    assert request_url("http://h:1", "/a?x=1") == "http://h:1/a?x=1"
+    assert get_redactor(False, ()).target(target) == target

@@ -170,7 +170,10 @@ def test_a_queued_snapshot_keeps_no_per_span_gc_tracked_object_but_itself() -> N
     span.end(end_time=20)
     [item] = batch._batcher._queue
     shared = (span._resource, span._instrumentation_scope, span._kind, span._status)
-    shared += (span.get_span_context().trace_state,)
+    shared += (
+        span.get_span_context().trace_state,
+        span._span_processor._span_processors[-1]._check,
+    )
     tracked = [m for m in item if gc.is_tracked(m)]
     assert tracked and all(any(m is s for s in shared) for m in tracked), tracked
     assert not any(m is span or m is span.get_span_context() for m in item)
@@ -194,4 +197,116 @@ def test_an_exporter_without_a_deferred_encoder_gets_spans_encoded_at_their_end(
     span.end(end_time=20)
     [item] = batch._batcher._queue
     assert item == (span._resource, span._instrumentation_scope, encode_span(span))
+    _discard(batch)
+
+
+LATE_URL_STEPS: list[tuple[str, dict[str, Any]]] = [
+    ("untouched", {}),
+    ("late target", {"http.target": "/a?token=s3cr3t&page=1"}),
+    ("late query", {"url.query": "api_key=k"}),
+    ("late url", {"http.url": "http://u:pw@h/x?password=p"}),
+    ("late full", {"url.full": "https://u:pw@h/x?token=t"}),
+    ("late host, no url at start", {"http.host": "late:8"}),
+    ("late host, then full", {"http.host": "late:8", "x": "y"}),
+    ("equal target again", {"http.target": "".join(["/a?", "page=1"])}),
+]
+
+
+def _late_url_attributes(ours: bool, limits: SpanLimits | None) -> list[tuple[Any, ...]]:
+    """Each step's span (a fast_span SERVER span, URL attributes set after its start), as
+    exported: (attributes in order, dropped count). ``ours``: the distro's composite, whose
+    hygiene end check runs on the export thread; else the SDK's processor loop (a second
+    processor makes the composite hand over), whose ``_on_ending`` runs at ``end``."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    tracer, batch = _provider(limits)
+    memory = InMemorySpanExporter()
+    if not ours:
+        tracer.span_processor.add_span_processor(SimpleSpanProcessor(memory))
+    for label, late in LATE_URL_STEPS:
+        start = {"http.scheme": "http", "http.host": "h:1", "http.target": "/a?page=1"}
+        if label.startswith("late host"):  # no http.url at start: the check adds it
+            start = {"http.scheme": "http", "http.target": "/a?pwd=1"}
+        span = _start(tracer, "GET", start, plain=True)
+        for key, value in late.items():
+            span.set_attribute(key, value)
+        span.end(end_time=20)
+    queued = list(batch._batcher._queue)
+    if ours:
+        checked_later = [type(item[2]) is int and item[13] is not None for item in queued]
+        # Deferred with the check, but for a span the limit made drop attributes (hand-off).
+        assert checked_later[0] and (limits is not None or all(checked_later))
+        request = ExportTraceServiceRequest.FromString(_finished(batch))
+        [spans] = [s.spans for r in request.resource_spans for s in r.scope_spans]
+        out = [
+            (
+                tuple((kv.key, kv.value.string_value) for kv in s.attributes),
+                s.dropped_attributes_count,
+            )
+            for s in spans
+        ]
+    else:
+        out = [
+            (tuple((k, str(v)) for k, v in (s.attributes or {}).items()), s.dropped_attributes)
+            for s in memory.get_finished_spans()
+        ]
+    _discard(batch)
+    return out
+
+
+@pytest.mark.parametrize("limits", [None, SpanLimits(max_span_attributes=4)], ids=["", "full"])
+def test_url_attributes_set_after_start_are_redacted_by_the_deferred_check(
+    limits: SpanLimits | None,
+) -> None:
+    """The hygiene's end check, run by the export thread on the queued snapshot, exports what
+    its run at ``end`` (the SDK loop) exports: same attributes, same order, same drops."""
+    ours = _late_url_attributes(True, limits)
+    sdk = _late_url_attributes(False, limits)
+    assert ours == sdk
+    text = repr(ours)
+    for secret in ("s3cr3t", "api_key=k", ":pw@", "password=p", "pwd=1", "token=t"):
+        assert secret not in text, secret
+    by_label = dict(zip([label for label, _ in LATE_URL_STEPS], ours, strict=True))
+    assert (
+        dict(by_label["late url"][0])["http.url"] == "http://u:[REDACTED]@h/x?password=[REDACTED]"
+    )
+    assert dict(by_label["late host, no url at start"][0])["http.url"] == (
+        "http://late:8/a?pwd=[REDACTED]"
+    )
+    # With 4 attributes at most, the check's http.url makes the full span drop one, counted.
+    assert by_label["late host, then full"][1] == (1 if limits else 0)
+    assert dict(by_label["late host, then full"][0])["http.url"] == "http://late:8/a?pwd=[REDACTED]"
+
+
+def test_a_span_the_export_thread_checks_keeps_the_attributes_the_app_set() -> None:
+    """Deferred: the check fixes what is exported, not the app's ended span object."""
+    tracer, batch = _provider()
+    span = _start(
+        tracer, "GET", {"http.scheme": "http", "http.host": "h:1", "http.target": "/a"}, plain=True
+    )
+    span.set_attribute("http.target", "/a?token=s3cr3t")
+    span.end(end_time=20)
+    assert span.attributes["http.target"] == "/a?token=s3cr3t"
+    exporter: Any = batch.span_exporter
+    [(_, _, encoded)] = exporter._finish_encoding(list(batch._batcher._queue))
+    assert b"s3cr3t" not in encoded and b"/a?token=[REDACTED]" in encoded
+    _discard(batch)
+
+
+def test_a_span_encoded_at_hand_off_is_checked_at_its_end() -> None:
+    """A span with an event is not deferred: the check runs on the request thread, first."""
+    tracer, batch = _provider()
+    span = _start(
+        tracer, "GET", {"http.scheme": "http", "http.host": "h:1", "http.target": "/a"}, plain=True
+    )
+    span.add_event("e", timestamp=15)
+    span.set_attribute("http.target", "/a?token=s3cr3t")
+    span.end(end_time=20)
+    [item] = batch._batcher._queue
+    assert type(item[2]) is bytes
+    assert b"s3cr3t" not in item[2] and span.attributes["http.target"] == "/a?token=[REDACTED]"
     _discard(batch)

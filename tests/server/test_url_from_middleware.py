@@ -14,6 +14,7 @@ default and a ratio sampler."""
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -221,6 +222,11 @@ def test_flask_spans_are_what_the_hygiene_processor_made(
                 assert attrs["http.target"].endswith("session=[REDACTED]&x=1") == (redactor.enabled)
         elif name not in ("no-host",) and (mode.old or name != "no-raw-uri"):
             assert "http.url" in attrs, name
+        if name == "absolute-target" and redactor.enabled:
+            # a password in an absolute-form target's user-info: redacted in the URL attributes
+            assert ":pw@" not in attrs["http.url"] + str(attrs.get("http.target")), name
+            if mode.old:  # http.url from the raw target (the new keys hold the path only)
+                assert attrs["http.url"].startswith("http://alice:[REDACTED]@example.com/"), name
         if name == "secrets":
             url = attrs["http.url"]
             assert ("abc" in url) != redactor.enabled and ("k2" in url) != redactor.enabled
@@ -270,3 +276,37 @@ def test_an_added_span_processor_turns_the_preparation_off(
     after = pipeline.exported()
     assert [a[3] for a in after] == [b[3] for b in before]
     assert list((extra.get_finished_spans()[0].attributes or {}).items()) == after[0][3]
+
+
+@pytest.mark.parametrize("mode", ["", "http", "http/dup"])
+def test_django_spans_are_what_the_hygiene_processor_made(mode: str) -> None:
+    """Django's lean middleware (WSGI) passes the head's origin too: the same comparison, in a
+    process of its own (Django's settings are global), through Django's test client."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from support.apps import base_env
+
+    here = Path(__file__).resolve().parent
+    env = base_env({"OTEL_SEMCONV_STABILITY_OPT_IN": mode})
+    env["PYTHONPATH"] = f"{here.parent}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    out = subprocess.run(
+        [sys.executable, str(here / "url_django_run.py")],
+        env=env,
+        cwd=here,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr.decode(errors="replace")[-3000:]
+    runs = json.loads(out.stdout)
+    assert len(runs) == len(VARIANTS) - 1  # all but no-host (the test client sends one)
+    for run in runs:
+        name = run["name"]
+        assert len(run["prepared"]) == 1 and run["prepared"] == run["hygiene"], name
+        assert run["computed"] == [0 if run["expect_prepared"] else 1, 1], name
+    urls = {run["name"]: run["url"] for run in runs}
+    assert urls["secrets"].endswith("token=[REDACTED]&api_key=[REDACTED]&page=3")
+    assert urls["app-sets-url"] == "https://bob:[REDACTED]@h.example/late?password=[REDACTED]&x=1"

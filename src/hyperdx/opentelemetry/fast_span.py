@@ -200,8 +200,10 @@ def start_span(
     ``plain``: the caller knows every value of ``attributes`` is a ``str`` or an ``int``, under
     a non-empty ``str`` key, so only the span limits are checked; the span then remembers it
     (``_hyperdx_str_int``) until a value of another type is set, and the encoder skips its
-    own type check. ``url_fields``: the span's ``_hyperdx_url_fields`` before the processors'
-    ``on_start`` (``hygiene.SpanHygieneProcessor.prepare_server``)."""
+    own type check. ``url_fields``: the span's ``_hyperdx_url_fields``
+    (``hygiene.SpanHygieneProcessor.prepare_server``), given only when the processors'
+    ``on_start`` has nothing left to do for the span (``server.wsgi.start_server_span``: only
+    our processors, a parent context without baggage, the URL prepared): it is not called."""
     if type(tracer) is not _SDK_TRACER or not ENABLED:
         return tracer.start_span(name, context, kind, attributes, start_time=start_time)
     t: Any = tracer
@@ -310,6 +312,7 @@ def start_span(
         span._start_time = start_time if start_time is not None else time_ns()
     if url_fields is not None:
         span._hyperdx_url_fields = url_fields
+        return span
     span._span_processor.on_start(span, parent_context=context)
     return span
 

@@ -17,6 +17,7 @@ import weakref
 from operator import is_
 from typing import Any
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, ExemplarFilter
@@ -75,6 +76,15 @@ def server_origin(attrs: Any) -> str | None:
     return f"{scheme}://{host}"
 
 
+def request_url(origin: str, target: str) -> str:
+    """A server request's URL from its origin and request target: the target itself when it
+    is in absolute form (``GET http://user:pw@host/path``, as sent to a proxy), so that its
+    user-info is where the redactor looks for it."""
+    if target[:1] != "/" and "://" in target:
+        return target
+    return f"{origin}{target}"
+
+
 def _server_url(attrs: Any) -> str | None:
     """Rebuild the request URL of a server span from the old or the new conventions."""
     target = attrs.get("http.target")
@@ -84,7 +94,7 @@ def _server_url(attrs: Any) -> str | None:
     if target is None:
         return None
     origin = server_origin(attrs)
-    return None if origin is None else f"{origin}{target}"
+    return None if origin is None else request_url(origin, target)
 
 
 def _plain_attributes(span: Any) -> dict[str, Any] | None:
@@ -170,13 +180,13 @@ class SpanHygieneProcessor(SpanProcessor):
             target = f"{path}?{query}" if query else path
         if "http.url" in attrs or get("url.full") is not None:
             return None
-        url = f"{origin}{target}"
+        url = request_url(origin, target)
         redactor = self._redactor
         # The Redactor's own first test: a text without "?" (and a URL without "@") is
         # returned as it is, so the common request skips the calls (same result).
         attrs["http.url"] = url = redactor.url(url) if "?" in url or "@" in url else url
         target = given
-        if target is not None and isinstance(target, str) and "?" in target:
+        if target is not None and isinstance(target, str) and ("?" in target or "@" in target):
             clean = redactor.target(target)
             if clean != target:
                 del attrs["http.target"]  # moves to the end, as on_start's update does
@@ -247,6 +257,34 @@ class SpanHygieneProcessor(SpanProcessor):
             frozen._set_items(updates)
         finally:
             frozen._immutable = True
+
+    def end_check(
+        self,
+        kind: SpanKind,
+        plain: dict[str, Any],
+        maxlen: int | None,
+        max_value_len: int | None,
+        seen: tuple[Any, ...] | None,
+    ) -> tuple[dict[str, Any], int] | None:
+        """:meth:`_on_ending` for an ended span queued as a snapshot (``export._spans``), run
+        by the export thread on its frozen attribute dict instead of by the request thread at
+        ``end``: None when the span is exported as it is (the usual case: its URL attributes
+        are the ones ``on_start`` left, ``seen``), else the attributes to export, fixed as
+        ``_on_ending``'s write would have fixed them (same order, same limits), and their
+        dropped count. The span's own dict is left as the app set it.
+
+        Only for spans no other processor sees (the composite checks): they would read the
+        span before the export thread has run this."""
+        if kind is not _SERVER and kind is not _CLIENT:
+            return None
+        if seen is not None and tuple(map(plain.get, _URL_KEYS)) == seen:
+            return None
+        updates = self._fixed(kind, plain)
+        if not updates:
+            return None
+        fixed = BoundedAttributes(maxlen, plain, immutable=False, max_value_len=max_value_len)
+        fixed._set_items(updates)
+        return dict(fixed._dict), fixed.dropped
 
     def _updates(self, span: Span) -> dict[str, Any]:
         kind, plain = _kind_and_attributes(span)

@@ -68,6 +68,15 @@ class HyperDXSpanProcessors(SynchronousMultiSpanProcessor):
         self._hygiene_ending = hygiene._on_ending
         self._batch_end = batch.on_end if batch is not None else None
         self._batch_end_live = batch.on_end_live if batch is not None else None
+        if batch is not None:
+            batch.take_end_check(hygiene._on_ending, hygiene.end_check)
+            # While the list holds only ours, a span's end goes straight to the batch
+            # processor (what end_live below would call); add_span_processor undoes it.
+            self.__dict__["end_live"] = batch.on_end_live
+
+    def add_span_processor(self, span_processor: SpanProcessor) -> None:
+        self.__dict__.pop("end_live", None)  # another processor: end_live's own checks again
+        super().add_span_processor(span_processor)
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         if self._span_processors is not self._ours:
@@ -95,9 +104,12 @@ class HyperDXSpanProcessors(SynchronousMultiSpanProcessor):
             super()._on_ending(span)
             super().on_end(span._readable_span())
             return
-        self._hygiene_ending(span)
-        if self._batch_end_live is not None:
-            self._batch_end_live(span)
+        if self._batch_end_live is None:
+            self._hygiene_ending(span)
+            return
+        # The hygiene's end check runs where the batch processor says (take_end_check): on the
+        # export thread for a queued snapshot (no other processor reads the span).
+        self._batch_end_live(span)
 
 
 def build_sampler(settings: Settings) -> Sampler | None:

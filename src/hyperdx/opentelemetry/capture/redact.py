@@ -139,8 +139,13 @@ class Redactor:
         return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
     def target(self, target: str) -> str:
-        """Redact an origin-form request target (``/path?query``)."""
-        if not self.enabled or "?" not in target:
+        """Redact a request target: origin form (``/path?query``), or absolute form
+        (``http://user:pw@host/path?query``, as sent to a proxy) as a URL."""
+        if not self.enabled:
+            return target
+        if target[:1] != "/" and "://" in target:
+            return self.url(target)
+        if "?" not in target:
             return target
         path, _, query = target.partition("?")
         return f"{path}?{self.query(query)}"

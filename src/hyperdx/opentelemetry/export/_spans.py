@@ -10,7 +10,7 @@ finished span bytes by resource and scope.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import repeat
 from operator import is_
 from typing import Any
@@ -182,15 +182,27 @@ def encode_span(span: ReadableSpan) -> bytes:
 
 
 # (resource, scope or None, trace id, span id, trace state, parent, name, kind, start, end,
-# attribute dict, str_int, status): one tuple, whose members other than the resource, the
-# scope and the attribute dict are ints, strs or long-lived shared objects.
+# attribute dict, str_int, status, end check or None, maxlen, max_value_len, 4 URL fields): one
+# tuple, whose members other than the resource, the scope and the attribute dict are ints,
+# strs, None or long-lived shared objects.
 Snapshot = tuple[Any, ...]
+# (kind, attribute dict, maxlen, max_value_len, URL fields or None) -> None (export the span
+# as it is) or (the attributes to export instead, their dropped count).
+# The URL fields of a span whose on_start left none (no real attribute value is this object).
+_UNSEEN = (object(), None, None, None)
+EndCheck = Callable[[Any, dict[str, Any], Any, Any, Any], "tuple[dict[str, Any], int] | None"]
 
 
-def snapshot(span: Any) -> Snapshot | None:
+def snapshot(span: Any, check: EndCheck | None = None) -> Snapshot | None:
     """What :func:`encode_span` reads from an ended ``fast_span`` span, with its resource and
     scope, in one tuple, when the span is the usual one (no events, no links, nothing dropped);
     else None.
+
+    ``check``: an end-of-span check deferred to the export thread (the hygiene processor's
+    :meth:`~hyperdx.opentelemetry.hygiene.SpanHygieneProcessor.end_check`), queued with what it
+    reads: the attribute limits and the four URL fields ``on_start`` left
+    (``_hyperdx_url_fields``, flattened, so that the tuple stays the one object the snapshot
+    keeps alive).
 
     The batch processor queues this instead of the encoded bytes, so that the encoding runs on
     the export thread, a batch at a time. Valid because an ended span is frozen: the SDK
@@ -219,6 +231,9 @@ def snapshot(span: Any) -> Snapshot | None:
     plain = attrs._dict
     if type(plain) is not dict:
         return None
+    live = type(span) is _LIVE_SPAN
+    seen = span._hyperdx_url_fields if live and check is not None else None
+    url, full, target, query = _UNSEEN if seen is None else seen
     return (
         span._resource,
         span._instrumentation_scope or None,
@@ -231,16 +246,32 @@ def snapshot(span: Any) -> Snapshot | None:
         span._start_time,
         span._end_time,
         plain,
-        type(span) is _LIVE_SPAN and span._hyperdx_str_int,
+        live and span._hyperdx_str_int,
         span._status,
+        check,
+        attrs.maxlen,
+        attrs.max_value_len,
+        url,
+        full,
+        target,
+        query,
     )
 
 
 def encode_snapshot(fields: Snapshot) -> bytes:
-    """:func:`encode_span` of the span :func:`snapshot` was taken from (same bytes)."""
-    (_, _, tid, sid, ts, parent, name, kind, start, end, attrs, str_int, status) = fields
+    """:func:`encode_span` of the span :func:`snapshot` was taken from (same bytes), after its
+    deferred end check if it was queued with one."""
+    (_, _, tid, sid, ts, parent, name, kind, start, end, attrs, str_int, status, check) = fields[
+        :14
+    ]
+    dropped = 0
+    if check is not None:
+        seen = fields[16:20]
+        checked = check(kind, attrs, fields[14], fields[15], None if seen == _UNSEEN else seen)
+        if checked is not None:
+            attrs, dropped = checked
     return _encode(
-        tid, sid, ts, parent, name, kind, start, end, attrs, str_int, status, 0, (), 0, (), 0
+        tid, sid, ts, parent, name, kind, start, end, attrs, str_int, status, dropped, (), 0, (), 0
     )
 
 

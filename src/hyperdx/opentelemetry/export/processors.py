@@ -8,7 +8,7 @@ Defaults follow the SDK's ``OTEL_BSP_*`` / ``OTEL_BLRP_*`` environment variables
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from opentelemetry.context import Context
@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.trace import TraceFlags
 
 from ._batch import Batcher
-from ._spans import _CONTEXT_IS_TUPLE, snapshot
+from ._spans import _CONTEXT_IS_TUPLE, EndCheck, snapshot
 from .exporters import HyperDXLogExporter, HyperDXSpanExporter
 
 _EMPTY_RESOURCE = Resource.create({})
@@ -95,24 +95,42 @@ class HyperDXBatchSpanProcessor(SpanProcessor):
             return
         self._put(item)
 
+    # Set by the composite holding this processor (``traces.HyperDXSpanProcessors``), which
+    # calls on_end_live only while it holds only ours: the processors' ``_on_ending`` and the
+    # same check for a queued snapshot (``hygiene.SpanHygieneProcessor.end_check``).
+    _ending: Callable[[Any], None] | None = None
+    _check: EndCheck | None = None
+
+    def take_end_check(self, ending: Callable[[Any], None], check: EndCheck) -> None:
+        """Run ``ending`` for the spans :meth:`on_end_live` receives: as ``check`` on the export
+        thread for a span queued as a snapshot, else here before it is encoded."""
+        self._ending, self._check = ending, check
+
     def on_end_live(self, span: Any) -> None:
         """:meth:`on_end` for an ended SDK span itself (no ``ReadableSpan`` copy): its fields
         are read directly, they are the objects the copy would hold."""
+        ending = self._ending
         encode = self._encode
         if encode is None:
+            if ending is not None:
+                ending(span)
             self.on_end(span._readable_span())
             return
         ctx = span._context
         flags = ctx[3] if _CONTEXT_IS_TUPLE else ctx.trace_flags
         if not flags & _SAMPLED:  # TraceFlags.sampled, without the two property calls
+            if ending is not None:
+                ending(span)
             return
-        fields = snapshot(span) if self._defer else None
+        fields = snapshot(span, self._check) if self._defer else None
         if fields is not None:
             # Encoded by the export thread (export_encoded), a batch at a time: fewer
             # instructions on the request thread, and less worker CPU per request under
             # Gunicorn (BENCHMARKS.md, "Request path, sixth round").
             self._put(fields)
             return
+        if ending is not None:
+            ending(span)
         try:
             item = (span._resource, span._instrumentation_scope or None, encode(span))
         except Exception as error:  # noqa: BLE001 - never raise into the application

@@ -162,6 +162,7 @@ class DjangoMiddleware:
             t = cfg.telemetry
             mode = t.mode
             is_asgi = _is_asgi(request)
+            plain, origin = False, None
             if is_asgi:
                 headers = asgi.header_map(request.scope.get("headers"))
                 attrs = asgi.request_attributes(request.scope, headers, mode)
@@ -169,10 +170,12 @@ class DjangoMiddleware:
                 getter: Any = asgi.header_getter
                 active = semconv.active_attrs(attrs, mode, asgi.ACTIVE_ORDER)
             else:
-                attrs, active = wsgi.request_start(request.META, mode)
+                # plain and origin as the Flask path passes them (fast_span's vouched
+                # attributes; http.url prepared before the span starts)
+                attrs, active, plain, origin = wsgi.request_start_plain(request.META, mode)
                 carrier, getter = request.META, wsgi.environ_getter
             span, ctx = wsgi.start_server_span(
-                t.tracer, _span_name(request), carrier, getter, attrs
+                t.tracer, _span_name(request), carrier, getter, attrs, plain=plain, origin=origin
             )
             # Its count (+1 and -1 without a lock): a WSGI key is the memoised head's object.
             cell = t.active.cell(active) if is_asgi else t.active.cell_of(active)

@@ -330,6 +330,7 @@ def start_server_span(
             and plan[0]._span_processors is plan[1]  # still only our processors
             and (plan[3] is None or len(attrs) < plan[3])  # room for http.url
         ):
+            # Then the processors' on_start has nothing left to do: fast_span skips it.
             url_fields = plan[2].prepare_server(attrs, origin)
     span = fast_span.start_span(
         tracer, name, parent, kind, attrs, start_time, plain=plain, url_fields=url_fields
