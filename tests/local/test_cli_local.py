@@ -280,7 +280,7 @@ def test_logs_follow(shop: dict[str, Any]) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, **shop["env"]},
+        env={**os.environ, **shop["env"], "PYTHONFAULTHANDLER": "1"},
     )
     try:
         time.sleep(1.5)  # let it print the (empty) backlog and start polling
@@ -301,8 +301,14 @@ def test_logs_follow(shop: dict[str, Any]) -> None:
         assert got == ["followed one", "followed two"]
     finally:
         follower.send_signal(signal.SIGINT)
-        follower.communicate(timeout=10)
-    assert follower.returncode == 0
+        try:
+            # generous: on a loaded machine the exit itself has been seen to take over 10 s
+            _, err = follower.communicate(timeout=45)
+        except subprocess.TimeoutExpired:
+            follower.send_signal(signal.SIGABRT)  # faulthandler: every thread's stack
+            _, err = follower.communicate(timeout=10)
+            raise AssertionError(f"`hyperdx logs -f` ignored SIGINT for 45 s:\n{err}") from None
+    assert follower.returncode == 0, err
 
 
 def test_help_without_local_extra(tmp_path: Path) -> None:
