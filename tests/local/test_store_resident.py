@@ -13,6 +13,7 @@ import pytest
 
 from hyperdx.local.resident import (
     HeapTrimmer,
+    file_rss_bytes,
     page_out_library,
     page_out_mapped_files,
 )
@@ -123,6 +124,49 @@ def test_heap_trimmer_pages_out_at_most_once_per_page_out_interval() -> None:
     assert trimmer.maybe_trim(110.0) is True
     assert page_outs == [1, 1]
     assert len(purges) == 7
+
+
+def test_heap_trimmer_pages_out_sooner_while_file_pages_exceed_the_limit() -> None:
+    page_outs: list[float] = []
+    resident = {"bytes": 200 << 20}
+    now = {"t": 0.0}
+
+    def page_out() -> None:
+        page_outs.append(now["t"])
+        resident["bytes"] = 30 << 20  # what a page-out leaves
+
+    trimmer = HeapTrimmer(
+        lambda: None,
+        interval=0.25,
+        page_out=page_out,
+        page_out_interval=5.0,
+        file_rss_limit=64 << 20,
+        page_out_gap=1.0,
+        file_rss=lambda: resident["bytes"],
+    )
+    for t in (100.0, 100.5, 100.75, 101.0, 101.5, 102.0, 103.0, 106.0):
+        now["t"] = t
+        trimmer.maybe_trim(t)
+        if t == 101.5:
+            resident["bytes"] = 100 << 20  # faulted back in under load
+    # 100.0 starts the clock; 101.0: over the limit after the gap; 102.0 over it again;
+    # 103.0 under it (within the interval); 106.0 the interval's own page-out (5 s after 102)
+    assert page_outs == [101.0, 102.0], page_outs
+    now["t"] = 107.0
+    trimmer.maybe_trim(107.0)
+    assert page_outs == [101.0, 102.0, 107.0]
+
+
+@linux_only
+def test_file_rss_bytes_counts_a_mapped_file_once_faulted_in(tmp_path: Path) -> None:
+    path = tmp_path / "mapped.bin"
+    path.write_bytes(bytes(range(256)) * (16 << 12))  # 16 MiB
+    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as view:
+        before = file_rss_bytes()
+        assert sum(view[i + 1] for i in range(0, len(view), mmap.PAGESIZE)) > 0  # fault in
+        after = file_rss_bytes()
+    assert after - before >= 15 << 20, (before, after)
+    assert file_rss_bytes(tmp_path / "no-statm") == 0
 
 
 @linux_only

@@ -22,15 +22,23 @@ Linux only (MADV_PAGEOUT, 5.4+; glibc's malloc_trim and mallopt); elsewhere they
 from __future__ import annotations
 
 import ctypes
+import mmap
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
-__all__ = ["HeapTrimmer", "bound_c_heap", "page_out_library", "page_out_mapped_files"]
+__all__ = [
+    "HeapTrimmer",
+    "bound_c_heap",
+    "file_rss_bytes",
+    "page_out_library",
+    "page_out_mapped_files",
+]
 
 _MADV_PAGEOUT = 21
 _M_ARENA_MAX = -8  # glibc mallopt parameter (malloc.h)
+_PAGE_SIZE = mmap.PAGESIZE
 
 
 def page_out_library(file_suffix: str, maps: Path = Path("/proc/self/maps")) -> int:
@@ -48,6 +56,17 @@ def page_out_mapped_files(maps: Path = Path("/proc/self/maps")) -> int:
     libraries other processes share (libc, libpython), so this costs a few page faults.
     """
     return _page_out(lambda path: path.startswith("/"), maps)
+
+
+def file_rss_bytes(statm: Path = Path("/proc/self/statm")) -> int:
+    """This process's resident file-backed (and shared) bytes: ``statm``'s third field, the
+    cheap read (~10 us) of what ``/proc/self/status`` calls RssFile + RssShmem; 0 where
+    unsupported."""
+    try:
+        pages = int(statm.read_text().split()[2])
+    except (OSError, IndexError, ValueError):
+        return 0
+    return pages * _PAGE_SIZE
 
 
 def _page_out(wanted: Callable[[str], bool], maps: Path) -> int:
@@ -87,6 +106,12 @@ class HeapTrimmer:
     chDB's code and read-only data came back to ~120 MB resident, much of it run only now
     and then (query planning, merge set-up, system tables); paged out every 5 s it stayed
     at ~50-75 MB (measured 2026-11-30). What runs all the time faults straight back in.
+
+    ``file_rss_limit``: page out sooner, at most every ``page_out_gap`` seconds, while the
+    process's resident file pages (``file_rss``) exceed it. The first seconds of load fault
+    in the most library code (insert, merge and query paths set up for the first time):
+    ~115-120 MB resident against ~35 MB right after a page-out, which made the peaks at 32
+    exporters (measured 2026-11-30, BENCHMARKS.md "Eighth round: local memory").
     """
 
     def __init__(
@@ -96,9 +121,15 @@ class HeapTrimmer:
         *,
         page_out: Callable[[], object] | None = None,
         page_out_interval: float = 5.0,
+        file_rss_limit: int | None = None,
+        page_out_gap: float = 1.0,
+        file_rss: Callable[[], int] = file_rss_bytes,
     ) -> None:
         self.interval = interval
         self.page_out_interval = page_out_interval
+        self.file_rss_limit = file_rss_limit
+        self.page_out_gap = page_out_gap
+        self._file_rss = file_rss
         self._purge = purge
         self._page_out = page_out
         self._last = 0.0
@@ -107,7 +138,8 @@ class HeapTrimmer:
 
     def maybe_trim(self, now: float) -> bool:
         """Trim if ``interval`` passed since the last trim (``now``: monotonic seconds); page
-        out if ``page_out_interval`` passed since the last page-out (or the first trim)."""
+        out if ``page_out_interval`` passed since the last page-out (or the first trim), or
+        ``page_out_gap`` did and the resident file pages exceed ``file_rss_limit``."""
         if now - self._last < self.interval:
             return False
         self._last = now
@@ -117,10 +149,16 @@ class HeapTrimmer:
         if self._page_out is not None:
             if self._last_page_out is None:
                 self._last_page_out = now  # start-up paged out already: count from here
-            elif now - self._last_page_out >= self.page_out_interval:
+            elif self._page_out_due(now - self._last_page_out):
                 self._last_page_out = now
                 self._page_out()
         return True
+
+    def _page_out_due(self, since: float) -> bool:
+        if since >= self.page_out_interval:
+            return True
+        limit = self.file_rss_limit
+        return limit is not None and since >= self.page_out_gap and self._file_rss() > limit
 
 
 def _malloc_trim() -> Callable[[int], int] | None:

@@ -151,6 +151,12 @@ _PURGE_INTERVAL = 0.25
 # with queries, ~50-75 MB of it once paged out every 5 s (2026-11-30, BENCHMARKS.md
 # "Seventh round").
 _PAGE_OUT_INTERVAL = 5.0
+# ... and sooner (at most every second) while more than this of the process's file pages
+# are resident: right after a page-out ~30-35 MB are, what ingestion keeps running; in the
+# first seconds of load 115-120 MB were, and that made the 32-exporter peaks (2026-11-30,
+# BENCHMARKS.md "Eighth round: local memory").
+_PAGE_OUT_FILE_RSS = 64 << 20
+_PAGE_OUT_GAP = 1.0
 
 
 def import_chdb_without_arrow() -> bool:
@@ -325,6 +331,8 @@ class Store:
             _PURGE_INTERVAL,
             page_out=page_out_mapped_files,
             page_out_interval=_PAGE_OUT_INTERVAL,
+            file_rss_limit=_PAGE_OUT_FILE_RSS,
+            page_out_gap=_PAGE_OUT_GAP,
         )
 
     @classmethod
