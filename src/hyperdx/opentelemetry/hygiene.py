@@ -80,7 +80,7 @@ def request_url(origin: str, target: str) -> str:
     """A server request's URL from its origin and request target: the target itself when it
     is in absolute form (``GET http://user:pw@host/path``, as sent to a proxy), so that its
     user-info is where the redactor looks for it."""
-    if target[:1] != "/" and "://" in target:
+    if Redactor.is_absolute_target(target):
         return target
     return f"{origin}{target}"
 

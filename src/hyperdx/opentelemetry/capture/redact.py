@@ -138,12 +138,18 @@ class Redactor:
             return url
         return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
+    @staticmethod
+    def is_absolute_target(target: str) -> bool:
+        """Whether a request target is in absolute form (``http://user:pw@host/path``, as sent
+        to a proxy) rather than origin form (``/path?query``)."""
+        return target[:1] != "/" and "://" in target
+
     def target(self, target: str) -> str:
         """Redact a request target: origin form (``/path?query``), or absolute form
         (``http://user:pw@host/path?query``, as sent to a proxy) as a URL."""
         if not self.enabled:
             return target
-        if target[:1] != "/" and "://" in target:
+        if self.is_absolute_target(target):
             return self.url(target)
         if "?" not in target:
             return target
