@@ -286,6 +286,85 @@ def test_store_tunes_merges_and_caps_caches_without_changing_rows(tmp_path: Path
         assert store.query("SELECT count() AS n FROM otel_logs").rows == [{"n": 9}]
 
 
+def _index_bytes(store: Store, tables: Iterable[str]) -> dict[str, dict[str, int]]:
+    """Compressed bytes stored per skip index of each table (0: built for no part)."""
+    names = ", ".join(f"'{table}'" for table in tables)
+    found: dict[str, dict[str, int]] = {}
+    for row in store.query(
+        "SELECT table, name, data_compressed_bytes AS b FROM system.data_skipping_indices "
+        f"WHERE database = 'default' AND table IN ({names})"
+    ).rows:
+        found.setdefault(row["table"], {})[row["name"]] = int(row["b"])
+    return found
+
+
+def test_inserts_build_text_indexes_and_leave_the_others_to_merges(tmp_path: Path) -> None:
+    """A merge of parts without a text index first builds one per part in temporary files
+    (~5x the merge's CPU), while bloom filters and minmax indexes are rebuilt by every merge
+    anyway: so inserts build exactly the text indexes."""
+    with Store.open(tmp_path / "data") as store:
+        store.query("SYSTEM STOP MERGES")
+        now = int(time.time())
+        store.insert(
+            "otel_logs",
+            [
+                {
+                    "Timestamp": f"{now}.{n:09d}",
+                    "ServiceName": "svc",
+                    "Body": f"Payment declined {n}",
+                    "TraceId": f"{n:032x}",
+                    "LogAttributes": {"order.id": str(n)},
+                }
+                for n in range(3)
+            ],
+        )
+        store.insert(
+            "otel_traces",
+            [
+                {
+                    "Timestamp": f"{now}.000000000",
+                    "TraceId": "1" * 32,
+                    "SpanId": "2" * 16,
+                    "SpanName": "GET /checkout",
+                    "ServiceName": "svc",
+                    "SpanAttributes": {"http.route": "/checkout"},
+                    "ResourceAttributes": {"host.name": "h1"},
+                }
+            ],
+        )
+        store.insert(
+            "otel_metrics_sum",
+            [{"ServiceName": "svc", "MetricName": "m", "TimeUnix": now, "Value": 1}],
+        )
+        tables = ("otel_logs", "otel_traces", "otel_metrics_sum", "otel_logs_kv_rollup_15m")
+        built = _index_bytes(store, tables)
+        text = {
+            row["name"]
+            for row in store.query(
+                "SELECT name FROM system.data_skipping_indices "
+                "WHERE database = 'default' AND table = 'otel_traces' AND type = 'text'"
+            ).rows
+        }
+        assert text == {"idx_res_attr_items", "idx_span_attr_items"}
+        assert len(built["otel_logs"]) == 8 and all(built["otel_logs"].values()), built
+        assert {name for name, size in built["otel_traces"].items() if size} == text, built
+        assert not any(built["otel_metrics_sum"].values()), built
+        assert not any(built["otel_logs_kv_rollup_15m"].values()), built
+        # the unmerged part answers through its text index
+        found = store.query(
+            "SELECT count() AS n FROM otel_logs WHERE hasToken(lower(Body), 'declined') "
+            "SETTINGS force_data_skipping_indices = 'idx_lower_body'"
+        )
+        assert found.rows == [{"n": 3}]
+        # a merge builds the rest (here OPTIMIZE's: one part is merged too)
+        store.query("SYSTEM START MERGES")
+        for table in ("otel_traces", "otel_metrics_sum"):
+            store.query(f"OPTIMIZE TABLE {table} FINAL")
+        merged = _index_bytes(store, tables)
+        assert all(merged["otel_traces"].values()), merged
+        assert all(merged["otel_metrics_sum"].values()), merged
+
+
 def test_writer_gathers_more_requests_per_insert_under_a_steady_flow() -> None:
     from hyperdx.local.store import _GroupCommit
 

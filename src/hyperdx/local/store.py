@@ -136,12 +136,20 @@ _GROUP_COMMIT_LINGER = 0.05
 _GROUP_COMMIT_GAP = 0.015
 # How many recent inserts set the number of requests an insert waits for (see _next).
 _RECENT_INSERTS = 8
-# Inserts leave the skip indexes (ClickStack's 8 text indexes on otel_logs, the bloom filters
-# of the metric tables) to the background merges, which build them for every part they
-# write anyway: building them at insert too cost ~40 % of an insert's CPU (measured
-# 2026-11-29, BENCHMARKS.md "Local ingest"). A part not merged yet is read without its
-# indexes: same answers, a scan of that (small, recent) part instead of a lookup.
-_INSERT_SETTINGS = "SETTINGS materialize_skip_indexes_on_insert = 0"
+# Inserts build a table's text indexes (otel_logs' 8, otel_traces' 2) and leave its other
+# skip indexes (bloom filters, minmax) to the background merges. A merge recomputes a bloom
+# filter or minmax index from the merged rows anyway, so building those at insert too is
+# wasted (~40 % of an insert's CPU with every index built, 2026-11-29). A text index is the
+# other way round: a merge of parts that have it merges their posting lists, but for each
+# source part without it, it first builds a temporary one in 6 files per index (48 files per
+# part of otel_logs), which made merges ~5x dearer per row (38 against 7.5 us of CPU, most of
+# it the kernel's file creation), for ~4 us more per row at insert (2026-11-30, BENCHMARKS.md
+# "Ninth round"). A part not merged yet is read without its bloom filters: same answers, a
+# scan of that (small, recent) part instead of a lookup.
+_INSERT_BUILDS_INDEX_TYPES = frozenset({"text"})
+_NO_INDEXES_AT_INSERT = "SETTINGS materialize_skip_indexes_on_insert = 0"
+
+
 # How often the writer hands chDB's free allocator pages back (between inserts). Every 0.25 s
 # instead of 1 s lowered the anonymous-memory peak under saturation by ~10 MB (8 exporters,
 # 2026-11-29 16:10 UTC); one purge costs ~1.7 ms of CPU, so <1 % of a core.
@@ -323,6 +331,7 @@ class Store:
         self._insert_lock = threading.Lock()
         self._query_session: Any = None
         self._insert_session: Any = None
+        self._insert_settings: dict[str, str] = {}
         self._commits = _GroupCommit(
             self._stream, _GROUP_COMMIT_BYTES, _GROUP_COMMIT_LINGER, _GROUP_COMMIT_GAP
         )
@@ -362,6 +371,7 @@ class Store:
                 self._run(f"ALTER TABLE {DATABASE}.{table} MODIFY SETTING {_MERGE_SETTINGS}")
             for table in self._merge_tree_tables():
                 self._run(f"ALTER TABLE {DATABASE}.{table} MODIFY SETTING {_PART_STORAGE_SETTINGS}")
+            self._insert_settings = self._index_settings()
         except BaseException:
             self.close()
             raise
@@ -373,6 +383,27 @@ class Store:
             "JSONEachRow",
         )
         return [json.loads(line)["name"] for line in raw.splitlines() if line.strip()]
+
+    def _index_settings(self) -> dict[str, str]:
+        """Each table's INSERT settings: build its text indexes and no other skip index, of
+        this table or of a view's target table in the insert's pipeline (the exclusion is by
+        name; see _INSERT_BUILDS_INDEX_TYPES). Tables without a text index build none."""
+        raw = self._run(
+            f"SELECT table, name, type FROM system.data_skipping_indices "
+            f"WHERE database = '{DATABASE}' ORDER BY table, name",
+            "JSONEachRow",
+        )
+        indexes = [json.loads(line) for line in raw.splitlines() if line.strip()]
+        built: dict[str, set[str]] = {}
+        for index in indexes:
+            if index["type"] in _INSERT_BUILDS_INDEX_TYPES:
+                built.setdefault(index["table"], set()).add(index["name"])
+        every_name = {index["name"] for index in indexes}
+        return {
+            table: "SETTINGS materialize_skip_indexes_on_insert = 1, "
+            f"exclude_materialize_skip_indexes_on_insert = '{','.join(sorted(every_name - names))}'"
+            for table, names in built.items()
+        }
 
     def close(self) -> None:
         """Store what is queued, close both sessions and give up the directory. Safe to call
@@ -524,7 +555,9 @@ class Store:
                 raise StoreError("store is closed")
             try:
                 with self._insert_session.send_insert(
-                    f"INSERT INTO {DATABASE}.{table}{columns} {_INSERT_SETTINGS}", fmt
+                    f"INSERT INTO {DATABASE}.{table}{columns} "
+                    + self._insert_settings.get(table, _NO_INDEXES_AT_INSERT),
+                    fmt,
                 ) as ins:
                     for index, payload in enumerate(payloads):
                         if index and separator:
