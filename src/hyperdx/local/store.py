@@ -143,13 +143,11 @@ _RECENT_INSERTS = 8
 # other way round: a merge of parts that have it merges their posting lists, but for each
 # source part without it, it first builds a temporary one in 6 files per index (48 files per
 # part of otel_logs), which made merges ~5x dearer per row (38 against 7.5 us of CPU, most of
-# it the kernel's file creation), for ~4 us more per row at insert (2026-11-30, BENCHMARKS.md
+# it the kernel's file creation), for ~4-8 us more per row at insert (2026-11-30, BENCHMARKS.md
 # "Ninth round"). A part not merged yet is read without its bloom filters: same answers, a
 # scan of that (small, recent) part instead of a lookup.
 _INSERT_BUILDS_INDEX_TYPES = frozenset({"text"})
 _NO_INDEXES_AT_INSERT = "SETTINGS materialize_skip_indexes_on_insert = 0"
-
-
 # How often the writer hands chDB's free allocator pages back (between inserts). Every 0.25 s
 # instead of 1 s lowered the anonymous-memory peak under saturation by ~10 MB (8 exporters,
 # 2026-11-29 16:10 UTC); one purge costs ~1.7 ms of CPU, so <1 % of a core.
@@ -377,23 +375,22 @@ class Store:
             raise
 
     def _merge_tree_tables(self) -> list[str]:
-        raw = self._run(
-            f"SELECT name FROM system.tables WHERE database = '{DATABASE}' "
-            "AND engine LIKE '%MergeTree' ORDER BY name",
-            "JSONEachRow",
-        )
-        return [json.loads(line)["name"] for line in raw.splitlines() if line.strip()]
+        return [
+            row["name"]
+            for row in self.query(
+                f"SELECT name FROM system.tables WHERE database = '{DATABASE}' "
+                "AND engine LIKE '%MergeTree' ORDER BY name"
+            ).rows
+        ]
 
     def _index_settings(self) -> dict[str, str]:
         """Each table's INSERT settings: build its text indexes and no other skip index, of
         this table or of a view's target table in the insert's pipeline (the exclusion is by
         name; see _INSERT_BUILDS_INDEX_TYPES). Tables without a text index build none."""
-        raw = self._run(
-            f"SELECT table, name, type FROM system.data_skipping_indices "
-            f"WHERE database = '{DATABASE}' ORDER BY table, name",
-            "JSONEachRow",
-        )
-        indexes = [json.loads(line) for line in raw.splitlines() if line.strip()]
+        indexes = self.query(
+            "SELECT table, name, type FROM system.data_skipping_indices "
+            f"WHERE database = '{DATABASE}' ORDER BY table, name"
+        ).rows
         built: dict[str, set[str]] = {}
         for index in indexes:
             if index["type"] in _INSERT_BUILDS_INDEX_TYPES:
