@@ -23,6 +23,7 @@ import os
 import random
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -683,7 +684,34 @@ def thread_cpu_delta(
     }
 
 
+def host_reference(batch: int = 512, rounds: int = 7) -> float:
+    """CPU microseconds per log record of the receiver's mapping (decoded request -> Native
+    block), in this process before the server starts: the median of ``rounds`` timings of
+    8 requests. The machine is shared and its speed drifts: on 2026-11-30 the same code's
+    mapping took 4.3 us per record at 09:25 UTC and 7.9 at 12:00, and one-second samples at
+    14:53 flipped between ~4.5 and ~9 (another tenant on the same physical core, it seems).
+    So every run reports it, before the load and after, beside its throughput: a coarse
+    sign of the speed it ran at, not a calibration."""
+    from hyperdx.local import wire
+    from hyperdx.local.store import ChdbSink
+
+    signal_info = wire.SIGNALS["/v1/logs"]
+    assert signal_info.to_blocks is not None
+    kind = wire.request_type(signal_info, ChdbSink(store=None), wire.PROTOBUF)  # type: ignore[arg-type]
+    raw = wire.decode(log_request(batch, 1), wire.PROTOBUF, kind)
+    to_blocks = signal_info.to_blocks
+    to_blocks(raw)  # warm: the first call builds the request type's caches
+    timings = []
+    for _ in range(rounds):
+        start = time.process_time()
+        for _ in range(8):
+            to_blocks(raw)
+        timings.append((time.process_time() - start) / (8 * batch) * 1e6)
+    return round(statistics.median(timings), 2)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    reference = host_reference()
     data_dir = Path(tempfile.mkdtemp(prefix="hyperdx-ingest-bench-"))
     proc, state = start_server(data_dir, args.name_threads)
     try:
@@ -717,6 +745,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         except subprocess.TimeoutExpired:
             proc.kill()
         shutil.rmtree(data_dir, ignore_errors=True)
+    reference_after = host_reference()
     accepted = tally.accepted_latency
     return {
         "protocol": args.protocol,
@@ -728,6 +757,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "batch": args.batch,
         "seconds": args.seconds,
         "items_per_s": round(tally.acked / args.seconds),
+        "host_mapping_us_per_record": [reference, reference_after],  # before, after
         # machine-share-independent cost: what 2 idle cores would give, less the client's share
         "server_cpu_s": round(server_cpu, 2),
         "server_sys_cpu_s": round(server_sys, 2),
@@ -945,6 +975,9 @@ def main() -> None:
         f"{result['protocol']}{client} "
         f"{result['signal']} x{result['concurrency']} "
         f"batch {result['batch']}: {result['items_per_s']:,} items/s "
+        "(host reference: mapping "
+        f"{' and '.join(map(str, result['host_mapping_us_per_record']))} us per record "
+        "before and after) "
         f"({result['items_per_server_cpu_s']:,} per server CPU-second, "
         f"{result['server_cpu_ms_per_1k_items']} server CPU ms per 1k, "
         f"of the server's {result['server_cpu_s']} CPU s {result['server_sys_cpu_s']} in the "

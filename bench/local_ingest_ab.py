@@ -65,6 +65,7 @@ def main() -> None:
                         "query_ms": result["query_ms"],
                         "threads": result["server_cpu_s_by_thread"],
                         "load": result["loadavg_1m_before_after"],
+                        "host_ref_us": result.get("host_mapping_us_per_record"),
                     }
                 ),
                 flush=True,

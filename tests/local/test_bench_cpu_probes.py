@@ -147,3 +147,16 @@ def test_layer_cost_bench_runs_the_asyncio_listener_probe() -> None:
     assert result["answers"] == {"OK": 400}
     threads = set(result["server_us_per_call_by_thread"])
     assert "grpc-aio-loop" in threads and "Thread-1 (_serve)" not in threads, threads
+
+
+def test_host_reference_times_the_receivers_log_mapping_per_record() -> None:
+    """Every ingest run reports how fast this machine maps log records right now (its
+    speed drifts), so runs of different hours compare at a known reference."""
+    bench = load_bench()
+    small = bench.host_reference(batch=64, rounds=3)
+    large = bench.host_reference(batch=512, rounds=3)
+    # per record, so a request 8x larger costs about the same per record, and a real
+    # mapping (microseconds, not nanoseconds or milliseconds) was timed
+    for value in (small, large):
+        assert 0.3 < value < 300, value
+    assert 0.25 < small / large < 4, (small, large)
