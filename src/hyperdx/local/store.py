@@ -148,6 +148,14 @@ _RECENT_INSERTS = 8
 # scan of that (small, recent) part instead of a lookup.
 _INSERT_BUILDS_INDEX_TYPES = frozenset({"text"})
 _NO_INDEXES_AT_INSERT = "SETTINGS materialize_skip_indexes_on_insert = 0"
+# A Native block carries every column its insert names, in every row: no field is ever
+# omitted, so ClickHouse's step that fills a row's omitted fields with their defaults has
+# nothing to do, yet planning it cost ~2-4 ms of each insert (~8 %: median of per-round
+# ratios 0.92 for 16- and 4,096-row inserts into otel_logs, 2026-11-30, BENCHMARKS.md "Tenth
+# round"), at 8 exporters on the path every exporter waits on. The columns the insert does
+# not name (otel_logs' 8 materialized ones, otel_traces' 2) are computed either way.
+# JSONEachRow rows may omit fields: those inserts keep the step.
+_NATIVE_INSERT_SETTINGS = ", input_format_defaults_for_omitted_fields = 0"
 # How often the writer hands chDB's free allocator pages back (between inserts). Every 0.25 s
 # instead of 1 s lowered the anonymous-memory peak under saturation by ~10 MB (8 exporters,
 # 2026-11-29 16:10 UTC); one purge costs ~1.7 ms of CPU, so <1 % of a core.
@@ -544,16 +552,17 @@ class Store:
         ``table`` (on the writer thread)."""
         columns = ""
         separator = b"\n"  # between JSONEachRow bodies; Native blocks simply follow
+        settings = self._insert_settings.get(table, _NO_INDEXES_AT_INSERT)
         if fmt == NATIVE:
             columns = " (" + ", ".join(f"`{name}`" for name, _ in NATIVE_COLUMNS[table]) + ")"
             separator = b""
+            settings += _NATIVE_INSERT_SETTINGS
         with self._insert_lock:
             if self._insert_session is None:
                 raise StoreError("store is closed")
             try:
                 with self._insert_session.send_insert(
-                    f"INSERT INTO {DATABASE}.{table}{columns} "
-                    + self._insert_settings.get(table, _NO_INDEXES_AT_INSERT),
+                    f"INSERT INTO {DATABASE}.{table}{columns} {settings}",
                     fmt,
                 ) as ins:
                     for index, payload in enumerate(payloads):
