@@ -686,12 +686,12 @@ def thread_cpu_delta(
 
 def host_reference(batch: int = 512, rounds: int = 7) -> float:
     """CPU microseconds per log record of the receiver's mapping (decoded request -> Native
-    block), in this process before the server starts: the median of ``rounds`` timings of
-    8 requests. The machine is shared and its speed drifts: on 2026-11-30 the same code's
-    mapping took 4.3 us per record at 09:25 UTC and 7.9 at 12:00, and one-second samples at
-    14:53 flipped between ~4.5 and ~9 (another tenant on the same physical core, it seems).
-    So every run reports it, before the load and after, beside its throughput: a coarse
-    sign of the speed it ran at, not a calibration."""
+    block), in the load client's process while no server runs (before the load and after):
+    the median of ``rounds`` timings of 8 requests. The machine is shared and its speed
+    drifts: on 2026-11-30 the same code's mapping took 4.3 us per record at 09:25 UTC and
+    7.9 at 12:00, and one-second samples at 14:53 flipped between ~4.5 and ~9 (another
+    tenant on the same physical core, it seems). So every run reports both beside its
+    throughput: a coarse sign of the speed it ran at, not a calibration."""
     from hyperdx.local import wire
     from hyperdx.local.store import ChdbSink
 
