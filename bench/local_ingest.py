@@ -684,6 +684,15 @@ def thread_cpu_delta(
     }
 
 
+def _block_request_type(signal_info: Any) -> Any:
+    """The request type the receiver decodes ``signal_info``'s OTLP/protobuf into when its
+    sink takes Native blocks (raw attributes), as the server picks it for chDB."""
+    from hyperdx.local import wire
+    from hyperdx.local.store import ChdbSink
+
+    return wire.request_type(signal_info, ChdbSink(store=None), wire.PROTOBUF)  # type: ignore[arg-type]
+
+
 def host_reference(batch: int = 512, rounds: int = 7) -> float:
     """CPU microseconds per log record of the receiver's mapping (decoded request -> Native
     block), in the load client's process while no server runs (before the load and after):
@@ -693,12 +702,10 @@ def host_reference(batch: int = 512, rounds: int = 7) -> float:
     tenant on the same physical core, it seems). So every run reports both beside its
     throughput: a coarse sign of the speed it ran at, not a calibration."""
     from hyperdx.local import wire
-    from hyperdx.local.store import ChdbSink
 
     signal_info = wire.SIGNALS["/v1/logs"]
     assert signal_info.to_blocks is not None
-    kind = wire.request_type(signal_info, ChdbSink(store=None), wire.PROTOBUF)  # type: ignore[arg-type]
-    raw = wire.decode(log_request(batch, 1), wire.PROTOBUF, kind)
+    raw = wire.decode(log_request(batch, 1), wire.PROTOBUF, _block_request_type(signal_info))
     to_blocks = signal_info.to_blocks
     to_blocks(raw)  # warm: the first call builds the request type's caches
     timings = []
@@ -805,7 +812,7 @@ def components(signal: str, batch: int, rounds: int = 32) -> dict[str, float]:
     JSONEachRow one (other sinks, and the route before 2026-11-30)."""
     from hyperdx.local import wire
     from hyperdx.local.native import Block
-    from hyperdx.local.store import JSON_EACH_ROW, NATIVE, ChdbSink, Store, encode_rows
+    from hyperdx.local.store import JSON_EACH_ROW, NATIVE, Store, encode_rows
 
     signal_info = wire.SIGNALS[f"/v1/{signal}"]
     body = gzip.compress((log_request if signal == "logs" else span_request)(batch, 1), 6)
@@ -829,7 +836,7 @@ def components(signal: str, batch: int, rounds: int = 32) -> dict[str, float]:
     payload, _ = timed("dict route: JSON encode", lambda: encode_rows(table, mapped))
     routes.append(("dict route", JSON_EACH_ROW, payload))
     if signal_info.to_blocks is not None:
-        kind = wire.request_type(signal_info, ChdbSink(store=None), wire.PROTOBUF)  # type: ignore[arg-type]
+        kind = _block_request_type(signal_info)
         raw = timed("block route: decode", lambda: wire.decode(data, wire.PROTOBUF, kind))
         to_blocks = signal_info.to_blocks
         blocks = timed("block route: mapping to a Native block", lambda: to_blocks(raw))
