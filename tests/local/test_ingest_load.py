@@ -477,10 +477,12 @@ def test_rows_past_their_commit_deadline_are_refused_and_not_stored(tmp_path: Pa
     with Store.open(tmp_path) as store:
         real_stream = store._commits._stream
 
-        def slow_stream(table: str, payloads: list[bytes], fmt: str = "JSONEachRow") -> None:
+        def slow_stream(
+            table: str, payloads: list[bytes], fmt: str = "JSONEachRow", token: str | None = None
+        ) -> None:
             slow_started.set()
             time.sleep(0.5)  # an insert in progress: the next payload queues behind it
-            real_stream(table, payloads, fmt)
+            real_stream(table, payloads, fmt, token)
 
         store._commits._stream = slow_stream
         # a lone late payload (writer idle) is written: refusing it would gain nothing

@@ -356,6 +356,39 @@ def test_kill_9_after_200_loses_nothing_then_clean_stop(tmp_path: Path) -> None:
     assert json.loads(proc.stdout) == [{"n": 5}]
 
 
+def test_requests_journaled_before_a_kill_are_stored_at_the_next_start(tmp_path: Path) -> None:
+    """What a killed server had answered but not yet stored is in its journal; the next
+    `hyperdx local` stores it before serving, and says so."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    from hyperdx.local.journal import Journal
+    from hyperdx.local.log_block import log_tables
+    from hyperdx.local.store import JOURNAL_DIR, NATIVE
+
+    request = ExportLogsServiceRequest()
+    resource_logs = request.resource_logs.add()
+    service = resource_logs.resource.attributes.add()
+    service.key, service.value.string_value = "service.name", "journaled"
+    for i in range(3):
+        record = resource_logs.scope_logs.add().log_records.add()
+        record.time_unix_nano = time.time_ns()
+        record.body.string_value = f"answered {i}"
+    journal = Journal(tmp_path / JOURNAL_DIR)
+    journal.start()
+    journal.append("otel_logs", NATIVE, log_tables(request)["otel_logs"].payload)
+    journal.close()  # what a kill leaves: the segment, no insert
+
+    running = start_local(tmp_path)
+    bodies = running.rows(
+        "SELECT Body FROM otel_logs WHERE ServiceName = 'journaled' ORDER BY Body"
+    )
+    code, _, err = stop_local(running)
+    assert bodies == [{"Body": f"answered {i}"} for i in range(3)]
+    assert code == 0
+    assert "stored the requests journaled before the last stop (1 for otel_logs)" in err
+    assert list((tmp_path / JOURNAL_DIR).glob("*.journal")) == []
+
+
 def test_api_key_from_environment(tmp_path: Path) -> None:
     running = start_local(tmp_path, env={"HYPERDX_LOCAL_API_KEY": "local-test-key"})
     try:

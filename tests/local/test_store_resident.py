@@ -372,7 +372,9 @@ def test_writer_gathers_more_requests_per_insert_under_a_steady_flow() -> None:
     first_started = threading.Event()
     release_first = threading.Event()
 
-    def stream(table: str, payloads: list[bytes], fmt: str = "JSONEachRow") -> None:
+    def stream(
+        table: str, payloads: list[bytes], fmt: str = "JSONEachRow", token: str | None = None
+    ) -> None:
         inserts.append(list(payloads))
         if len(inserts) == 1:
             first_started.set()
@@ -407,7 +409,9 @@ def test_writer_waits_for_requests_in_flight_after_an_insert_of_several() -> Non
     first_started = threading.Event()
     release_first = threading.Event()
 
-    def stream(table: str, payloads: list[bytes], fmt: str = "JSONEachRow") -> None:
+    def stream(
+        table: str, payloads: list[bytes], fmt: str = "JSONEachRow", token: str | None = None
+    ) -> None:
         inserts.append(list(payloads))
         if len(inserts) == 1:
             first_started.set()
@@ -448,7 +452,9 @@ def test_writer_passes_over_other_tables_to_keep_each_insert_whole() -> None:
     first_started = threading.Event()
     release_first = threading.Event()
 
-    def stream(table: str, payloads: list[bytes], fmt: str = "JSONEachRow") -> None:
+    def stream(
+        table: str, payloads: list[bytes], fmt: str = "JSONEachRow", token: str | None = None
+    ) -> None:
         inserts.append((table, list(payloads)))
         if len(inserts) == 1:
             first_started.set()
@@ -490,7 +496,9 @@ def test_writer_keeps_formats_apart_and_weighs_native_bytes_toward_the_cap() -> 
     first_started = threading.Event()
     release_first = threading.Event()
 
-    def stream(table: str, payloads: list[bytes], fmt: str = "JSONEachRow") -> None:
+    def stream(
+        table: str, payloads: list[bytes], fmt: str = "JSONEachRow", token: str | None = None
+    ) -> None:
         inserts.append((fmt, list(payloads)))
         if len(inserts) == 1:
             first_started.set()
@@ -527,7 +535,9 @@ def test_writer_writes_a_lone_request_at_once() -> None:
     from hyperdx.local.store import _GroupCommit
 
     inserts: list[list[bytes]] = []
-    commits = _GroupCommit(lambda t, p, f: inserts.append(list(p)), max_bytes=1 << 20, linger=30.0)
+    commits = _GroupCommit(
+        lambda t, p, f, k: inserts.append(list(p)), max_bytes=1 << 20, linger=30.0
+    )
     started = time.monotonic()
     for body in (b"x", b"y"):  # one after the other: never a backlog, never a wait
         commits.submit("otel_logs", body)
@@ -579,7 +589,9 @@ def test_insert_streams_a_request_to_chdb_while_the_next_is_still_being_mapped()
     first_in_chdb = threading.Event()
     release_first = threading.Event()
 
-    def stream(table: str, payloads: Iterable[bytes], fmt: str = "JSONEachRow") -> None:
+    def stream(
+        table: str, payloads: Iterable[bytes], fmt: str = "JSONEachRow", token: str | None = None
+    ) -> None:
         for payload in payloads:
             received.append(payload)
             if payload == b"a":
@@ -665,7 +677,9 @@ def test_writer_stops_waiting_once_an_insert_holds_as_many_requests_as_recent_ro
     first_started = threading.Event()
     release_first = threading.Event()
 
-    def stream(table: str, payloads: list[bytes], fmt: str = "JSONEachRow") -> None:
+    def stream(
+        table: str, payloads: list[bytes], fmt: str = "JSONEachRow", token: str | None = None
+    ) -> None:
         inserts.append(list(payloads))
         if len(inserts) == 1:
             first_started.set()

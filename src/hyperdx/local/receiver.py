@@ -3,7 +3,8 @@
 One :class:`Receiver` serves OTLP/HTTP (protobuf and JSON; aiohttp on a private event-loop
 thread) and OTLP/gRPC (grpcio), checks the ingestion key like ClickStack's collector, maps
 each request to ClickStack rows (:mod:`hyperdx.local.rows`) and writes them to a
-:class:`~hyperdx.local.sinks.Sink` before answering, so a 200 means stored. Every request,
+:class:`~hyperdx.local.sinks.Sink` before answering, so a 200 means stored (or, for the chDB
+sink's log and span blocks, journaled on disk and stored next). Every request,
 rejected ones included, is kept in :attr:`Receiver.requests` for tests and diagnostics.
 
 Usage::

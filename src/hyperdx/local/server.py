@@ -332,6 +332,13 @@ def serve(
             print(f"hyperdx local: {exc}", file=err)
             return 1
         print(banner(server), file=out, flush=True)
+        if server.store is not None and server.store.replayed:
+            counts = ", ".join(f"{n} for {table}" for table, n in server.store.replayed.items())
+            print(
+                f"hyperdx local: stored the requests journaled before the last stop ({counts})",
+                file=err,
+                flush=True,
+            )
         for note in server.listeners.notes if server.listeners else []:
             print(f"hyperdx local: {note}", file=err, flush=True)
         if ready is not None:

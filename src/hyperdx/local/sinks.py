@@ -1,8 +1,9 @@
 """Where the receiver puts rows: the :class:`Sink` protocol and an in-memory sink for tests.
 
 The receiver calls ``Sink.write`` from worker threads (never on its event loop) and answers
-the client only after ``write`` returns, so a 200 means the rows are stored. A sink signals a
-temporary refusal (client should retry: HTTP 503 / gRPC UNAVAILABLE) by raising
+the client only after ``write`` returns, so a 200 means the rows are stored, or journaled on
+disk to be stored (the chDB sink's Native blocks: see :mod:`hyperdx.local.journal`). A sink
+signals a temporary refusal (client should retry: HTTP 503 / gRPC UNAVAILABLE) by raising
 :class:`SinkUnavailable`; any other exception is answered with 500 / INTERNAL.
 
 While ``write`` runs, :func:`commit_deadline` gives the monotonic time after which the client
@@ -36,7 +37,8 @@ Row = dict[str, Any]
 
 
 class Sink(Protocol):
-    """Stores rows for one table. Durable when it returns; raising fails the request."""
+    """Stores rows for one table. Durable when it returns (stored or journaled); raising fails
+    the request."""
 
     def write(self, table: str, rows: list[Row]) -> None: ...
 

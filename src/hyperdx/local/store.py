@@ -19,11 +19,13 @@ import contextlib
 import errno
 import itertools
 import json
+import logging
 import os
 import re
 import sys
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +33,7 @@ from importlib import resources
 from pathlib import Path
 from typing import IO, Any
 
+from hyperdx.local.journal import Journal
 from hyperdx.local.log_block import LOG_COLUMNS
 from hyperdx.local.native import Block
 from hyperdx.local.resident import HeapTrimmer, page_out_mapped_files
@@ -46,6 +49,8 @@ DATABASE = "default"
 LOCK_FILE = "hyperdx-local.lock"
 KEY_FILE = "api-key"
 STATE_FILE = "hyperdx-local.json"
+#: Where journaled requests wait for their insert (see :mod:`hyperdx.local.journal`).
+JOURNAL_DIR = "journal"
 #: The insert formats a queued payload can be in.
 JSON_EACH_ROW = "JSONEachRow"
 NATIVE = "Native"
@@ -156,6 +161,51 @@ _NO_INDEXES_AT_INSERT = "SETTINGS materialize_skip_indexes_on_insert = 0"
 # not name (otel_logs' 8 materialized ones, otel_traces' 2) are computed either way.
 # JSONEachRow rows may omit fields: those inserts keep the step.
 _NATIVE_INSERT_SETTINGS = ", input_format_defaults_for_omitted_fields = 0"
+# Journaled inserts (the Native ones) carry a deduplication token, so an insert replayed from
+# the journal after a crash is dropped by chDB if it had in fact committed (see
+# hyperdx.local.journal). A non-replicated MergeTree keeps tokens only with a window, set on
+# the tables such an insert writes: the two Native tables and their rollup views' targets,
+# which then deduplicate the view's block too. Other inserts say deduplicate_insert =
+# 'disable': with a window, ClickHouse would otherwise drop a block equal to a recent one by
+# its hash (chDB 26.9 ignores the older insert_deduplicate = 0 there, which this setting
+# supersedes).
+_DEDUP_TABLES = (
+    "otel_logs",
+    "otel_traces",
+    "otel_logs_kv_rollup_15m",
+    "otel_traces_kv_rollup_15m",
+)
+_DEDUP_WINDOW_SETTINGS = "non_replicated_deduplication_window = 100"
+_TOKEN_SETTINGS = (
+    ", insert_deduplication_token = '{token}', "
+    "deduplicate_blocks_in_dependent_materialized_views = 1"
+)
+_NO_TOKEN_SETTINGS = ", deduplicate_insert = 'disable'"
+# Journaled requests are answered before their insert, so the queue of those not stored
+# yet is bounded instead (in the weighted bytes of _GROUP_COMMIT_BYTES): to what the writer
+# stores in _ROOM_SECONDS at its measured rate, between _ROOM_MIN and _ROOM_MAX. Measured in
+# time, because a query waits for that queue (see _GroupCommit.settle): a fixed 16 MiB took
+# 0.5-0.9 s to store on this machine, and queries then took over 1 s at 32 exporters
+# (2026-11-30). A request finding it full, before it is decoded, waits up to _ROOM_WAIT for
+# the running insert to free room, then is refused (503 / UNAVAILABLE: retry later). Refused
+# after mapping instead, 32 exporters lost ~20 % of their throughput to mapping requests
+# only to refuse them.
+_ROOM_SECONDS = 0.3
+_ROOM_MIN = 4 << 20
+_ROOM_MAX = 24 << 20
+_ROOM_WAIT = 0.5
+# A journaled request whose insert fails is tried again (its client was answered already),
+# _RETRY_DELAY apart, and dropped with an error in the log after _RETRIES failures.
+_RETRIES = 3
+_RETRY_DELAY = 0.5
+# How long a query waits for the requests journaled before it to be stored (see
+# _GroupCommit.settle), so that it sees every row answered before it was asked: up to
+# _SETTLE_TIMEOUT (a slow first insert on a busy machine), but only _SETTLE_TIMEOUT_FULL
+# while the queue is full (overload): queries stay under ~1 s (answered at most ~0.3 s of
+# the writer's work late), which waiting for all of it did not at 32 exporters.
+_SETTLE_TIMEOUT = 3.0
+_SETTLE_TIMEOUT_FULL = 0.5
+_log = logging.getLogger("hyperdx.local")
 # How often the writer hands chDB's free allocator pages back (between inserts). Every 0.25 s
 # instead of 1 s lowered the anonymous-memory peak under saturation by ~10 MB (8 exporters,
 # 2026-11-29 16:10 UTC); one purge costs ~1.7 ms of CPU, so <1 % of a core.
@@ -338,6 +388,8 @@ class Store:
         self._query_session: Any = None
         self._insert_session: Any = None
         self._insert_settings: dict[str, str] = {}
+        #: Journaled requests the previous run left unstored, stored by :meth:`open`, per table.
+        self.replayed: dict[str, int] = {}
         self._commits = _GroupCommit(
             self._stream, _GROUP_COMMIT_BYTES, _GROUP_COMMIT_LINGER, _GROUP_COMMIT_GAP
         )
@@ -377,10 +429,32 @@ class Store:
                 self._run(f"ALTER TABLE {DATABASE}.{table} MODIFY SETTING {_MERGE_SETTINGS}")
             for table in self._merge_tree_tables():
                 self._run(f"ALTER TABLE {DATABASE}.{table} MODIFY SETTING {_PART_STORAGE_SETTINGS}")
+            for table in _DEDUP_TABLES:
+                self._run(f"ALTER TABLE {DATABASE}.{table} MODIFY SETTING {_DEDUP_WINDOW_SETTINGS}")
             self._insert_settings = self._index_settings()
+            self._open_journal()
         except BaseException:
             self.close()
             raise
+
+    def _open_journal(self) -> None:
+        """Store what the previous run journaled but did not commit (it was killed), then
+        journal from here on. A replayed insert keeps its token: if it had committed after
+        all, chDB drops it as a duplicate."""
+        journal = Journal(self.data_dir / JOURNAL_DIR)
+        for replay in journal.recover():
+            token = replay.token or self._commits.new_token()
+            try:
+                self._stream(replay.table, [e.payload for e in replay.entries], replay.fmt, token)
+            except StoreError as exc:
+                raise StoreError(
+                    f"cannot store the {len(replay.entries)} journaled request(s) for "
+                    f"{replay.table} that the previous run left ({exc}); they stay in "
+                    f"{journal.directory}: move that directory away to start without them"
+                ) from exc
+            self.replayed[replay.table] = self.replayed.get(replay.table, 0) + len(replay.entries)
+        journal.start()
+        self._commits.journal = journal
 
     def _merge_tree_tables(self) -> list[str]:
         return [
@@ -414,6 +488,9 @@ class Store:
         """Store what is queued, close both sessions and give up the directory. Safe to call
         twice."""
         self._commits.close()
+        journal, self._commits.journal = self._commits.journal, None
+        if journal is not None:
+            journal.close()
         with self._insert_lock, self._query_lock:
             for session in (self._insert_session, self._query_session):
                 if session is not None:
@@ -451,8 +528,10 @@ class Store:
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> QueryResult:
         """Run one statement; ``{name:Type}`` placeholders are bound from ``params``.
 
-        Statements that return no result set (DDL, INSERT) give an empty result.
+        Statements that return no result set (DDL, INSERT) give an empty result. Like
+        :meth:`read`, it first waits for the requests answered so far to be stored.
         """
+        self._commits.settle()
         raw = self._run(sql, "JSON", params)
         if not raw.strip():
             return QueryResult()
@@ -486,9 +565,13 @@ class Store:
         inserts nor :meth:`query` (the CLI's session); chDB releases the GIL while it works.
         ``settings`` and ``database`` apply to this statement only. The caller vets ``sql``
         and ``settings`` (see :mod:`hyperdx.local.sql_guard`).
+
+        It runs once the requests journaled before it are stored (up to a few seconds), so it
+        sees every row the receiver answered before it was asked.
         """
         if self._query_session is None:
             raise StoreError("store is closed")
+        self._commits.settle()
         with self._query_lock:
             if self._readers is None:
                 self._readers = _ReadPool(self.data_dir, limits or ReadLimits())
@@ -542,14 +625,32 @@ class Store:
     def insert_block(self, table: str, block: Block, *, deadline: float | None = None) -> int:
         """:meth:`insert` for rows already encoded as a Native block (about half chDB's
         insert CPU of JSONEachRow), with the columns :data:`NATIVE_COLUMNS` names for
-        ``table``. Group-committed with the other blocks of the table."""
+        ``table``. Group-committed with the other blocks of the table.
+
+        Returns once the block is journaled (see :mod:`hyperdx.local.journal`), before its
+        insert: the writer stores it next, after a crash the next :meth:`open` does, and
+        :meth:`query` and :meth:`read` wait for it. It is never refused: a caller taking
+        requests from clients asks :meth:`wait_for_room` first."""
         if NATIVE_COLUMNS.get(table) != block.columns:
             raise StoreError(f"table: {table!r} takes no Native block with these columns")
         return self.insert_encoded(table, block.payload, block.count, deadline=deadline, fmt=NATIVE)
 
-    def _stream(self, table: str, payloads: Iterable[bytes], fmt: str = JSON_EACH_ROW) -> None:
+    def wait_for_room(self, deadline: float | None = None) -> bool:
+        """Whether the queue of journaled blocks has room for more, waiting up to _ROOM_WAIT
+        (and ``deadline``, monotonic) for the running insert to make some; False: refuse
+        the request (503, retry later) before decoding it."""
+        until = time.monotonic() + _ROOM_WAIT
+        return self._commits.wait_for_room(until if deadline is None else min(deadline, until))
+
+    def _stream(
+        self,
+        table: str,
+        payloads: Iterable[bytes],
+        fmt: str = JSON_EACH_ROW,
+        token: str | None = None,
+    ) -> None:
         """One chDB streaming insert of ``payloads`` (each a whole ``fmt`` body) into
-        ``table`` (on the writer thread)."""
+        ``table`` (on the writer thread), deduplicated by ``token`` if given."""
         columns = ""
         separator = b"\n"  # between JSONEachRow bodies; Native blocks simply follow
         settings = self._insert_settings.get(table, _NO_INDEXES_AT_INSERT)
@@ -557,6 +658,7 @@ class Store:
             columns = " (" + ", ".join(f"`{name}`" for name, _ in NATIVE_COLUMNS[table]) + ")"
             separator = b""
             settings += _NATIVE_INSERT_SETTINGS
+        settings += _TOKEN_SETTINGS.format(token=token) if token else _NO_TOKEN_SETTINGS
         with self._insert_lock:
             if self._insert_session is None:
                 raise StoreError("store is closed")
@@ -619,6 +721,7 @@ class _Pending:
     time at 8 exporters went to those wake-ups, 2026-11-30)."""
 
     __slots__ = (
+        "attempts",
         "behind",
         "deadline",
         "done",
@@ -626,6 +729,7 @@ class _Pending:
         "finished",
         "fmt",
         "payload",
+        "seq",
         "size",
         "table",
     )
@@ -637,6 +741,8 @@ class _Pending:
         self.size = int(len(payload) * _FORMAT_WEIGHT.get(fmt, 1.0))  # toward max_bytes
         self.deadline = deadline
         self.behind = False  # queued while the writer was busy: only then can it be late
+        self.seq: int | None = None  # journaled: answered already, stored by the writer
+        self.attempts = 0  # failed inserts of a journaled item
         self.done = False
         self.error: BaseException | None = None
         self.finished = threading.Lock()
@@ -657,26 +763,49 @@ class _GroupCommit:
     committed. If a combined insert fails, its payloads are retried one by one so a bad
     request fails alone.
 
+    With a :attr:`journal`, Native payloads are journaled instead and their callers answered
+    at once (see :mod:`hyperdx.local.journal`): the queue of those not stored yet is bounded
+    (to ``room_seconds`` of the writer's work: :meth:`wait_for_room` tells the receiver to
+    refuse a request before decoding it), their inserts carry a deduplication token recorded
+    in the journal, a failed one is tried again, and :meth:`settle` lets a query wait until
+    what was answered before it is stored.
+
     A dedicated writer (rather than a caller leading) bounds every caller's wait to the
     rounds ahead of it: a leader would keep writing other callers' rows while its own caller
     waits."""
 
     def __init__(
         self,
-        stream: Callable[[str, Iterable[bytes], str], None],
+        stream: Callable[[str, Iterable[bytes], str, str | None], None],
         max_bytes: int,
         linger: float = 0.0,
         gap: float | None = None,
+        room_seconds: float = _ROOM_SECONDS,
     ) -> None:
         self._stream = stream
         self._max_bytes = max_bytes
         self._linger = linger
         self._gap = linger if gap is None else gap
-        self._cond = threading.Condition()
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)  # the writer waits on it
+        self._settled = threading.Condition(lock)  # callers waiting for room, queries
         self._queue: deque[_Pending] = deque()
         self._thread: threading.Thread | None = None
         self._closed = False
         self._busy = False
+        self.journal: Journal | None = None
+        self._room_seconds = room_seconds
+        self._room = float(_ROOM_MIN)
+        self._rate = 0.0  # weighted bytes/s the writer stores, a moving average
+        self._boot = uuid.uuid4().hex[:16]  # tokens unique across runs of the same directory
+        self._token_ids = itertools.count(1)
+        self._unsettled: dict[int, int] = {}  # journaled seq -> weighted bytes, in seq order
+        self._unsettled_bytes = 0
+        self._last_seq = 0
+
+    def new_token(self) -> str:
+        """A deduplication token no other insert of this directory has."""
+        return f"{self._boot}-{next(self._token_ids)}"
 
     def submit(
         self,
@@ -686,6 +815,7 @@ class _GroupCommit:
         fmt: str = JSON_EACH_ROW,
     ) -> None:
         item = _Pending(table, payload, deadline, fmt)
+        journal = self.journal if fmt == NATIVE else None
         with self._cond:
             if self._closed:
                 raise StoreError("store is closed")
@@ -694,12 +824,51 @@ class _GroupCommit:
                     target=self._run, name="hyperdx-local-writer", daemon=True
                 )
                 self._thread.start()
+            if journal is not None:
+                # under the lock: the queue stays in journal order
+                item.seq = self._last_seq = journal.append(table, fmt, payload)
+                self._unsettled[item.seq] = item.size
+                self._unsettled_bytes += item.size
             item.behind = self._busy or bool(self._queue)
             self._queue.append(item)
             self._cond.notify()  # only the writer waits on _cond
+        if journal is not None:
+            return  # on disk: the writer stores it
         item.finished.acquire()
         if item.error is not None:
             raise item.error
+
+    def wait_for_room(self, until: float) -> bool:
+        """Wait until the journaled queue holds less than its room, up to ``until``
+        (monotonic); False if it is still full. Asked before a request is decoded, so a
+        refusal costs no decoding or mapping; a request then journaled is never refused, so
+        the queue can pass its room by the requests being mapped (bounded by admission)."""
+        with self._cond:
+            while self._unsettled_bytes >= self._room:
+                if self._closed:
+                    raise StoreError("store is closed")
+                left = until - time.monotonic()
+                if left <= 0:
+                    return False
+                self._settled.wait(left)
+        return True
+
+    def settle(self, timeout: float | None = None) -> bool:
+        """Wait until every request journaled so far is stored (or dropped), up to
+        ``timeout`` seconds (default: _SETTLE_TIMEOUT, or _SETTLE_TIMEOUT_FULL while the
+        queue is full); False if some still are not."""
+        with self._cond:
+            if timeout is None:
+                full = self._unsettled_bytes >= self._room
+                timeout = _SETTLE_TIMEOUT_FULL if full else _SETTLE_TIMEOUT
+            target = self._last_seq
+            until = time.monotonic() + timeout
+            while self._unsettled and next(iter(self._unsettled)) <= target:
+                left = until - time.monotonic()
+                if left <= 0:
+                    return False
+                self._settled.wait(left)
+        return True
 
     def close(self) -> None:
         """Write what is queued, then stop the writer. Safe to call twice."""
@@ -725,6 +894,7 @@ class _GroupCommit:
                 first = self._queue.popleft()
             batch: list[_Pending] = []
             finished = False
+            retry = False
             try:
                 self._round(first, batch, steady, max(recent, default=0))
                 finished = True
@@ -733,11 +903,38 @@ class _GroupCommit:
                     for item in batch:
                         if not finished and item.error is None:  # never report success
                             item.error = StoreError(f"insert into {item.table} was not performed")
-                        item.finish()
+                        if item.seq is None:
+                            item.finish()
+                        else:
+                            retry |= self._journaled_done(item)
                     self._busy = False
                     steady = bool(self._queue) or len(batch) > 1
                     # the requests it held, and those that came too late to join it
                     recent.append(len(batch) + len(self._queue))
+            if retry:
+                time.sleep(_RETRY_DELAY)
+
+    def _journaled_done(self, item: _Pending) -> bool:
+        """Settle a journaled item after its insert (``_cond`` held): stored, or queued again
+        after a failure (True), or dropped after _RETRIES failures, with an error logged.
+        A failure while the store closes leaves the item in the journal, for the next open."""
+        assert item.seq is not None and self.journal is not None
+        if item.error is not None and not self._closed:
+            item.attempts += 1
+            if item.attempts < _RETRIES:
+                item.error = None
+                self._queue.appendleft(item)
+                return True
+            _log.error(
+                "dropping a journaled request for %s after %d failed inserts: %s",
+                item.table,
+                item.attempts,
+                item.error,
+            )
+            self.journal.drop([item.seq])
+        self._unsettled_bytes -= self._unsettled.pop(item.seq, 0)
+        self._settled.notify_all()
+        return False
 
     def _round(self, first: _Pending, batch: list[_Pending], steady: bool, full: int) -> None:
         """One insert into ``first.table`` in ``first.fmt``, streamed: each payload is handed
@@ -750,6 +947,8 @@ class _GroupCommit:
         fmt = first.fmt
         written: list[_Pending] = []
         round_start = time.monotonic()
+        journal = self.journal if first.seq is not None else None
+        token = self.new_token() if journal is not None else None
 
         def feed() -> Iterator[bytes]:
             item: _Pending | None = first
@@ -765,29 +964,54 @@ class _GroupCommit:
                     yield item.payload
                 with self._cond:
                     item = self._next(table, fmt, size, steady, round_start, len(batch) >= full)
+            if journal is not None and token is not None:  # fed: before chDB finishes it
+                journal.intent(token, [entry.seq for entry in written if entry.seq])
 
         payloads = feed()
         opening = next(payloads, None)  # None: every request taken was late
         if opening is None:
             return
         try:
-            self._stream(table, itertools.chain((opening,), payloads), fmt)
+            self._stream(table, itertools.chain((opening,), payloads), fmt, token)
         except Exception as exc:
             if len(written) == 1:
                 written[0].error = exc
                 return
             # A failed insert commits nothing: retry one by one so a bad request fails alone.
             for item in written:
+                single_token = None
                 try:
-                    self._stream(table, [item.payload], fmt)
+                    if journal is not None and item.seq is not None:
+                        single_token = self.new_token()
+                        journal.intent(single_token, [item.seq])
+                    self._stream(table, [item.payload], fmt, single_token)
                 except Exception as single:
                     item.error = single
+                else:
+                    if journal is not None and single_token is not None and item.seq:
+                        journal.commit(single_token, [item.seq])
+            return
+        if journal is not None and token is not None:
+            journal.commit(token, [item.seq for item in written if item.seq])
+            self._measure(sum(item.size for item in written), time.monotonic() - round_start)
+
+    def _measure(self, size: int, seconds: float) -> None:
+        """Fold one journaled insert (``size`` weighted bytes stored in ``seconds``) into the
+        writer's rate, and size the journaled queue's room from it."""
+        if seconds <= 0:
+            return
+        rate = size / seconds
+        self._rate = rate if not self._rate else 0.7 * self._rate + 0.3 * rate
+        room = self._rate * self._room_seconds
+        self._room = min(float(_ROOM_MAX), max(float(_ROOM_MIN), room))
 
     def _late(self, item: _Pending) -> bool:
         """Refuse ``item`` (SinkUnavailable, nothing stored) if it waited behind other inserts
         past its deadline: a lone request on a slow machine is written at once (refusing it
         would only make the client resend it)."""
         now = time.monotonic()
+        if item.seq is not None:  # answered already: never dropped
+            return False
         if item.behind and item.deadline is not None and now > item.deadline:
             item.error = SinkUnavailable(
                 f"the store fell {now - item.deadline:.2f}s behind; nothing stored"
@@ -848,6 +1072,10 @@ class ChdbSink:
         payload, count = encode_rows(table, rows)
         rows.clear()
         self.store.insert_encoded(table, payload, count, deadline=commit_deadline())
+
+    def wait_for_room(self, deadline: float | None = None) -> bool:
+        """See :meth:`Store.wait_for_room`: asked by the receiver before decoding."""
+        return self.store.wait_for_room(deadline)
 
     def write_block(self, table: str, block: Block) -> None:
         """Store a Native block (see :class:`~hyperdx.local.sinks.BlockSink`)."""

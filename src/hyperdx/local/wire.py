@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import threading
+import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -403,6 +404,14 @@ def ingest(
     """
     try:
         admission.check_room(since, queued)  # refused anyway: skip the decode
+        room = getattr(sink, "wait_for_room", None)  # a sink that journals, then stores
+        if room is not None:
+            if not room(since + COMMIT_START_BUDGET):
+                raise Overloaded("the store's queue of answered requests is full", 1)
+            # Admission then times decoding and mapping only: the wait for room is the
+            # store's own backpressure, and counted in, it shrank the limit until 32
+            # exporters were mostly refused by it (2026-11-30).
+            since = time.monotonic()
         message = decode()
         items = signal.count(message)
         admission.admit(items, since, queued)
