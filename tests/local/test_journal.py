@@ -9,6 +9,7 @@ on demand with chDB).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import zlib
@@ -209,7 +210,8 @@ def test_a_journal_that_cannot_be_stored_stops_the_start_and_stays(tmp_path: Pat
 
 
 class ScriptedStore:
-    """A stream callable: blocks while ``gate`` is clear, raises while ``failures`` last."""
+    """A stream callable: blocks while ``gate`` is clear, then takes the payloads and raises
+    while ``failures`` last."""
 
     def __init__(self, failures: int = 0) -> None:
         self.gate = threading.Event()
@@ -220,8 +222,8 @@ class ScriptedStore:
     def __call__(
         self, table: str, payloads: Iterable[bytes], fmt: str, token: str | None = None
     ) -> None:
+        self.gate.wait(10)  # before the feed: the insert's intent is written after this
         data = list(payloads)  # fed in full, as chDB would be
-        self.gate.wait(10)
         if self.failures:
             self.failures -= 1
             raise store_module.StoreError("Code: 252. DB::Exception: Too many parts")
@@ -317,3 +319,25 @@ def test_a_journaled_request_failing_while_the_store_closes_stays_for_the_next_o
     journal.close()
     replays = Journal(tmp_path).recover()
     assert [[e.payload for e in r.entries] for r in replays] == [[b"payload"]]
+
+
+def test_a_journal_that_cannot_be_written_after_an_append_stores_each_request_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full disk while an insert runs (its intent and commit records fail): the insert
+    still counts as done, neither tried again nor dropped."""
+    stream = ScriptedStore()
+    stream.gate.clear()
+    commits, journal = writer(tmp_path, stream)
+    commits.submit("otel_logs", b"payload", None, NATIVE)
+    writable = journal._fd
+    journal._fd = os.open(os.devnull, os.O_RDONLY)  # every further write fails (EBADF)
+    with caplog.at_level(logging.WARNING, logger="hyperdx.local"):
+        stream.gate.set()
+        assert commits.settle(10)
+        commits.close()
+    os.close(journal._fd)
+    journal._fd = writable
+    assert [payload for payload, _ in stream.stored] == [b"payload"]
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2 and all("could not write to the journal" in w for w in warnings)

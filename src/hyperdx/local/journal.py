@@ -28,6 +28,7 @@ journaled request survives the server being killed, not the machine losing power
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 import threading
@@ -37,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["Entry", "Journal", "Replay"]
+
+_log = logging.getLogger("hyperdx.local")
 
 _HEADER = struct.Struct("<cII")  # kind, body length, crc32 of the body
 _DATA, _INTENT, _COMMIT, _DROP = b"D", b"I", b"C", b"X"
@@ -169,25 +172,36 @@ class Journal:
                 self._roll_locked()
         return seq
 
+    # The writer's records never raise: failing one (a full disk) must not make the writer
+    # redo an insert that committed, nor give up on one. Without its intent, an insert's
+    # entries replay after a crash without its token (a crash in that insert could then
+    # store them twice); without its commit, they replay under its token (chDB drops them).
+
     def intent(self, token: str, seqs: Iterable[int]) -> None:
         """Record that the insert ``token`` holds ``seqs`` (before it is finished)."""
         seqs = list(seqs)
         body = bytes((len(token),)) + token.encode("ascii") + _COUNT.pack(len(seqs))
         with self._lock:
-            self._write_locked(_INTENT, body, b"".join(map(_SEQ.pack, seqs)))
+            self._record_locked(_INTENT, body, b"".join(map(_SEQ.pack, seqs)))
 
     def commit(self, token: str, seqs: Iterable[int]) -> None:
         """Record that the insert ``token`` committed; its entries are stored."""
         with self._lock:
-            self._write_locked(_COMMIT, token.encode("ascii"), b"")
+            self._record_locked(_COMMIT, token.encode("ascii"), b"")
             self._settle_locked(seqs)
 
     def drop(self, seqs: Iterable[int]) -> None:
         """Record that ``seqs`` will never be stored (the store refused them)."""
         seqs = list(seqs)
         with self._lock:
-            self._write_locked(_DROP, _COUNT.pack(len(seqs)), b"".join(map(_SEQ.pack, seqs)))
+            self._record_locked(_DROP, _COUNT.pack(len(seqs)), b"".join(map(_SEQ.pack, seqs)))
             self._settle_locked(seqs)
+
+    def _record_locked(self, kind: bytes, head: bytes, tail: bytes) -> None:
+        try:
+            self._write_locked(kind, head, tail)
+        except OSError as error:
+            _log.warning("could not write to the journal in %s: %s", self.directory, error)
 
     def _write_locked(self, kind: bytes, head: bytes, tail: bytes) -> None:
         if self._fd < 0:
