@@ -179,10 +179,9 @@ class Journal:
 
     def intent(self, token: str, seqs: Iterable[int]) -> None:
         """Record that the insert ``token`` holds ``seqs`` (before it is finished)."""
-        seqs = list(seqs)
-        body = bytes((len(token),)) + token.encode("ascii") + _COUNT.pack(len(seqs))
+        head = bytes((len(token),)) + token.encode("ascii")
         with self._lock:
-            self._record_locked(_INTENT, body, b"".join(map(_SEQ.pack, seqs)))
+            self._record_locked(_INTENT, head, _encode_seqs(seqs))
 
     def commit(self, token: str, seqs: Iterable[int]) -> None:
         """Record that the insert ``token`` committed; its entries are stored."""
@@ -194,7 +193,7 @@ class Journal:
         """Record that ``seqs`` will never be stored (the store refused them)."""
         seqs = list(seqs)
         with self._lock:
-            self._record_locked(_DROP, _COUNT.pack(len(seqs)), b"".join(map(_SEQ.pack, seqs)))
+            self._record_locked(_DROP, b"", _encode_seqs(seqs))
             self._settle_locked(seqs)
 
     def _record_locked(self, kind: bytes, head: bytes, tail: bytes) -> None:
@@ -271,6 +270,12 @@ def _decode_data(body: bytes) -> Entry:
 def _decode_intent(body: bytes) -> tuple[str, list[int]]:
     token = body[1 : 1 + body[0]].decode("ascii")
     return token, _decode_seqs(body[1 + body[0] :])
+
+
+def _encode_seqs(seqs: Iterable[int]) -> bytes:
+    """A count, then each sequence number: what :func:`_decode_seqs` reads."""
+    packed = [_SEQ.pack(seq) for seq in seqs]
+    return _COUNT.pack(len(packed)) + b"".join(packed)
 
 
 def _decode_seqs(body: bytes) -> list[int]:

@@ -965,7 +965,7 @@ class _GroupCommit:
                 with self._cond:
                     item = self._next(table, fmt, size, steady, round_start, len(batch) >= full)
             if journal is not None and token is not None:  # fed: before chDB finishes it
-                journal.intent(token, [entry.seq for entry in written if entry.seq])
+                journal.intent(token, _seqs(written))
 
         payloads = feed()
         opening = next(payloads, None)  # None: every request taken was late
@@ -979,21 +979,25 @@ class _GroupCommit:
                 return
             # A failed insert commits nothing: retry one by one so a bad request fails alone.
             for item in written:
-                single_token = None
                 try:
-                    if journal is not None and item.seq is not None:
-                        single_token = self.new_token()
-                        journal.intent(single_token, [item.seq])
-                    self._stream(table, [item.payload], fmt, single_token)
+                    self._insert_alone(item, journal)
                 except Exception as single:
                     item.error = single
-                else:
-                    if journal is not None and single_token is not None and item.seq:
-                        journal.commit(single_token, [item.seq])
             return
         if journal is not None and token is not None:
-            journal.commit(token, [item.seq for item in written if item.seq])
+            journal.commit(token, _seqs(written))
             self._measure(sum(item.size for item in written), time.monotonic() - round_start)
+
+    def _insert_alone(self, item: _Pending, journal: Journal | None) -> None:
+        """Insert one item by itself; a journaled one under a token of its own, recorded
+        like a round's (intent before, commit after)."""
+        token = None
+        if journal is not None:
+            token = self.new_token()
+            journal.intent(token, _seqs([item]))
+        self._stream(item.table, [item.payload], item.fmt, token)
+        if journal is not None and token is not None:
+            journal.commit(token, _seqs([item]))
 
     def _measure(self, size: int, seconds: float) -> None:
         """Fold one journaled insert (``size`` weighted bytes stored in ``seconds``) into the
@@ -1058,6 +1062,11 @@ class _GroupCommit:
             if now >= wake:
                 return None
             self._cond.wait(wake - now)
+
+
+def _seqs(items: Iterable[_Pending]) -> list[int]:
+    """The journal sequence numbers of journaled ``items``."""
+    return [item.seq for item in items if item.seq is not None]
 
 
 class ChdbSink:
