@@ -14,6 +14,7 @@ shows up as a duplicate), and misbehaves as told:
     tls            answers with TLS (a self-signed cert) to a plain-HTTP client
     plain          answers plain HTTP to a TLS client (``https://`` endpoint)
     slow           takes the request, then sends the response one byte per second
+    held           accepts the items, then holds the 200 back for ``hold`` seconds
 
 A name that does not resolve needs no server: the endpoint is ``http://collector.invalid``.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import re
 import socket
 import ssl
 import struct
@@ -54,7 +56,15 @@ FAULTS = (
     "tls",
     "plain",
     "slow",
+    "held",
 )
+
+
+def summary_count(summary: str, signal_name: str, reason: str) -> int:
+    """``n`` from "<total> <signal> (... n <reason> ...)" in the SDK's exit summary, else 0."""
+    part = next((p for p in summary.split("; ") if re.search(rf"\d+ {signal_name} \(", p)), "")
+    match = re.search(rf"(\d+) {re.escape(reason)}", part)
+    return int(match.group(1)) if match else 0
 
 
 def self_signed_cert(directory: Path) -> tuple[Path, Path]:
@@ -99,12 +109,14 @@ class FaultyCollector:
         *,
         retry_after: int = 1,
         max_body: int = 6000,
+        hold: float = 5.0,
     ) -> None:
         if fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; one of {', '.join(FAULTS)}")
         self.fault = fault
         self.retry_after = retry_after
         self.max_body = max_body
+        self.hold = hold
         self.received = Received()
         self._lock = threading.Lock()
         self._tls: ssl.SSLContext | None = None
@@ -201,6 +213,8 @@ class FaultyCollector:
                 commit()  # only an answer the client could read counts as accepted
             return False
         commit()
+        if self.fault == "held" and self._stop.wait(self.hold):
+            return False
         return self._reply(conn, path, 200, answer)
 
     def _accept_items(self, path: str, body: bytes) -> tuple[bytes, Callable[[], None]]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +15,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from hyperdx.opentelemetry.export import dropped, make_span_processor
 
-from faults.collector import FaultyCollector
+from faults.collector import FaultyCollector, summary_count
 
 
 @pytest.fixture(autouse=True)
@@ -83,3 +86,50 @@ def test_a_long_retry_after_is_not_waited_for(tmp_path: Path) -> None:
     assert collector.received.answered == {503: 1}
     assert took < 5.0  # not 3600 s: beyond the export timeout, the batch is dropped at once
     assert drops == {"spans_export_failed": 20}
+
+
+_HELD_SCRIPT = """
+import logging
+from hyperdx.opentelemetry import configure_opentelemetry
+
+configure_opentelemetry()
+log = logging.getLogger("held")
+for i in range(2000):
+    log.warning("held %d", i)
+"""
+
+
+def test_a_batch_in_flight_at_the_deadline_is_not_counted_as_lost(tmp_path: Path) -> None:
+    """The collector takes a batch and answers after the shutdown deadline: the batch may
+    have arrived, so it is counted apart; the queued rest is lost for sure and never sent."""
+    env = {
+        **os.environ,
+        "OTEL_SERVICE_NAME": "held",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_TRACES_EXPORTER": "none",
+        "HYPERDX_SHUTDOWN_TIMEOUT": "1",
+    }
+    with FaultyCollector("held", tmp_path, hold=10.0) as collector:
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = collector.endpoint
+        start = time.monotonic()
+        proc = subprocess.run(
+            [sys.executable, "-c", _HELD_SCRIPT],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        took = time.monotonic() - start
+        time.sleep(0.5)  # anything still sent after exit would arrive by now
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = next(
+        (ln for ln in proc.stderr.splitlines() if "telemetry dropped in this process" in ln), ""
+    )
+    arrived = len(collector.received.logs)
+    in_flight = summary_count(summary, "logs", "in flight at the shutdown deadline")
+    lost = summary_count(summary, "logs", "shutdown deadline reached")
+    assert took < 8.0, proc.stderr[-3000:]  # the 10 s hold is not waited for
+    assert collector.received.requests == 1, summary  # nothing sent once the rest was counted
+    assert arrived == in_flight > 0, summary
+    assert in_flight + lost == 2000, summary
+    assert "export failed" not in summary, summary

@@ -24,6 +24,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
 from hyperdx.opentelemetry import diagnostics, drops
+from hyperdx.opentelemetry.export._batch import record_drop
 from hyperdx.opentelemetry.options import Settings
 
 
@@ -145,9 +146,12 @@ def _guarded(action: Callable[[Any, float], Any], name: str, provider: Any, time
         diagnostics.error("%s flush failed: %s", name, exc)
 
 
-def _pending(provider: Any) -> int:
-    """Items still queued or in flight in a provider's export path (lost at the deadline)."""
-    total = 0
+def _abandon(name: str, provider: Any) -> None:
+    """Stop a late provider's export path and count what it still held at the deadline.
+
+    Queued items are lost; an export in flight may still arrive and is counted apart (see
+    ``_Batcher.abandon``), so no item is both received and counted as lost.
+    """
     multi = getattr(provider, "_active_span_processor", None) or getattr(
         provider, "_multi_log_record_processor", None
     )
@@ -157,10 +161,10 @@ def _pending(provider: Any) -> int:
     for proc in processors:
         batcher = getattr(proc, "_batcher", None)
         if batcher is not None:
-            total += batcher.queued() + batcher.in_flight
+            batcher.abandon()
     for reader in getattr(provider, "_metric_readers", ()):
-        total += getattr(getattr(reader, "_exporter", None), "in_flight", 0)
-    return total
+        in_flight = getattr(getattr(reader, "_exporter", None), "in_flight", 0)
+        record_drop(name, "in_flight_at_deadline", in_flight)
 
 
 def force_flush(timeout: float | None = None) -> bool:
@@ -177,7 +181,8 @@ def shutdown(timeout: float | None = None) -> bool:
     """Flush and stop all three signals under one deadline; idempotent.
 
     Returns False if the deadline passed first: whatever was still queued is counted as
-    dropped and reported in one line, and the process is free to exit.
+    dropped, an export still in flight as possibly arrived, both reported in one line, and
+    the process is free to exit.
     """
     global _shut_down
     with _lock:
@@ -189,7 +194,7 @@ def shutdown(timeout: float | None = None) -> bool:
     late = _run_parallel(lambda p, t: p.shutdown(), limit)
     for name, provider in pipeline.providers():
         if name in late:
-            drops.record(name, _pending(provider), "shutdown deadline reached")
+            _abandon(name, provider)
     drops.report()
     return not late
 

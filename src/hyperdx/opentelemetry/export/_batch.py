@@ -45,6 +45,7 @@ _REASONS = {
     "export_failed": "export failed (endpoint unreachable or rejecting)",
     "after_shutdown": "emitted after shutdown",
     "shutdown_deadline": "shutdown deadline reached",
+    "in_flight_at_deadline": "in flight at the shutdown deadline (may have arrived)",
     "unencodable": "could not be encoded",
     "rejected": "rejected by the collector (partial success)",
     "too_large": "too large for the collector (413) even alone",
@@ -109,6 +110,8 @@ class Batcher(Generic[T]):
         self._dropped_here = 0
         self._reported_to_distro = _report(signal, "queue_full", 0)
         self.in_flight = 0  # items handed to the exporter and not yet answered
+        self._abandoned = False
+        self._take_lock = threading.Lock()  # taking a batch vs abandon(): counted once
         for key in _REASONS:
             _count(f"{signal}_{key}", 0)
         self._on_fork = on_fork
@@ -194,16 +197,19 @@ class Batcher(Generic[T]):
                 if deadline is not None and time.monotonic() >= deadline:
                     return False
                 first = False
-                n = min(self._batch_size, len(queue))
-                popleft = queue.popleft
-                batch = [popleft() for _ in range(n)]
+                with self._take_lock:
+                    if self._abandoned:
+                        return False
+                    n = min(self._batch_size, len(queue))
+                    popleft = queue.popleft
+                    batch = [popleft() for _ in range(n)]
+                    self.in_flight = n
                 self._send(batch)
             return True
         finally:
             self._export_lock.release()
 
     def _send(self, batch: list[T]) -> None:
-        self.in_flight = len(batch)
         try:
             ok = self._export(batch)
         except Exception as error:  # noqa: BLE001 - an exporter must never kill the worker
@@ -211,7 +217,7 @@ class Batcher(Generic[T]):
             _logger.exception("exporting %d %s failed: %s", len(batch), self.signal, error)
         finally:
             self.in_flight = 0
-        if not ok:
+        if not ok and not self._abandoned:  # abandoned: already counted as in flight
             self._drop(len(batch), "export_failed")
 
     def force_flush(self, timeout_millis: float = 30000) -> bool:
@@ -244,3 +250,19 @@ class Batcher(Generic[T]):
 
     def queued(self) -> int:
         return len(self._queue)
+
+    def abandon(self) -> None:
+        """Stop sending for good (the shutdown deadline passed) and count what is left.
+
+        The queued items are cleared and counted as lost, so none of them can still be sent
+        while the process exits. The batch in flight may still reach the collector (its
+        answer is not awaited): it is counted apart, never as simply lost, since it may also
+        be counted as received.
+        """
+        with self._take_lock:
+            self._abandoned = True
+            queued = len(self._queue)
+            self._queue.clear()
+            in_flight = self.in_flight
+        self._drop(queued, "shutdown_deadline")
+        self._drop(in_flight, "in_flight_at_deadline")
