@@ -16,6 +16,7 @@ from hyperdx.local.resident import (
     file_rss_bytes,
     page_out_library,
     page_out_mapped_files,
+    rss_bytes,
 )
 from hyperdx.local.store import Store
 
@@ -155,6 +156,44 @@ def test_heap_trimmer_pages_out_sooner_while_file_pages_exceed_the_limit() -> No
     now["t"] = 107.0
     trimmer.maybe_trim(107.0)
     assert page_outs == [101.0, 102.0, 107.0]
+
+
+def test_heap_trimmer_purges_at_every_call_while_over_the_rss_limit() -> None:
+    purges: list[float] = []
+    page_outs: list[float] = []
+    resident = {"bytes": 100 << 20}
+    trimmer = HeapTrimmer(
+        lambda: purges.append(1),
+        interval=0.25,
+        page_out=lambda: page_outs.append(1),
+        page_out_interval=5.0,
+        rss_limit=200 << 20,
+        rss=lambda: resident["bytes"],
+    )
+    assert trimmer.maybe_trim(100.0) is True  # starts the page-out clock
+    assert trimmer.maybe_trim(100.1) is False  # under the limit: once per interval
+    resident["bytes"] = 260 << 20  # a load peak
+    for now in (100.15, 100.2, 100.3, 100.35):
+        assert trimmer.maybe_trim(now) is True  # over it: at every call
+    assert page_outs == []  # page-outs keep their own clock
+    resident["bytes"] = 180 << 20  # back under: the usual rhythm
+    assert trimmer.maybe_trim(100.4) is False
+    assert trimmer.maybe_trim(100.6) is True
+    assert len(purges) == 6
+    assert trimmer.maybe_trim(105.0) is True
+    assert page_outs == [1]
+
+
+@linux_only
+def test_rss_bytes_is_at_least_the_file_pages_and_grows_with_touched_memory() -> None:
+    before = rss_bytes()
+    block = bytearray(32 << 20)
+    for i in range(0, len(block), mmap.PAGESIZE):
+        block[i] = 1  # touch every page
+    after = rss_bytes()
+    assert after - before >= 30 << 20, (before, after)
+    assert after >= file_rss_bytes() > 0
+    assert rss_bytes(Path("/no/statm")) == 0
 
 
 @linux_only

@@ -34,6 +34,7 @@ __all__ = [
     "file_rss_bytes",
     "page_out_library",
     "page_out_mapped_files",
+    "rss_bytes",
 ]
 
 _MADV_PAGEOUT = 21
@@ -62,8 +63,18 @@ def file_rss_bytes(statm: Path = Path("/proc/self/statm")) -> int:
     """This process's resident file-backed (and shared) bytes: ``statm``'s third field, the
     cheap read (~10 us) of what ``/proc/self/status`` calls RssFile + RssShmem; 0 where
     unsupported."""
+    return _statm_bytes(statm, 2)
+
+
+def rss_bytes(statm: Path = Path("/proc/self/statm")) -> int:
+    """This process's resident bytes (VmRSS: anonymous, file and shared), from ``statm``'s
+    second field; 0 where unsupported."""
+    return _statm_bytes(statm, 1)
+
+
+def _statm_bytes(statm: Path, field: int) -> int:
     try:
-        pages = int(statm.read_text().split()[2])
+        pages = int(statm.read_text().split()[field])
     except (OSError, IndexError, ValueError):
         return 0
     return pages * _PAGE_SIZE
@@ -112,6 +123,15 @@ class HeapTrimmer:
     in the most library code (insert, merge and query paths set up for the first time):
     ~115-120 MB resident against ~35 MB right after a page-out, which made the peaks at 32
     exporters (measured 2026-11-30, BENCHMARKS.md "Eighth round: local memory").
+
+    ``rss_limit``: while the whole process's resident memory (``rss``) exceeds it, purge at
+    every call (the store calls after every insert) instead of every ``interval``. Under full
+    load on a fast host (~80k log records/s, an insert every ~0.1 s) chDB's allocator held up
+    to ~100-150 MB more than it had allocated between two purges 0.25 s apart, which with
+    the file pages of the first seconds of load made peaks of 300-325 MB. Paging out more
+    often over the limit as well cost 13-15 % of the throughput (the first seconds' code
+    faults back within ~0.5 s of every page-out); purging more often cost little
+    (2026-12-01, BENCHMARKS.md "Thirteenth round").
     """
 
     def __init__(
@@ -124,12 +144,16 @@ class HeapTrimmer:
         file_rss_limit: int | None = None,
         page_out_gap: float = 1.0,
         file_rss: Callable[[], int] = file_rss_bytes,
+        rss_limit: int | None = None,
+        rss: Callable[[], int] = rss_bytes,
     ) -> None:
         self.interval = interval
         self.page_out_interval = page_out_interval
         self.file_rss_limit = file_rss_limit
         self.page_out_gap = page_out_gap
         self._file_rss = file_rss
+        self.rss_limit = rss_limit
+        self._rss = rss
         self._purge = purge
         self._page_out = page_out
         self._last = 0.0
@@ -137,10 +161,12 @@ class HeapTrimmer:
         self._trim = _malloc_trim()
 
     def maybe_trim(self, now: float) -> bool:
-        """Trim if ``interval`` passed since the last trim (``now``: monotonic seconds); page
-        out if ``page_out_interval`` passed since the last page-out (or the first trim), or
-        ``page_out_gap`` did and the resident file pages exceed ``file_rss_limit``."""
-        if now - self._last < self.interval:
+        """Trim if ``interval`` passed since the last trim (``now``: monotonic seconds), or at
+        once while the process's RSS exceeds ``rss_limit``; page out if ``page_out_interval``
+        passed since the last page-out (or the first trim), or ``page_out_gap`` did and the
+        resident file pages exceed ``file_rss_limit``."""
+        pressed = self.rss_limit is not None and self._rss() > self.rss_limit
+        if now - self._last < self.interval and not pressed:
             return False
         self._last = now
         self._purge()

@@ -221,6 +221,11 @@ _PAGE_OUT_INTERVAL = 5.0
 # BENCHMARKS.md "Eighth round: local memory").
 _PAGE_OUT_FILE_RSS = 64 << 20
 _PAGE_OUT_GAP = 1.0
+# While the whole process holds more than this, the writer purges chDB's allocator after
+# every insert rather than every _PURGE_INTERVAL (see HeapTrimmer). At ~75-90k records/s
+# (2026-12-01, a fast host) peak RSS was 254-325 MB without it, 240-289 MB with it, for
+# 0-12 % fewer records/s (BENCHMARKS.md "Thirteenth round"); 230 MB left peaks of 255-284.
+_PURGE_RSS = 200 << 20
 
 
 def import_chdb_without_arrow() -> bool:
@@ -400,6 +405,7 @@ class Store:
             page_out_interval=_PAGE_OUT_INTERVAL,
             file_rss_limit=_PAGE_OUT_FILE_RSS,
             page_out_gap=_PAGE_OUT_GAP,
+            rss_limit=_PURGE_RSS,
         )
 
     @classmethod
