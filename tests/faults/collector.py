@@ -60,10 +60,16 @@ FAULTS = (
 )
 
 
-def summary_count(summary: str, signal_name: str, reason: str) -> int:
-    """``n`` from "<total> <signal> (... n <reason> ...)" in the SDK's exit summary, else 0."""
+# The exit summary's reason for a batch sent but not answered by the shutdown deadline.
+IN_FLIGHT_AT_DEADLINE = "in flight at the shutdown deadline"
+
+
+def summary_count(summary: str, signal_name: str, reason: str | None = None) -> int:
+    """From the SDK's exit summary "<total> <signal> (... n <reason> ...)": ``n``, or the
+    signal's total without a ``reason``; 0 if absent."""
     part = next((p for p in summary.split("; ") if re.search(rf"\d+ {signal_name} \(", p)), "")
-    match = re.search(rf"(\d+) {re.escape(reason)}", part)
+    pattern = rf"(\d+) {re.escape(reason)}" if reason else rf"(\d+) {signal_name} \("
+    match = re.search(pattern, part)
     return int(match.group(1)) if match else 0
 
 

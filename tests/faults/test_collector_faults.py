@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import sys
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from faults.collector import FaultyCollector, Received, summary_count
+from faults.collector import IN_FLIGHT_AT_DEADLINE, FaultyCollector, Received, summary_count
 from support.apps import BIN, Proc, free_port, run, wait_http
 from support.load import drive, rss_bytes
 
@@ -31,7 +30,6 @@ REQUESTS = int(os.environ.get("HYPERDX_FAULT_REQUESTS", "20000"))
 WARMUP = 1000  # more than one batch (512): the first export attempt happens in the warm-up
 SHUTDOWN_TIMEOUT = 3.0
 APP = Path(__file__).with_name("app.py")
-IN_FLIGHT = "in flight at the shutdown deadline"  # may also have arrived
 CASES = [
     "healthy",
     "429",
@@ -65,11 +63,6 @@ class CaseResult:
     duplicates: int
     collector_answers: dict[str, int]
     drop_summary: str
-
-
-def _drops(summary: str, signal_name: str) -> int:
-    match = re.search(rf"(\d+) {signal_name} \(", summary)
-    return int(match.group(1)) if match else 0
 
 
 def _served_bodies(received: Received) -> int:
@@ -116,10 +109,10 @@ def run_case(fault: str, tmp_path: Path) -> tuple[CaseResult, Received, str]:
         exit_s=round(exit_s, 2),
         spans_received=len(received.spans),
         logs_received=_served_bodies(received),
-        spans_dropped=_drops(summary, "traces"),
-        logs_dropped=_drops(summary, "logs"),
-        spans_unsure=summary_count(summary, "traces", IN_FLIGHT),
-        logs_unsure=summary_count(summary, "logs", IN_FLIGHT),
+        spans_dropped=summary_count(summary, "traces"),
+        logs_dropped=summary_count(summary, "logs"),
+        spans_unsure=summary_count(summary, "traces", IN_FLIGHT_AT_DEADLINE),
+        logs_unsure=summary_count(summary, "logs", IN_FLIGHT_AT_DEADLINE),
         duplicates=received.duplicates(),
         collector_answers={str(k): v for k, v in sorted(received.answered.items())},
         drop_summary=summary.split("telemetry dropped in this process: ")[-1],

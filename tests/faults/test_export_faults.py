@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from hyperdx.opentelemetry.export import dropped, make_span_processor
 
-from faults.collector import FaultyCollector, summary_count
+from faults.collector import IN_FLIGHT_AT_DEADLINE, FaultyCollector, summary_count
 
 
 @pytest.fixture(autouse=True)
@@ -126,7 +126,7 @@ def test_a_batch_in_flight_at_the_deadline_is_not_counted_as_lost(tmp_path: Path
         (ln for ln in proc.stderr.splitlines() if "telemetry dropped in this process" in ln), ""
     )
     arrived = len(collector.received.logs)
-    in_flight = summary_count(summary, "logs", "in flight at the shutdown deadline")
+    in_flight = summary_count(summary, "logs", IN_FLIGHT_AT_DEADLINE)
     lost = summary_count(summary, "logs", "shutdown deadline reached")
     assert took < 8.0, proc.stderr[-3000:]  # the 10 s hold is not waited for
     assert collector.received.requests == 1, summary  # nothing sent once the rest was counted

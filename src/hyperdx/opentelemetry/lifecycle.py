@@ -150,7 +150,7 @@ def _abandon(name: str, provider: Any) -> None:
     """Stop a late provider's export path and count what it still held at the deadline.
 
     Queued items are lost; an export in flight may still arrive and is counted apart (see
-    ``_Batcher.abandon``), so no item is both received and counted as lost.
+    ``Batcher.abandon``), so no item is both received and counted as lost.
     """
     multi = getattr(provider, "_active_span_processor", None) or getattr(
         provider, "_multi_log_record_processor", None

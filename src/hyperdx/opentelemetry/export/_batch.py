@@ -248,9 +248,6 @@ class Batcher(Generic[T]):
             )
         return done and not left
 
-    def queued(self) -> int:
-        return len(self._queue)
-
     def abandon(self) -> None:
         """Stop sending for good (the shutdown deadline passed) and count what is left.
 
